@@ -1,0 +1,1 @@
+"""The HTTP side: one ASGI app per port, request models, dispatch to Redis, reply routing."""

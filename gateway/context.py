@@ -1,0 +1,16 @@
+"""What every port's app of one gateway worker shares."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from gateway.dispatch import Dispatcher
+from liftoff.settings import Settings
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    dispatcher: Dispatcher
+    started_s: float = field(default_factory=time.time)

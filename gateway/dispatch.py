@@ -1,0 +1,253 @@
+"""Dispatch from a gateway worker to readers over Redis Streams, and routing of their replies back.
+
+Each gateway worker owns one reply stream, read by one background listener that hands every reply to the
+waiting request by id: no per-request subscriptions, no polling. Request XADDs issued in the same event-loop turn
+go to Redis in one pipeline, so a burst of requests costs one round trip.
+
+Which consumer groups have a live reader is kept in a view refreshed in the background; a request for a group
+that the view says is not live gets a fresh look at the registry before it is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+
+import redis.exceptions
+from redis.asyncio import Redis
+
+from gateway.errors import GatewayTimeout, NotFound, Unavailable
+from liftoff import registry, wire
+from liftoff.keys import Keys
+from liftoff.process import compute_backoff
+from liftoff.settings import Settings
+from liftoff.wire import GenerationParams, Reply, WorkItem
+
+log = logging.getLogger(__name__)
+
+VIEW_REFRESH_S = 0.5
+REPLY_STREAM_TTL_S = 120  # a dead worker's reply stream goes away on its own
+TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+@dataclass(eq=False, slots=True)
+class Ticket:
+    """A request in flight: its replies arrive on `queue` until a terminal one (done or error)."""
+
+    id: str
+    group: str
+    stream: str
+    deadline: float  # loop.time() by which the outcome must be known
+    reserved: bool
+    queue: asyncio.Queue[Reply] = field(default_factory=asyncio.Queue)
+    entry_id: bytes | None = None
+    tokens_seen: int = 0
+
+
+@dataclass(slots=True)
+class GroupView:
+    live: frozenset[str] = frozenset()
+    known: frozenset[str] = frozenset()
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis_url, "the supervisor resolves redis_url before gateway workers start"
+        self.settings = settings
+        self.keys = Keys(settings.redis_namespace)
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.reply_key = self.keys.replies(self.worker_id)
+        self.redis = Redis.from_url(settings.redis_url, decode_responses=False)
+        self._listen_redis = Redis.from_url(settings.redis_url, decode_responses=False)
+        self.reserved = frozenset(settings.reserved_groups())
+        self.view = GroupView(known=self.reserved)
+        self.pending: dict[str, Ticket] = {}
+        self._ids = itertools.count()
+        self._outbox: list[tuple[Ticket, dict[bytes, bytes]]] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_reply_id = b"0-0"
+
+    async def start(self) -> None:
+        try:
+            await self.refresh_view()
+        except TRANSIENT as exc:
+            log.warning("Redis not reachable at start (%s); will keep trying", exc)
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._maintain())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._fail_all(Unavailable("the gateway is shutting down"))
+        await self.redis.aclose()
+        await self._listen_redis.aclose()
+
+    # --- admission and submission ---------------------------------------------------------------------------------
+    async def admit(self, group: str) -> bool:
+        """Raise unless `group` can take a request now; returns True when it will wait for a reserved reader."""
+        if group in self.view.live:
+            return False
+        try:
+            await self.refresh_view()
+        except TRANSIENT as exc:
+            raise Unavailable(f"the request queue (Redis) is unreachable: {exc}") from None
+        if group in self.view.live:
+            return False
+        if group in self.reserved:
+            return True
+        if group in self.view.known:
+            raise Unavailable(f"consumer group {group!r} has no live reader; try again once a reader is live")
+        known = sorted(self.view.known)
+        raise NotFound(f"unknown consumer group {group!r}; known groups: {known}", {"known_groups": known})
+
+    async def submit(
+        self, group: str, texts: list[str], params: GenerationParams, stream: bool, batched: bool
+    ) -> Ticket:
+        reserved = await self.admit(group)
+        loop = asyncio.get_running_loop()
+        timeout_s = self.settings.request_timeout_s
+        ticket = Ticket(
+            id=f"{self.worker_id}:{next(self._ids)}",
+            group=group,
+            stream=self.keys.requests(group),
+            deadline=loop.time() + timeout_s,
+            reserved=reserved,
+        )
+        now = wire.now_ms()
+        item = WorkItem(
+            id=ticket.id,
+            reply_to=self.reply_key,
+            stream=stream,
+            texts=texts,
+            batched=batched,
+            params=params,
+            enqueued_ms=now,
+            deadline_ms=now + int(timeout_s * 1000),
+        )
+        self.pending[ticket.id] = ticket
+        self._outbox.append((ticket, wire.encode(item)))
+        if self._flush_task is None:
+            self._flush_task = loop.create_task(self._flush())
+        return ticket
+
+    async def next_reply(self, ticket: Ticket) -> Reply:
+        """The next reply for `ticket`, or a timeout error once its deadline passes."""
+        remaining = ticket.deadline - asyncio.get_running_loop().time()
+        try:
+            reply = await asyncio.wait_for(ticket.queue.get(), timeout=max(0.0, remaining))
+        except TimeoutError:
+            raise self._timeout_error(ticket) from None
+        if reply.kind == "token":
+            ticket.tokens_seen += 1
+        return reply
+
+    def release(self, ticket: Ticket, finished: bool) -> None:
+        """Forget `ticket`. An unfinished one that never left the stream is deleted so that no reader wastes work."""
+        self.pending.pop(ticket.id, None)
+        if not finished and ticket.entry_id is not None:
+            asyncio.get_running_loop().create_task(self._forget(ticket))
+
+    def _timeout_error(self, ticket: Ticket) -> Unavailable | GatewayTimeout:
+        limit = self.settings.request_timeout_s
+        if ticket.reserved and ticket.group not in self.view.live:
+            return Unavailable(f"no reader of consumer group {ticket.group!r} became live within {limit:g}s")
+        return GatewayTimeout(f"no answer from consumer group {ticket.group!r} within {limit:g}s")
+
+    async def _forget(self, ticket: Ticket) -> None:
+        try:
+            await self.redis.xdel(ticket.stream, ticket.entry_id)
+        except TRANSIENT:
+            pass  # the reader drops it anyway: its deadline has passed
+
+    async def _flush(self) -> None:
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                pipe = self.redis.pipeline(transaction=False)
+                for ticket, fields in batch:
+                    pipe.xadd(ticket.stream, fields)
+                try:
+                    ids = await pipe.execute()
+                except TRANSIENT as exc:
+                    for ticket, _ in batch:
+                        self._deliver_error(ticket, Unavailable(f"could not queue the request (Redis): {exc}"))
+                    continue
+                for (ticket, _), entry_id in zip(batch, ids):
+                    ticket.entry_id = entry_id
+        finally:
+            self._flush_task = None
+
+    # --- replies --------------------------------------------------------------------------------------------------
+    async def _listen(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                resp = await self._listen_redis.xread({self.reply_key: self._last_reply_id}, count=1000, block=5000)
+                attempt = 0
+            except TRANSIENT as exc:
+                self._fail_all(Unavailable(f"lost the connection to the request queue (Redis): {exc}"))
+                delay = compute_backoff(attempt, base_s=0.1, cap_s=5.0)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            for _, entries in resp or []:
+                for entry_id, fields in entries:
+                    self._last_reply_id = entry_id
+                    self._route(fields)
+
+    def _route(self, fields: dict[bytes, bytes]) -> None:
+        try:
+            reply = wire.decode_reply(fields)
+        except ValueError as exc:
+            log.error("undecodable reply on %s: %s", self.reply_key, exc)
+            return
+        ticket = self.pending.get(reply.id)
+        if ticket is not None:  # else the client is gone (timed out or disconnected)
+            ticket.queue.put_nowait(reply)
+
+    def _deliver_error(self, ticket: Ticket, err: Unavailable | GatewayTimeout) -> None:
+        ticket.queue.put_nowait(Reply(id=ticket.id, kind="error", status=err.status, message=err.message))
+
+    def _fail_all(self, err: Unavailable) -> None:
+        for ticket in list(self.pending.values()):
+            self._deliver_error(ticket, err)
+
+    # --- background maintenance -----------------------------------------------------------------------------------
+    async def refresh_view(self) -> None:
+        """Re-read the registry; concurrent callers share one read."""
+        if self._refreshing is not None:
+            await asyncio.shield(self._refreshing)
+            return
+        self._refreshing = asyncio.get_running_loop().create_future()
+        try:
+            records = await registry.read_registry(self.redis, self.keys, self.settings.heartbeat_check_interval)
+            served = await self.redis.smembers(self.keys.groups)
+            live = {g for r in records if r.status == "live" for g in r.info.consumer_groups}
+            known = {g.decode() for g in served} | {g for r in records for g in r.info.consumer_groups}
+            self.view = GroupView(live=frozenset(live), known=frozenset(known | self.reserved))
+            self._refreshing.set_result(None)
+        except BaseException as exc:
+            self._refreshing.set_exception(exc)
+            self._refreshing.exception()  # retrieved here: waiting callers get it through shield
+            raise
+        finally:
+            self._refreshing = None
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(VIEW_REFRESH_S)
+            try:
+                await self.refresh_view()
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.xtrim(self.reply_key, minid=self._last_reply_id)  # what the listener has read is done
+                pipe.expire(self.reply_key, REPLY_STREAM_TTL_S)
+                await pipe.execute()
+            except TRANSIENT as exc:
+                log.debug("maintenance skipped: %s", exc)

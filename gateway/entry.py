@@ -1,0 +1,80 @@
+"""The one ASGI callable every gateway worker serves: it picks the port's app by the local port of the connection.
+
+It also runs the worker's lifespan: the dispatcher (Redis connections, reply listener) starts before the first
+request and stops after the last.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from gateway.context import Gateway
+from gateway.dispatch import Dispatcher
+from gateway.errors import EXCEPTION_HANDLERS
+from gateway.health import healthz_route
+from gateway.inference import create_inference_app
+from gateway.middleware import BodySizeLimit
+from gateway.responses import json_response
+from gateway.types import ASGIApp, Receive, Scope, Send
+from liftoff.settings import Settings
+from management.api import create_management_app
+
+log = logging.getLogger(__name__)
+
+
+def create_health_only_app(gw: Gateway) -> Starlette:
+    """Ports whose APIs arrive later (Vertex, OpenAI, Snowflake, internal) answer health probes already."""
+    healthz = healthz_route(gw)
+    return Starlette(
+        routes=[Route("/healthz", healthz, methods=["GET"]), Route("/health", healthz, methods=["GET"])],
+        middleware=[Middleware(BodySizeLimit, limit=gw.settings.body_size_limit_bytes)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    )
+
+
+class PortRouter:
+    def __init__(self, settings: Settings) -> None:
+        self.gateway = Gateway(settings=settings, dispatcher=Dispatcher(settings))
+        self.apps: dict[int, ASGIApp] = {
+            settings.port: create_inference_app(self.gateway),
+            settings.management_port: create_management_app(self.gateway),
+            settings.vertex_port: create_health_only_app(self.gateway),
+            settings.openai_port: create_health_only_app(self.gateway),
+            settings.snowflake_port: create_health_only_app(self.gateway),
+            settings.internal_port: create_health_only_app(self.gateway),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        server = scope.get("server")
+        app = self.apps.get(server[1]) if server else None
+        if app is None:
+            response = json_response({"error": f"no API is served on {server}", "details": None, "code": 404}, 404)
+            await response(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.dispatcher.start()
+                except Exception as exc:  # noqa: BLE001 — reported to the server, which stops the worker
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.dispatcher.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings) -> PortRouter:
+    return PortRouter(settings)

@@ -1,0 +1,123 @@
+"""The Takeoff inference API (port 3000): /generate, /generate_stream and the short /status."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import sse
+from gateway.context import Gateway
+from gateway.dispatch import Ticket
+from gateway.errors import EXCEPTION_HANDLERS, ApiError, Unprocessable, error_for_status
+from gateway.health import healthz_route
+from gateway.middleware import BodySizeLimit
+from gateway.parsing import parse_body
+from gateway.protocol import GenerateRequest
+from gateway.responses import json_response
+from liftoff.wire import Reply
+from management.status import reader_maps
+
+
+def create_inference_app(gw: Gateway) -> Starlette:
+    dispatcher = gw.dispatcher
+    settings = gw.settings
+
+    async def submit(request: Request, stream: bool) -> tuple[GenerateRequest, Ticket]:
+        req = await parse_body(request, GenerateRequest)
+        check_limits(req, settings.max_user_batch_size, settings.max_prompt_string_bytes)
+        group = req.consumer_group or "primary"
+        ticket = await dispatcher.submit(group, req.texts, req.to_params(), stream=stream, batched=req.batched)
+        return req, ticket
+
+    async def generate(request: Request) -> Response:
+        req, ticket = await submit(request, stream=False)
+        finished = False
+        try:
+            reply = await dispatcher.next_reply(ticket)
+            while reply.kind == "token":
+                reply = await dispatcher.next_reply(ticket)
+            finished = True
+        finally:
+            dispatcher.release(ticket, finished)
+        raise_if_error(reply)
+        texts = reply.texts or []
+        body: dict[str, Any] = {"text": texts if req.batched else texts[0]}
+        if reply.metadata is not None:
+            body["metadata"] = reply.metadata if req.batched else reply.metadata[0]
+        return json_response(body)
+
+    async def generate_stream(request: Request) -> Response:
+        req, ticket = await submit(request, stream=True)
+        try:
+            # The first reply decides the status line: an error before any token is a plain HTTP error.
+            first = await dispatcher.next_reply(ticket)
+            raise_if_error(first)
+        except BaseException:
+            dispatcher.release(ticket, finished=True)
+            raise
+        return sse.response(stream_events(req, ticket, first))
+
+    async def stream_events(req: GenerateRequest, ticket: Ticket, reply: Reply) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            while True:
+                if reply.kind == "token":
+                    text = reply.text or ""
+                    yield sse.json_event({"text": text, "batch_id": reply.index}) if req.batched else sse.event(text)
+                elif reply.kind == "done":
+                    finished = True
+                    if reply.metadata is not None:
+                        meta = reply.metadata if req.batched else reply.metadata[0]
+                        yield sse.json_event({"metadata": meta}, "metadata")
+                    return
+                else:
+                    finished = True
+                    yield sse.error_event(error_for_status(reply.status or 500, reply.message or "reader error"))
+                    return
+                try:
+                    reply = await dispatcher.next_reply(ticket)
+                except ApiError as err:
+                    yield sse.error_event(err)
+                    return
+        finally:
+            dispatcher.release(ticket, finished)
+
+    async def short_status(request: Request) -> Response:
+        maps = await reader_maps(gw)
+        return json_response(
+            {"live_readers": maps["live_readers"], "dead_readers": maps["dead_readers"], "ports": settings.ports()}
+        )
+
+    healthz = healthz_route(gw)
+    return Starlette(
+        routes=[
+            Route("/generate", generate, methods=["POST"]),
+            Route("/generate_stream", generate_stream, methods=["POST"]),
+            Route("/status", short_status, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/health", healthz, methods=["GET"]),
+        ],
+        middleware=[Middleware(BodySizeLimit, limit=settings.body_size_limit_bytes)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    )
+
+
+def check_limits(req: GenerateRequest, max_batch: int, max_prompt_bytes: int) -> None:
+    if len(req.texts) > max_batch:
+        raise Unprocessable(f"text has {len(req.texts)} items; the limit (max_user_batch_size) is {max_batch}")
+    for index, text in enumerate(req.texts):
+        size = len(text.encode())
+        if size > max_prompt_bytes:
+            where = f"text[{index}]" if req.batched else "text"
+            raise Unprocessable(f"{where} is {size} bytes; the limit (max_prompt_string_bytes) is {max_prompt_bytes}")
+
+
+def raise_if_error(reply: Reply) -> None:
+    if reply.kind == "error":
+        raise error_for_status(reply.status or 500, reply.message or "the reader reported an error")

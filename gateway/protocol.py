@@ -1,0 +1,139 @@
+"""Request models of the Takeoff inference API. They validate every field and convert to wire parameters.
+
+Every field but `text` may be absent or null; null means the default. Each rule has its own message naming the
+parameter and the value given, e.g. "sampling_topp must be > 0 and <= 1; given 1.5".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, field_validator, model_validator
+
+from liftoff.wire import GenerationParams
+
+MAX_NEW_TOKENS_LIMIT = 32_768
+
+
+def _rule(ok: bool, message: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{message}; given {value!r}")
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: StrictStr | list[StrictStr]
+    consumer_group: StrictStr | None = None
+    sampling_temperature: float | None = None
+    sampling_topp: float | None = None
+    sampling_topk: int | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    max_new_tokens: int | None = None
+    min_new_tokens: int | None = None
+    regex_string: StrictStr | None = None
+    json_schema: dict[str, Any] | StrictStr | None = None
+    constrained_decoding_backend: StrictStr | None = None
+    prompt_max_tokens: int | None = None
+    return_metadata: StrictBool | None = None
+    use_chat_template: StrictBool | None = None
+    lora_id: StrictStr | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            _rule(len(value) > 0, "text must be a string or a non-empty list of strings", value)
+        return value
+
+    @field_validator("consumer_group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        if value is not None:
+            _rule(bool(value) and not any(c in value for c in " \t\r\n{}"), "consumer_group must be a name", value)
+        return value
+
+    @field_validator("sampling_temperature")
+    @classmethod
+    def _temperature(cls, v: float | None) -> float | None:
+        if v is not None:
+            _rule(0 <= v <= 100, "sampling_temperature must be >= 0 and <= 100 (0 = greedy)", v)
+        return v
+
+    @field_validator("sampling_topp")
+    @classmethod
+    def _topp(cls, v: float | None) -> float | None:
+        if v is not None:
+            _rule(0 < v <= 1, "sampling_topp must be > 0 and <= 1", v)
+        return v
+
+    @field_validator("sampling_topk", "no_repeat_ngram_size", "min_new_tokens")
+    @classmethod
+    def _non_negative(cls, v: int | None, info: Any) -> int | None:
+        if v is not None:
+            _rule(v >= 0, f"{info.field_name} must be >= 0", v)
+        return v
+
+    @field_validator("repetition_penalty")
+    @classmethod
+    def _penalty(cls, v: float | None) -> float | None:
+        if v is not None:
+            _rule(0 < v <= 10, "repetition_penalty must be > 0 and <= 10", v)
+        return v
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _max_new(cls, v: int | None) -> int | None:
+        if v is not None:
+            _rule(1 <= v <= MAX_NEW_TOKENS_LIMIT, f"max_new_tokens must be >= 1 and <= {MAX_NEW_TOKENS_LIMIT}", v)
+        return v
+
+    @field_validator("prompt_max_tokens")
+    @classmethod
+    def _prompt_max(cls, v: int | None) -> int | None:
+        if v is not None:
+            _rule(v >= 1, "prompt_max_tokens must be >= 1", v)
+        return v
+
+    @field_validator("regex_string")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"regex_string is not a valid regular expression ({exc}); given {v!r}") from None
+        return v
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema(cls, v: dict[str, Any] | str | None) -> dict[str, Any] | None:
+        if isinstance(v, str):
+            try:
+                v = orjson.loads(v)
+            except orjson.JSONDecodeError:
+                raise ValueError("json_schema must be a JSON schema object or its JSON text") from None
+            _rule(isinstance(v, dict), "json_schema must be a JSON object", v)
+        return v
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> GenerateRequest:
+        max_new = self.max_new_tokens if self.max_new_tokens is not None else GenerationParams().max_new_tokens
+        if self.min_new_tokens is not None and self.min_new_tokens > max_new:
+            raise ValueError(f"min_new_tokens must be <= max_new_tokens ({max_new}); given {self.min_new_tokens}")
+        return self
+
+    @property
+    def texts(self) -> list[str]:
+        return self.text if isinstance(self.text, list) else [self.text]
+
+    @property
+    def batched(self) -> bool:
+        return isinstance(self.text, list)
+
+    def to_params(self) -> GenerationParams:
+        given = self.model_dump(exclude_none=True, exclude={"text", "consumer_group"})
+        return GenerationParams(**given)

@@ -1,0 +1,55 @@
+"""The gateway process: gunicorn's arbiter with `workers` native-asgi workers, each bound to all six ports.
+
+Started by the supervisor (`liftoff serve`) with the resolved settings in the environment; runnable by hand with
+`python -m gateway.server` for the same purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from liftoff.settings import Settings, load_settings
+
+
+class GatewayServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        options: dict[str, Any] = {
+            "bind": [f"{s.host}:{port}" for port in s.ports().values()],
+            "workers": s.workers,
+            "worker_class": "asgi",
+            "graceful_timeout": max(1, round(s.shutdown_grace_s)),
+            "timeout": 30,  # a worker silent this long is restarted by the arbiter
+            "keepalive": 75,  # longer than common load balancers' idle timeouts
+            "backlog": 2048,
+            "worker_connections": 10_000,
+            "loglevel": s.log_level.lower(),
+            "accesslog": None,
+            "errorlog": "-",
+            "proc_name": "liftoff-gateway",
+            "control_socket_disable": True,  # several servers may share one machine (tests, benchmarks)
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from gateway.entry import create_app
+
+        return create_app(self.settings)
+
+
+def main() -> None:
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    GatewayServer(settings).run()
+
+
+if __name__ == "__main__":
+    main()

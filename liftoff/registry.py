@@ -1,0 +1,118 @@
+"""The reader registry: who serves which consumer group, and whether they are loading, live or dead.
+
+Readers write their `ReaderInfo` into the registry hash and refresh a heartbeat key whose TTL is the dead-after
+window, so a reader that stops heartbeating disappears from liveness on its own (no clock comparison across
+machines). Gateway workers, the management API and the supervisor all classify readers through `read_registry`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from liftoff.keys import Keys
+from liftoff.wire import ReaderInfo
+
+Status = Literal["live", "loading", "dead"]
+DEAD_AFTER_HEARTBEATS = 3  # a reader silent for this many heartbeat_check_intervals is dead
+
+
+def heartbeat_period_s(check_interval_s: int) -> float:
+    """How often a reader heartbeats: twice per check interval, so one lost beat never looks like death."""
+    return check_interval_s / 2 if check_interval_s > 0 else 1.0
+
+
+def dead_after_ms(check_interval_s: int) -> int | None:
+    """Heartbeat key TTL; None when heartbeat_check_interval is 0 (never declare a reader dead)."""
+    return DEAD_AFTER_HEARTBEATS * check_interval_s * 1000 if check_interval_s > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderRecord:
+    reader_id: str
+    info: ReaderInfo
+    status: Status
+    last_heartbeat_s: float | None
+
+    def heartbeat_view(self) -> dict[str, int]:
+        """The reference `LastHeartbeat`: epoch seconds of the last beat, and the seconds allowed between beats."""
+        return {
+            "heartbeat_timestamp": int(self.last_heartbeat_s or 0),
+            "heartbeat_wait_interval": math.ceil(self.info.heartbeat_interval_s * DEAD_AFTER_HEARTBEATS),
+        }
+
+
+def classify(info: ReaderInfo, heartbeat: bytes | None, never_dead: bool) -> Status:
+    if info.state == "failed":
+        return "dead"
+    if heartbeat is None and not never_dead:
+        return "dead"
+    return "loading" if info.state == "loading" else "live"
+
+
+async def read_registry(redis: Redis, keys: Keys, check_interval_s: int) -> list[ReaderRecord]:
+    raw = await redis.hgetall(keys.readers)
+    if not raw:
+        return []
+    ids = [k.decode() if isinstance(k, bytes) else k for k in raw]
+    beats = await redis.mget([keys.heartbeat(i) for i in ids])
+    records = []
+    for reader_id, blob, beat in zip(ids, raw.values(), beats):
+        try:
+            info = ReaderInfo.model_validate_json(blob)
+        except ValueError:
+            continue  # an entry written by an incompatible version; it ages out with its heartbeat
+        last = float(beat) if beat is not None else info.last_heartbeat_s
+        status = classify(info, beat, never_dead=check_interval_s <= 0)
+        records.append(ReaderRecord(reader_id, info, status, last))
+    return sorted(records, key=lambda r: r.reader_id)
+
+
+async def write_heartbeat(redis: Redis, keys: Keys, reader_id: str, info: ReaderInfo, check_interval_s: int) -> None:
+    """Refresh the heartbeat key and the registry entry (which re-registers the reader after a Redis restart)."""
+    now = time.time()
+    info.last_heartbeat_s = now
+    pipe = redis.pipeline(transaction=False)
+    pipe.set(keys.heartbeat(reader_id), repr(now), px=dead_after_ms(check_interval_s))
+    pipe.hset(keys.readers, reader_id, info.model_dump_json())
+    for group in info.consumer_groups:
+        pipe.sadd(keys.groups, group)
+    await pipe.execute()
+
+
+async def mark_exited(redis: Redis, keys: Keys, reader_id: str, reason: str) -> None:
+    """Called by the supervisor when a reader process exits: it is dead now, not after its heartbeat expires."""
+    blob = await redis.hget(keys.readers, reader_id)
+    if blob is None:
+        return
+    info = ReaderInfo.model_validate_json(blob)
+    info.state = "failed"
+    info.error = reason
+    pipe = redis.pipeline(transaction=False)
+    pipe.hset(keys.readers, reader_id, info.model_dump_json())
+    pipe.delete(keys.heartbeat(reader_id))
+    await pipe.execute()
+
+
+async def deregister(redis: Redis, keys: Keys, reader_id: str) -> None:
+    pipe = redis.pipeline(transaction=False)
+    pipe.hdel(keys.readers, reader_id)
+    pipe.delete(keys.heartbeat(reader_id))
+    await pipe.execute()
+
+
+async def prune_dead(redis: Redis, keys: Keys, check_interval_s: int, retention_s: float) -> list[str]:
+    """Forget readers dead for longer than `retention_s`, so a reader removed by hand stops failing /healthz."""
+    now = time.time()
+    stale = [
+        r.reader_id
+        for r in await read_registry(redis, keys, check_interval_s)
+        if r.status == "dead" and now - (r.last_heartbeat_s or r.info.registered_s) > retention_s
+    ]
+    if stale:
+        await redis.hdel(keys.readers, *stale)
+    return stale

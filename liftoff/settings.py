@@ -1,0 +1,231 @@
+"""Server and reader settings.
+
+Precedence, lowest first: field defaults < ``config.toml`` (``--config`` or ``LIFTOFF_CONFIG``) < ``LIFTOFF_*``
+environment variables < CLI flags. The server fields named in ``REFERENCE_CONFIG_FIELDS`` carry exactly the names
+and defaults of the Takeoff ``config`` object that ``GET /status`` on the management port reports.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+CONFIG_ENV = "LIFTOFF_CONFIG"
+# The supervisor hands the fully resolved settings to its children through this variable, so gateway workers and
+# readers run with exactly what `liftoff serve` resolved (CLI flags included).
+RESOLVED_ENV = "LIFTOFF_RESOLVED_SETTINGS"
+
+REFERENCE_CONFIG_FIELDS = (
+    "allow_remote_images",
+    "body_size_limit_bytes",
+    "echo",
+    "enable_metrics",
+    "heartbeat_check_interval",
+    "internal_port",
+    "management_port",
+    "openai_port",
+    "port",
+    "reader_message_timeout_ms",
+    "repository_path",
+    "reserved_consumers",
+    "snowflake_port",
+    "vertex_port",
+)
+
+Device = str  # "cpu", "cuda", "cuda:N" or "auto"; checked by ReaderConfig.device's validator
+
+
+class ReaderConfig(BaseModel):
+    """One reader, with the reference's reader-config field names.
+
+    Fields marked "accepted" are part of the wire contract that existing clients send; the engines use what applies
+    to them and the reader logs the rest as ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = "echo"
+    device: Device = "cpu"
+    consumer_group: str = "primary"
+    reader_id: str | None = None  # stable id; the supervisor assigns `<consumer_group>-<n>` when absent
+    redis_host: str | None = None  # accepted; readers use the server's redis_url
+    backend: str | None = None
+    log_level: str = "INFO"
+    cuda_visible_devices: str | None = None
+    max_batch_size: int = Field(default=8, ge=1, le=4096)
+    batch_duration_millis: int = Field(default=100, ge=0, le=60_000)
+    access_token: str | None = None
+    tensor_parallel: int | None = Field(default=None, ge=1)
+    quant_type: str | None = None
+    max_sequence_length: int | None = Field(default=None, ge=1)
+    nvlink_unavailable: bool | None = None
+    disable_static: bool | None = None
+    disable_cuda_graph: bool | None = None
+    cuda_graph_cache_capacity: int | None = Field(default=None, ge=0)
+    disable_paged_attention: bool | None = None
+    page_cache_size: str | int | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("cpu", "cuda", "auto") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; given {value!r}")
+
+    @field_validator("consumer_group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if not value or any(c in value for c in " \t\r\n{}"):
+            raise ValueError(f"consumer_group must be a non-empty name without spaces or braces; given {value!r}")
+        return value
+
+
+def _default_readers() -> list[ReaderConfig]:
+    return [ReaderConfig(model_name="echo", consumer_group="primary")]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIFTOFF_", extra="forbid", validate_default=True)
+
+    # --- the reference `config` object: names and defaults as Takeoff reports them -----------------------------
+    port: int = Field(default=3000, ge=1, le=65535)
+    management_port: int = Field(default=3001, ge=1, le=65535)
+    vertex_port: int = Field(default=3002, ge=1, le=65535)
+    openai_port: int = Field(default=3003, ge=1, le=65535)
+    snowflake_port: int = Field(default=3004, ge=1, le=65535)
+    internal_port: int = Field(default=3005, ge=1, le=65535)
+    body_size_limit_bytes: int = Field(default=2_097_152, ge=1)
+    heartbeat_check_interval: int = Field(default=1, ge=0)  # seconds; 0 = never declare a reader dead
+    reader_message_timeout_ms: int = Field(default=500, ge=1)
+    reserved_consumers: str = "primary"  # comma-separated consumer groups whose requests wait for a reader
+    repository_path: str = "./artefacts"
+    echo: bool = False
+    enable_metrics: bool = True
+    allow_remote_images: bool = False
+
+    # --- Liftoff's own --------------------------------------------------------------------------------------------
+    host: str = "0.0.0.0"  # address every port binds
+    redis_url: str | None = None  # None: start an embedded redis-server under state_dir
+    redis_namespace: str = "liftoff"
+    state_dir: str = "./.liftoff"  # embedded Redis data (append-only file), sockets, logs
+    workers: int = Field(default=1, ge=1, le=64)  # gateway worker processes; each binds all six ports
+    request_timeout_s: float = Field(default=300.0, gt=0)  # longest a request may wait for its outcome
+    shutdown_grace_s: float = Field(default=30.0, ge=0)  # in-flight work may finish within this on SIGTERM
+    max_user_batch_size: int = Field(default=1000, ge=1)
+    max_prompt_string_bytes: int = Field(default=150_000, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    readers: list[ReaderConfig] = Field(default_factory=_default_readers)
+
+    @field_validator("reserved_consumers", mode="before")
+    @classmethod
+    def _reserved(cls, value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        if not isinstance(value, str):
+            raise ValueError("reserved_consumers must be a comma-separated string or a list of group names")
+        return ",".join(part.strip() for part in value.split(",") if part.strip())
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        ports = self.ports()
+        if len(set(ports.values())) != len(ports):
+            raise ValueError(f"the six ports must be distinct; given {ports}")
+        ids = [r.reader_id for r in self.readers if r.reader_id]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"readers: reader_id values must be unique; given {ids}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_path
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def ports(self) -> dict[str, int]:
+        return {
+            "inference": self.port,
+            "management": self.management_port,
+            "vertex": self.vertex_port,
+            "openai": self.openai_port,
+            "snowflake": self.snowflake_port,
+            "internal": self.internal_port,
+        }
+
+    def reserved_groups(self) -> list[str]:
+        return [g for g in self.reserved_consumers.split(",") if g]
+
+    def reference_config(self) -> dict[str, Any]:
+        """The `config` object of the management `/status`, exactly the reference's fields."""
+        data = self.model_dump(include=set(REFERENCE_CONFIG_FIELDS))
+        data["repository_path"] = str(Path(self.repository_path).resolve())
+        return data
+
+
+# Set only for the duration of `load_settings`; pydantic-settings builds its sources from the class, so the
+# chosen file reaches `settings_customise_sources` through this module global.
+_config_path: Path | None = None
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message is one line naming it."""
+
+
+def load_settings(config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Resolve settings from defaults, the TOML file, the environment and `overrides` (CLI flags)."""
+    global _config_path
+    resolved = os.environ.get(RESOLVED_ENV)
+    if resolved and config is None and not overrides:
+        return Settings.model_validate_json(resolved)
+    path = Path(config) if config else (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if path is None and Path("config.toml").is_file():
+        path = Path("config.toml")
+    if path is not None and not path.is_file():
+        raise SettingsError(f"config file not found: {path}")
+    _config_path = path
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc, source=str(path) if path else None)) from None
+    except ValueError as exc:  # a TOML syntax error surfaces as ValueError from tomllib
+        raise SettingsError(f"{path}: {exc}") from None
+    finally:
+        _config_path = None
+
+
+def describe_validation_error(exc: ValidationError, source: str | None = None) -> str:
+    """One line per problem: `setting 'readers.0.device': device must be ... (from config.toml)`."""
+    lines = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        given = err.get("input")
+        plain = err["type"] not in ("extra_forbidden", "value_error") and not isinstance(given, (dict, list))
+        tail = f"; given {given!r}" if plain else ""
+        lines.append(f"invalid setting '{name}': {msg}{tail}" + (f" (from {source} or environment)" if source else ""))
+    return "; ".join(lines)

@@ -1,0 +1,140 @@
+"""The Redis wire contract between gateway workers and readers. Nothing else builds or parses stream entries.
+
+A request stream entry has one field, ``d``: a ``WorkItem`` as JSON. A reply stream entry has one field, ``d``: a
+``Reply`` as JSON. Both carry ``v`` (the contract version); a peer that sees a version it does not know answers with
+an error rather than guessing. The registry hash holds ``ReaderInfo`` JSON per reader id.
+
+This module must stay free of torch and of any web framework: gateway and readers both import it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+WIRE_VERSION = 1
+FIELD = b"d"
+
+
+class GenerationParams(BaseModel):
+    """Generation parameters, validated and defaulted by the gateway before dispatch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sampling_temperature: float = 1.0  # >= 0; 0, or sampling_topk == 1, means greedy decoding
+    sampling_topp: float = 1.0  # nucleus mass in (0, 1]
+    sampling_topk: int = 1  # tokens kept; 1 = greedy, 0 = no top-k cut
+    repetition_penalty: float = 1.0  # > 0; 1 = off
+    no_repeat_ngram_size: int = 0  # 0 = off
+    max_new_tokens: int = 128  # tokens to generate at most
+    min_new_tokens: int = 0  # tokens to generate before EOS may end the sequence
+    regex_string: str | None = None
+    json_schema: Any = None  # a schema object (or its JSON text); ignored when regex_string is set
+    constrained_decoding_backend: str | None = None
+    prompt_max_tokens: int | None = None  # keep only the last N prompt tokens
+    use_chat_template: bool = False
+    return_metadata: bool = False
+    lora_id: str | None = None
+
+
+class WorkItem(BaseModel):
+    """One request as a reader sees it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: int = WIRE_VERSION
+    id: str  # request id, unique per gateway worker lifetime
+    kind: Literal["generate"] = "generate"
+    reply_to: str  # the reply stream key of the gateway worker waiting for it
+    stream: bool = False  # True: send one `token` reply per generated token before `done`
+    texts: list[str]  # prompts; one per user-batch item
+    batched: bool = False  # the user sent a list (affects only the response shape at the gateway)
+    params: GenerationParams = Field(default_factory=GenerationParams)
+    enqueued_ms: int  # epoch milliseconds when the gateway wrote it
+    deadline_ms: int  # epoch milliseconds after which nobody waits for the answer
+
+
+ReplyKind = Literal["token", "done", "error"]
+
+
+class Reply(BaseModel):
+    """One message from a reader to the gateway worker that owns the request.
+
+    ``token``: one piece of streamed text for batch item ``index``.
+    ``done``: the terminal success; ``texts`` holds the full outputs unless the request streamed (then None).
+    ``error``: the terminal failure, with the HTTP ``status`` the client should get and a ``message`` for people.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: int = WIRE_VERSION
+    id: str
+    kind: ReplyKind
+    index: int = 0
+    text: str | None = None
+    texts: list[str] | None = None
+    metadata: list[dict[str, Any]] | None = None  # per batch item, when return_metadata
+    status: int | None = None
+    message: str | None = None
+    reader_id: str | None = None
+
+
+ReaderState = Literal["loading", "live", "stopping", "failed"]
+
+
+class ReaderInfo(BaseModel):
+    """A reader's registry entry. The first six fields are the reference's ReaderInfo."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    consumer_groups: list[str]
+    consumer_name: str
+    device: str
+    model_name: str
+    model_type: str
+    pids: list[int]
+    state: ReaderState = "loading"
+    hostname: str = ""
+    error: str | None = None  # why the reader failed or last exited
+    registered_s: float = Field(default_factory=time.time)
+    last_heartbeat_s: float | None = None
+    heartbeat_interval_s: float = 1.0
+    supervised: bool = False  # started by a `liftoff serve` supervisor (which marks it dead when it exits)
+
+    def reference_view(self) -> dict[str, Any]:
+        return self.model_dump(include={"consumer_groups", "consumer_name", "device", "model_name", "model_type", "pids"})
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def encode(model: BaseModel) -> dict[bytes, bytes]:
+    return {FIELD: model.model_dump_json(exclude_none=True).encode()}
+
+
+def _payload(fields: dict[bytes, bytes]) -> bytes:
+    data = fields.get(FIELD)
+    if data is None:
+        raise ValueError(f"stream entry without the {FIELD!r} field: {sorted(fields)}")
+    return data
+
+
+def decode_work(fields: dict[bytes, bytes]) -> WorkItem:
+    return WorkItem.model_validate_json(_payload(fields))
+
+
+def decode_reply(fields: dict[bytes, bytes]) -> Reply:
+    return Reply.model_validate_json(_payload(fields))
+
+
+def peek_ids(fields: dict[bytes, bytes]) -> tuple[str | None, str | None]:
+    """Request id and reply stream of an entry that may not validate, so that its sender can still be answered."""
+    try:
+        raw = orjson.loads(_payload(fields))
+        return raw.get("id"), raw.get("reply_to")
+    except (ValueError, AttributeError):
+        return None, None

@@ -1,0 +1,1 @@
+"""Management: the management API, the reader supervisor, (later) the fit engine, deployments and health."""

@@ -1,0 +1,30 @@
+"""The management `/status` document, in the reference schema, and the reader maps it shares with port 3000."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.context import Gateway
+from liftoff import registry
+
+
+async def reader_maps(gw: Gateway) -> dict[str, Any]:
+    """`live_readers`, `loading_readers`, `dead_readers` (reader id → ReaderInfo) and `last_heartbeat`."""
+    d = gw.dispatcher
+    records = await registry.read_registry(d.redis, d.keys, gw.settings.heartbeat_check_interval)
+    maps: dict[str, Any] = {"live_readers": {}, "loading_readers": {}, "dead_readers": {}, "last_heartbeat": {}}
+    for record in records:
+        maps[f"{record.status}_readers"][record.reader_id] = record.info.reference_view()
+        maps["last_heartbeat"][record.reader_id] = record.heartbeat_view()
+    return maps
+
+
+async def full_status(gw: Gateway) -> dict[str, Any]:
+    """`status` is null when the registry cannot be read: the server runs, but cannot say what its readers do."""
+    try:
+        maps = await reader_maps(gw)
+    except Exception:  # noqa: BLE001 — any failure to read Redis means "status unknown", never a 500
+        status = None
+    else:
+        status = {**maps, "reserved_consumers": gw.settings.reserved_groups()}
+    return {"config": gw.settings.reference_config(), "status": status}

@@ -1,0 +1,204 @@
+"""`liftoff serve`: the process that owns the embedded Redis, the gateway (gunicorn) and the reader processes.
+
+Signal handlers only record the signal; the main loop acts on it. The first SIGTERM/SIGINT is a warm stop: the
+gateway stops taking requests and finishes those in flight (readers still serving them), then readers drain and
+deregister, then Redis stops. A second signal is a cold stop: everything left is killed. A reader that exits on
+its own is marked dead at once and restarted with a capped, jittered backoff, unless its exit code says that a
+restart cannot help (bad configuration, a model that cannot load).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from liftoff import registry
+from liftoff.embedded_redis import EmbeddedRedis
+from liftoff.keys import Keys
+from liftoff.process import child_preexec, compute_backoff
+from liftoff.settings import RESOLVED_ENV, ReaderConfig, Settings
+from readers.reader import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR
+
+log = logging.getLogger("liftoff.supervisor")
+
+POLL_S = 0.2
+STABLE_AFTER_S = 60.0  # a reader up this long has its restart backoff reset
+PRUNE_EVERY_S = 10.0
+DEAD_RETENTION_S = 600.0  # dead readers stay listed (and fail /healthz) this long before they are forgotten
+NO_RESTART_CODES = {
+    2: "bad reader settings",
+    EXIT_BOOT_ERROR: "bad reader configuration or a duplicate reader id",
+    EXIT_MODEL_LOAD_ERROR: "the model could not load",
+}
+
+
+@dataclass
+class ReaderProcess:
+    reader_id: str
+    config: ReaderConfig
+    proc: subprocess.Popen[bytes] | None = None
+    started_s: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    gave_up: bool = False
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    readers: dict[str, ReaderProcess] = field(default_factory=dict)
+    gateway: subprocess.Popen[bytes] | None = None
+    redis_server: EmbeddedRedis | None = None
+    _signals: list[int] = field(default_factory=list)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._signals.append, sig)
+        if self.settings.redis_url is None:
+            self.redis_server = EmbeddedRedis(os.path.join(self.settings.state_dir, "redis"))
+            self.settings = self.settings.model_copy(update={"redis_url": self.redis_server.start()})
+        assert self.settings.redis_url is not None
+        self.redis = Redis.from_url(self.settings.redis_url)
+        self.keys = Keys(self.settings.redis_namespace)
+        self.env = {**os.environ, RESOLVED_ENV: self.settings.model_dump_json()}
+        code = 1
+        try:
+            self.gateway = self._spawn([sys.executable, "-m", "gateway.server"])
+            for index, config in enumerate(self.settings.readers):
+                reader_id = config.reader_id or f"{config.consumer_group}-{index}"
+                self.readers[reader_id] = ReaderProcess(reader_id, config)
+                self._start_reader(self.readers[reader_id])
+            self._announce()
+            code = await self._watch()
+        finally:
+            await self._shutdown()
+            await self.redis.aclose()
+            if self.redis_server is not None:
+                self.redis_server.stop()
+        return code
+
+    def _announce(self) -> None:
+        s = self.settings
+        where = "embedded" if self.redis_server else "external"
+        log.info(
+            "Liftoff serving: inference :%d, management :%d, vertex :%d, openai :%d, snowflake :%d, internal :%d "
+            "(%d gateway workers, %d readers, %s Redis %s)",
+            s.port, s.management_port, s.vertex_port, s.openai_port, s.snowflake_port, s.internal_port,
+            s.workers, len(self.readers), where, s.redis_url,
+        )
+
+    # --- the main loop --------------------------------------------------------------------------------------------
+    async def _watch(self) -> int:
+        last_prune = time.monotonic()
+        while not self._signals:
+            assert self.gateway is not None
+            if self.gateway.poll() is not None:
+                log.error("the gateway exited with code %s; stopping (see its log above)", self.gateway.returncode)
+                return 1
+            for reader in self.readers.values():
+                await self._check_reader(reader)
+            if time.monotonic() - last_prune > PRUNE_EVERY_S:
+                last_prune = time.monotonic()
+                await self._prune()
+            await asyncio.sleep(POLL_S)
+        log.info("stopping: %s", signal.Signals(self._signals[0]).name)
+        return 0
+
+    async def _check_reader(self, reader: ReaderProcess) -> None:
+        now = time.monotonic()
+        if reader.proc is None:
+            if reader.restart_at is not None and now >= reader.restart_at:
+                self._start_reader(reader)
+            return
+        code = reader.proc.poll()
+        if code is None:
+            return
+        reason = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        reader.proc = None
+        await self._mark_exited(reader.reader_id, reason)
+        if code in NO_RESTART_CODES:
+            reader.gave_up = True
+            log.error("reader %s %s (%s); not restarting it", reader.reader_id, reason, NO_RESTART_CODES[code])
+            return
+        if now - reader.started_s > STABLE_AFTER_S:
+            reader.failures = 0
+        delay = compute_backoff(reader.failures, base_s=1.0, cap_s=30.0)
+        reader.failures += 1
+        reader.restart_at = now + delay
+        log.warning("reader %s %s; restarting in %.1fs", reader.reader_id, reason, delay)
+
+    async def _mark_exited(self, reader_id: str, reason: str) -> None:
+        try:
+            await registry.mark_exited(self.redis, self.keys, reader_id, reason)
+        except Exception as exc:  # noqa: BLE001 — the heartbeat TTL marks it dead anyway
+            log.warning("could not mark reader %s dead in the registry: %s", reader_id, exc)
+
+    async def _prune(self) -> None:
+        try:
+            interval = self.settings.heartbeat_check_interval
+            for reader_id in await registry.prune_dead(self.redis, self.keys, interval, DEAD_RETENTION_S):
+                log.info("forgot reader %s (dead for over %.0fs)", reader_id, DEAD_RETENTION_S)
+        except Exception as exc:  # noqa: BLE001 — housekeeping only
+            log.debug("prune skipped: %s", exc)
+
+    # --- processes ------------------------------------------------------------------------------------------------
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)
+
+    def _start_reader(self, reader: ReaderProcess) -> None:
+        argv = [
+            sys.executable, "-m", "readers",
+            "--config-json", reader.config.model_dump_json(),
+            "--reader-id", reader.reader_id,
+            "--supervised",
+        ]
+        reader.proc = self._spawn(argv)
+        reader.started_s = time.monotonic()
+        reader.restart_at = None
+        log.info("started reader %s (pid %d, model %s)", reader.reader_id, reader.proc.pid, reader.config.model_name)
+
+    async def _shutdown(self) -> None:
+        grace = self.settings.shutdown_grace_s
+        # Gateway first (stop intake, finish in-flight requests while readers still serve them), then readers.
+        if self.gateway is not None:
+            await self._stop([self.gateway], grace + 5)
+        running = [r.proc for r in self.readers.values() if r.proc is not None]
+        await self._stop(running, grace + 5)
+        for reader_id in self.readers:  # drained readers did this themselves; killed and failed ones did not
+            await self._deregister(reader_id)
+
+    async def _stop(self, procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL if len(self._signals) > 1 else signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if len(self._signals) > 1:  # a second Ctrl-C during the warm stop: cold stop
+                for proc in procs:
+                    if proc.poll() is None:
+                        proc.kill()
+            await asyncio.sleep(0.05)
+        for proc in procs:
+            if proc.poll() is None:
+                log.warning("pid %d did not stop within %.0fs; killing it", proc.pid, timeout_s)
+                proc.kill()
+                proc.wait()
+
+    async def _deregister(self, reader_id: str) -> None:
+        try:
+            await registry.deregister(self.redis, self.keys, reader_id)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("could not deregister %s: %s", reader_id, exc)
+
+
+def serve(settings: Settings) -> int:
+    return asyncio.run(Supervisor(settings).run())

@@ -1,0 +1,1 @@
+"""The model side: reader processes, their engines, batching and replies."""

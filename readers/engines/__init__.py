@@ -1,0 +1,17 @@
+"""Engines turn jobs into replies. The reader loop owns Redis; engines own the model (and torch, when they use it)."""
+
+from __future__ import annotations
+
+from readers.engines.base import Engine, EngineLoadError
+from readers.engines.echo import EchoEngine
+
+__all__ = ["Engine", "EngineLoadError", "load_engine"]
+
+
+def load_engine(model_name: str, echo: bool, max_batch_size: int) -> Engine:
+    """The engine for a reader. `echo` (the server setting) forces the echo engine for every reader."""
+    if echo or model_name == "echo":
+        return EchoEngine(max_batch_size=max_batch_size)
+    raise EngineLoadError(
+        f"model {model_name!r}: no engine can serve it in this build (only the 'echo' engine is available)"
+    )
