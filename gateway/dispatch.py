@@ -11,6 +11,7 @@ that the view says is not live gets a fresh look at the registry before it is re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -145,7 +146,9 @@ class Dispatcher:
         except TimeoutError:
             raise self._timeout_error(ticket) from None
         if reply.kind == "token":
+            # A stream is bounded by its silences, not its length: each token restarts the clock.
             ticket.tokens_seen += 1
+            ticket.deadline = asyncio.get_running_loop().time() + self.settings.request_timeout_s
         return reply
 
     def release(self, ticket: Ticket, finished: bool) -> None:
@@ -161,10 +164,8 @@ class Dispatcher:
         return GatewayTimeout(f"no answer from consumer group {ticket.group!r} within {limit:g}s")
 
     async def _forget(self, ticket: Ticket) -> None:
-        try:
+        with contextlib.suppress(*TRANSIENT):  # else the reader drops it anyway: its deadline has passed
             await self.redis.xdel(ticket.stream, ticket.entry_id)
-        except TRANSIENT:
-            pass  # the reader drops it anyway: its deadline has passed
 
     async def _flush(self) -> None:
         try:
@@ -179,7 +180,7 @@ class Dispatcher:
                     for ticket, _ in batch:
                         self._deliver_error(ticket, Unavailable(f"could not queue the request (Redis): {exc}"))
                     continue
-                for (ticket, _), entry_id in zip(batch, ids):
+                for (ticket, _), entry_id in zip(batch, ids, strict=True):
                     ticket.entry_id = entry_id
         finally:
             self._flush_task = None
@@ -189,7 +190,8 @@ class Dispatcher:
         attempt = 0
         while True:
             try:
-                resp = await self._listen_redis.xread({self.reply_key: self._last_reply_id}, count=1000, block=MAX_BLOCK_MS)
+                streams = {self.reply_key: self._last_reply_id}
+                resp = await self._listen_redis.xread(streams, count=1000, block=MAX_BLOCK_MS)
                 attempt = 0
             except TRANSIENT as exc:
                 self._fail_all(Unavailable(f"lost the connection to the request queue (Redis): {exc}"))
@@ -252,8 +254,8 @@ class Dispatcher:
         for ticket in list(self.pending.values()):
             if ticket.group not in self.view.live and not ticket.reserved and ticket.group not in self.reserved:
                 self.pending.pop(ticket.id, None)
-                self._deliver_error(ticket, Unavailable(
-                    f"consumer group {ticket.group!r} has no live reader any more (its last reader stopped)"))
+                message = f"consumer group {ticket.group!r} has no live reader any more (its last reader stopped)"
+                self._deliver_error(ticket, Unavailable(message))
 
     async def _maintain(self) -> None:
         while True:

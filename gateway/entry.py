@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.routing import Route
-
 from gateway.context import Gateway
 from gateway.dispatch import Dispatcher
-from gateway.errors import EXCEPTION_HANDLERS
-from gateway.health import healthz_route
 from gateway.inference import create_inference_app
-from gateway.middleware import BodySizeLimit
+from gateway.port_app import port_app
 from gateway.responses import json_response
 from gateway.types import ASGIApp, Receive, Scope, Send
 from liftoff.settings import Settings
@@ -26,26 +20,17 @@ from management.api import create_management_app
 log = logging.getLogger(__name__)
 
 
-def create_health_only_app(gw: Gateway) -> Starlette:
-    """Ports whose APIs arrive later (Vertex, OpenAI, Snowflake, internal) answer health probes already."""
-    healthz = healthz_route(gw)
-    return Starlette(
-        routes=[Route("/healthz", healthz, methods=["GET"]), Route("/health", healthz, methods=["GET"])],
-        middleware=[Middleware(BodySizeLimit, limit=gw.settings.body_size_limit_bytes)],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-    )
-
-
 class PortRouter:
     def __init__(self, settings: Settings) -> None:
         self.gateway = Gateway(settings=settings, dispatcher=Dispatcher(settings))
+        # Vertex, OpenAI, Snowflake and internal APIs arrive later; their ports answer health probes already.
         self.apps: dict[int, ASGIApp] = {
             settings.port: create_inference_app(self.gateway),
             settings.management_port: create_management_app(self.gateway),
-            settings.vertex_port: create_health_only_app(self.gateway),
-            settings.openai_port: create_health_only_app(self.gateway),
-            settings.snowflake_port: create_health_only_app(self.gateway),
-            settings.internal_port: create_health_only_app(self.gateway),
+            settings.vertex_port: port_app(self.gateway, []),
+            settings.openai_port: port_app(self.gateway, []),
+            settings.snowflake_port: port_app(self.gateway, []),
+            settings.internal_port: port_app(self.gateway, []),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

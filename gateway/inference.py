@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,17 +12,17 @@ from starlette.routing import Route
 from gateway import sse
 from gateway.context import Gateway
 from gateway.dispatch import Ticket
-from gateway.errors import EXCEPTION_HANDLERS, ApiError, Unprocessable, error_for_status
-from gateway.health import healthz_route
-from gateway.middleware import BodySizeLimit
+from gateway.errors import ApiError, Unprocessable, error_for_status
 from gateway.parsing import parse_body
+from gateway.port_app import port_app
 from gateway.protocol import GenerateRequest
 from gateway.responses import json_response
+from gateway.types import ASGIApp
 from liftoff.wire import Reply
 from management.status import reader_maps
 
 
-def create_inference_app(gw: Gateway) -> Starlette:
+def create_inference_app(gw: Gateway) -> ASGIApp:
     dispatcher = gw.dispatcher
     settings = gw.settings
 
@@ -94,17 +92,13 @@ def create_inference_app(gw: Gateway) -> Starlette:
             {"live_readers": maps["live_readers"], "dead_readers": maps["dead_readers"], "ports": settings.ports()}
         )
 
-    healthz = healthz_route(gw)
-    return Starlette(
-        routes=[
+    return port_app(
+        gw,
+        [
             Route("/generate", generate, methods=["POST"]),
             Route("/generate_stream", generate_stream, methods=["POST"]),
             Route("/status", short_status, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/health", healthz, methods=["GET"]),
         ],
-        middleware=[Middleware(BodySizeLimit, limit=settings.body_size_limit_bytes)],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
     )
 
 

@@ -26,7 +26,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
             continue
         flag = "--" + name.replace("_", "-")
         if info.annotation is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=info.description)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
         else:
             p.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper())
 

@@ -78,7 +78,8 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see {self.data_dir / 'redis.log'}")
+                log_file = self.data_dir / "redis.log"
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see {log_file}")
             try:
                 client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1)
                 # A server still replaying its append-only file answers LOADING; wait for it.

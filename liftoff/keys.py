@@ -1,14 +1,12 @@
 """Every Redis key Liftoff uses, in one place. No other module builds key names.
 
-| key                              | type                         | TTL / trimming                         | meaning                              |
-|----------------------------------|------------------------------|----------------------------------------|--------------------------------------|
-| `<ns>:requests:{<group>}`        | stream + consumer group      | MAXLEN ~ on XADD (bounded backlog)     | pending work for one consumer group  |
-| `<ns>:replies:<worker>`          | stream                       | trimmed by its reader (MINID), expires | results for one gateway worker       |
-| `<ns>:readers`                   | hash reader_id → ReaderInfo  | entries removed on deregister / prune  | reader registry                      |
-| `<ns>:heartbeat:<reader_id>`     | string (epoch seconds)       | PX = dead-after window                 | liveness of one reader               |
-| `<ns>:groups`                    | set of consumer group names  | none                                   | groups ever served (for 404 lists)   |
-| `<ns>:dlq`                       | stream                       | MAXLEN ~                               | dead letters, with their reason      |
-| `<ns>:stats:<counter>`           | string counter               | none                                   | jobs total/completed/failed          |
+| key                          | type                        | TTL / trimming                 | meaning              |
+|------------------------------|-----------------------------|--------------------------------|----------------------|
+| `<ns>:requests:{<group>}`    | stream + consumer group     | entries deleted when abandoned | work for one group   |
+| `<ns>:replies:<worker>`      | stream                      | trimmed by its reader, expires | one gateway worker's |
+| `<ns>:readers`               | hash reader_id → ReaderInfo | removed on deregister / prune  | reader registry      |
+| `<ns>:heartbeat:<reader_id>` | string (epoch seconds)      | PX = the dead-after window     | one reader's liveness |
+| `<ns>:groups`                | set of group names          | none                           | groups ever served   |
 
 Request streams carry the group in a `{…}` hash tag so that on Redis Cluster one group's keys share a slot.
 """
@@ -38,10 +36,3 @@ class Keys:
     @property
     def groups(self) -> str:
         return f"{self.ns}:groups"
-
-    @property
-    def dlq(self) -> str:
-        return f"{self.ns}:dlq"
-
-    def stat(self, counter: str) -> str:
-        return f"{self.ns}:stats:{counter}"

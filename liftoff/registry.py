@@ -61,7 +61,7 @@ async def read_registry(redis: Redis, keys: Keys, check_interval_s: int) -> list
     ids = [k.decode() if isinstance(k, bytes) else k for k in raw]
     beats = await redis.mget([keys.heartbeat(i) for i in ids])
     records = []
-    for reader_id, blob, beat in zip(ids, raw.values(), beats):
+    for reader_id, blob, beat in zip(ids, raw.values(), beats, strict=True):
         try:
             info = ReaderInfo.model_validate_json(blob)
         except ValueError:

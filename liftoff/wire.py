@@ -83,6 +83,7 @@ class Reply(BaseModel):
 
 
 ReaderState = Literal["loading", "live", "stopping", "failed"]
+REFERENCE_READER_FIELDS = {"consumer_groups", "consumer_name", "device", "model_name", "model_type", "pids"}
 
 
 class ReaderInfo(BaseModel):
@@ -105,7 +106,7 @@ class ReaderInfo(BaseModel):
     supervised: bool = False  # started by a `liftoff serve` supervisor (which marks it dead when it exits)
 
     def reference_view(self) -> dict[str, Any]:
-        return self.model_dump(include={"consumer_groups", "consumer_name", "device", "model_name", "model_type", "pids"})
+        return self.model_dump(include=REFERENCE_READER_FIELDS)
 
 
 def now_ms() -> int:

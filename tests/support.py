@@ -56,7 +56,7 @@ class Server:
     def __init__(self, workdir: Path, settings: dict[str, Any], readers: list[dict[str, Any]]) -> None:
         ports = free_ports(6)
         names = ["port", "management_port", "vertex_port", "openai_port", "snowflake_port", "internal_port"]
-        self.ports = dict(zip(names, ports))
+        self.ports = dict(zip(names, ports, strict=True))
         self.settings = {
             **self.ports,
             "host": "127.0.0.1",

@@ -19,7 +19,7 @@ class Engine(abc.ABC):
     def __init__(self, max_batch_size: int) -> None:
         self.max_batch_size = max_batch_size
 
-    async def load(self) -> None:
+    async def load(self) -> None:  # noqa: B027 — engines without weights need not override it
         """Load weights. Runs before the reader turns live."""
 
     @abc.abstractmethod

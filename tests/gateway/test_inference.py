@@ -40,7 +40,8 @@ def test_every_optional_field_may_be_null(echo_server: Server) -> None:
 
 
 def test_max_new_tokens_and_metadata(echo_server: Server) -> None:
-    r = post(echo_server, "/generate", json={"text": "one two three four", "max_new_tokens": 2, "return_metadata": True})
+    body = {"text": "one two three four", "max_new_tokens": 2, "return_metadata": True}
+    r = post(echo_server, "/generate", json=body)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["text"] == "one two"
@@ -180,3 +181,19 @@ def test_concurrent_requests_each_get_their_own_answer(echo_server: Server) -> N
         return [r.json()["text"] for r in rs]
 
     assert asyncio.run(run()) == [f"request {i}" for i in range(200)]
+
+
+def test_several_gateway_workers_route_replies_to_their_own_requests(make_server) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    server = make_server(workers=3, reserved_consumers="")
+
+    async def run() -> list[str]:
+        limits = httpx.Limits(max_keepalive_connections=0)  # new connection per request: spread over workers
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
+            rs = await asyncio.gather(*(client.post("/generate", json={"text": f"w {i}"}) for i in range(150)))
+        return [r.json()["text"] for r in rs]
+
+    assert asyncio.run(run()) == [f"w {i}" for i in range(150)]
+    workers = [p for p in server.descendants() if "gateway.server" in " ".join(p.cmdline())]
+    assert len(workers) == 4  # the arbiter and three workers

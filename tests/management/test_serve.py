@@ -12,7 +12,6 @@ import httpx
 import psutil
 import pytest
 import redis
-
 from support import LIFTOFF, Server, parse_sse
 
 
@@ -42,7 +41,7 @@ def test_serve_with_embedded_redis_and_clean_stop(tmp_path: Path, sig: int) -> N
         else:
             code = server.stop(sig)
     assert code == 0, server.log()
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left behind: {[p.cmdline() for p in alive]}"
 
 
