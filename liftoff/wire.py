@@ -47,10 +47,11 @@ class WorkItem(BaseModel):
 
     v: int = WIRE_VERSION
     id: str  # request id, unique per gateway worker lifetime
-    kind: Literal["generate"] = "generate"
+    kind: Literal["generate", "embed", "classify"] = "generate"
     reply_to: str  # the reply stream key of the gateway worker waiting for it
     stream: bool = False  # True: send one `token` reply per generated token before `done`
-    texts: list[str]  # prompts; one per user-batch item
+    texts: list[str]  # prompts (or texts to embed / classify); one per user-batch item
+    pairs: list[list[str]] | None = None  # classify: text pairs (cross-encoders), instead of texts
     batched: bool = False  # the user sent a list (affects only the response shape at the gateway)
     params: GenerationParams = Field(default_factory=GenerationParams)
     enqueued_ms: int  # epoch milliseconds when the gateway wrote it
@@ -64,7 +65,8 @@ class Reply(BaseModel):
     """One message from a reader to the gateway worker that owns the request.
 
     ``token``: one piece of streamed text for batch item ``index``.
-    ``done``: the terminal success; ``texts`` holds the full outputs unless the request streamed (then None).
+    ``done``: the terminal success; ``texts`` holds the full outputs unless the request streamed (then None);
+    ``result`` holds what non-generative engines return.
     ``error``: the terminal failure, with the HTTP ``status`` the client should get and a ``message`` for people.
     """
 
@@ -76,6 +78,7 @@ class Reply(BaseModel):
     index: int = 0
     text: str | None = None
     texts: list[str] | None = None
+    result: Any = None  # embed: one vector per input; classify: one {label, score, scores} per input
     metadata: list[dict[str, Any]] | None = None  # per batch item, when return_metadata
     status: int | None = None
     message: str | None = None

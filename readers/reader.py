@@ -95,7 +95,7 @@ class Reader:
     async def _serve(self) -> int:
         cfg = self.opts.config
         try:
-            self.engine = load_engine(self.info.model_name, self.opts.echo, cfg.max_batch_size)
+            self.engine = load_engine(cfg, self.opts.echo)
             await self.engine.load()
         except EngineLoadError as exc:
             log.error("reader %s: cannot load model: %s", self.opts.reader_id, exc)

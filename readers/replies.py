@@ -37,8 +37,14 @@ class ReplySink:
     def token(self, job: Job, index: int, text: str) -> None:
         self._reply(job, Reply(id=job.item.id, kind="token", index=index, text=text))
 
-    def done(self, job: Job, texts: list[str] | None, metadata: list[dict[str, Any]] | None = None) -> None:
-        self._reply(job, Reply(id=job.item.id, kind="done", texts=texts, metadata=metadata))
+    def done(
+        self,
+        job: Job,
+        texts: list[str] | None,
+        metadata: list[dict[str, Any]] | None = None,
+        result: Any = None,
+    ) -> None:
+        self._reply(job, Reply(id=job.item.id, kind="done", texts=texts, metadata=metadata, result=result))
         self._ack(job)
 
     def error(self, job: Job, status: int, message: str) -> None:

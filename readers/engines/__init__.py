@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from liftoff.settings import ReaderConfig
 from readers.engines.base import Engine, EngineLoadError
 from readers.engines.echo import EchoEngine
 
 __all__ = ["Engine", "EngineLoadError", "load_engine"]
 
 
-def load_engine(model_name: str, echo: bool, max_batch_size: int) -> Engine:
+def load_engine(config: ReaderConfig, echo: bool) -> Engine:
     """The engine for a reader. `echo` (the server setting) forces the echo engine for every reader."""
-    if echo or model_name == "echo":
-        return EchoEngine(max_batch_size=max_batch_size)
+    if echo or config.model_name == "echo":
+        return EchoEngine(config)
     raise EngineLoadError(
-        f"model {model_name!r}: no engine can serve it in this build (only the 'echo' engine is available)"
+        f"model {config.model_name!r}: no engine can serve it in this build (only the 'echo' engine is available)"
     )

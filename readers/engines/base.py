@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 
+from liftoff.settings import ReaderConfig
 from readers.jobs import Job
 from readers.replies import ReplySink
 
@@ -16,8 +17,9 @@ class Engine(abc.ABC):
     model_type: str = "generation"
     device: str = "cpu"
 
-    def __init__(self, max_batch_size: int) -> None:
-        self.max_batch_size = max_batch_size
+    def __init__(self, config: ReaderConfig) -> None:
+        self.config = config
+        self.max_batch_size = config.max_batch_size
 
     async def load(self) -> None:  # noqa: B027 — engines without weights need not override it
         """Load weights. Runs before the reader turns live."""
