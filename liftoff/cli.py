@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
@@ -61,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where it is installed (it is a dependency on Linux and macOS): cheaper Redis round trips."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
 
@@ -103,8 +113,9 @@ def _reader(args: argparse.Namespace) -> int:
         echo=args.echo or settings.echo,
         supervised=args.supervised,
         grace_s=settings.shutdown_grace_s,
+        max_deliveries=settings.max_deliveries,
     )
-    return asyncio.run(Reader(options).run())
+    return run_async(Reader(options).run())
 
 
 def _reader_config(args: argparse.Namespace) -> ReaderConfig:

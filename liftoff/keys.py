@@ -7,6 +7,11 @@
 | `<ns>:readers`               | hash reader_id → ReaderInfo | removed on deregister / prune  | reader registry      |
 | `<ns>:heartbeat:<reader_id>` | string (epoch seconds)      | PX = the dead-after window     | one reader's liveness |
 | `<ns>:groups`                | set of group names          | none                           | groups ever served   |
+| `<ns>:dlq`                   | stream of DeadLetter        | MAXLEN ~ 100k                  | dead letters         |
+| `<ns>:stats:<counter>`       | string counter              | none                           | job counters         |
+| `<ns>:stop:<reader_id>`      | string                      | EX 300                         | asks a reader to stop|
+| `<ns>:cancel`                | pub/sub channel             | -                              | cancelled request ids|
+| `<ns>:reader_configs:<sup>`  | hash reader_id → config     | none                           | one supervisor's set |
 
 Request streams carry the group in a `{…}` hash tag so that on Redis Cluster one group's keys share a slot.
 """
@@ -36,3 +41,20 @@ class Keys:
     @property
     def groups(self) -> str:
         return f"{self.ns}:groups"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.ns}:dlq"
+
+    def stat(self, counter: str) -> str:
+        return f"{self.ns}:stats:{counter}"
+
+    def stop(self, reader_id: str) -> str:
+        return f"{self.ns}:stop:{reader_id}"
+
+    @property
+    def cancel_channel(self) -> str:
+        return f"{self.ns}:cancel"
+
+    def reader_configs(self, supervisor_id: str) -> str:
+        return f"{self.ns}:reader_configs:{supervisor_id}"

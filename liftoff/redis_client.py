@@ -1,12 +1,28 @@
-"""The one way Liftoff opens a Redis client, so that timeouts agree with the blocking reads that use it."""
+"""The one way Liftoff opens a Redis client.
+
+No socket timeout: every blocking read we issue carries its own BLOCK (at most MAX_BLOCK_MS), request waits are
+bounded by their deadlines at the gateway, and a per-read timeout costs an asyncio timer on every reply of the hot
+path. A peer that vanishes without closing the socket is found by TCP keepalive; a closed socket fails at once.
+Retries are left to our own loops (one capped, jittered backoff), so that a request meets an outage with a prompt
+503 rather than a silent wait.
+"""
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-SOCKET_TIMEOUT_S = 10.0  # longer than any BLOCK we issue (at most MAX_BLOCK_MS), so a blocking read never times out
 MAX_BLOCK_MS = 2000
 
 
 def connect(url: str) -> Redis:
-    return Redis.from_url(url, decode_responses=False, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=5.0)
+    tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
+    return Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=None,
+        socket_connect_timeout=5.0,
+        retry=Retry(NoBackoff(), 1),
+        **tcp,
+    )

@@ -68,6 +68,7 @@ class ReaderConfig(BaseModel):
     cuda_graph_cache_capacity: int | None = Field(default=None, ge=0)
     disable_paged_attention: bool | None = None
     page_cache_size: str | int | None = None
+    echo_token_delay_ms: int = Field(default=0, ge=0, le=60_000)  # echo engine: pause between tokens (a model's pace)
 
     @field_validator("device")
     @classmethod
@@ -116,6 +117,8 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)  # gateway worker processes; each binds all six ports
     request_timeout_s: float = Field(default=300.0, gt=0)  # longest a request may wait for its outcome
     shutdown_grace_s: float = Field(default=30.0, ge=0)  # in-flight work may finish within this on SIGTERM
+    max_deliveries: int = Field(default=3, ge=1)  # deliveries of one request before it is dead-lettered
+    max_queue_length: int = Field(default=10_000, ge=0)  # per consumer group; beyond it 429; 0 = unbounded
     max_user_batch_size: int = Field(default=1000, ge=1)
     max_prompt_string_bytes: int = Field(default=150_000, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

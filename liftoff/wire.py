@@ -83,6 +83,20 @@ class Reply(BaseModel):
     status: int | None = None
     message: str | None = None
     reader_id: str | None = None
+    attempt: int = 1  # which delivery of the request produced this reply (> 1 after a reader died)
+
+
+class DeadLetter(BaseModel):
+    """A request that exhausted its deliveries, as kept in the dead-letter stream."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: int = WIRE_VERSION
+    group: str
+    entry_id: str  # its id in the group's request stream when it failed
+    reason: str
+    failed_s: float  # epoch seconds
+    payload: str  # the original request entry (a WorkItem as JSON), for retries
 
 
 ReaderState = Literal["loading", "live", "stopping", "failed"]
@@ -107,6 +121,8 @@ class ReaderInfo(BaseModel):
     last_heartbeat_s: float | None = None
     heartbeat_interval_s: float = 1.0
     supervised: bool = False  # started by a `liftoff serve` supervisor (which marks it dead when it exits)
+    reader_id: str = ""
+    jobs: dict[str, int] = Field(default_factory=dict)  # counters: active, completed, failed, cancelled, reclaimed
 
     def reference_view(self) -> dict[str, Any]:
         return self.model_dump(include=REFERENCE_READER_FIELDS)

@@ -15,6 +15,9 @@ class Job:
     item: WorkItem
     started_ms: int = field(default_factory=now_ms)
     finished: bool = False  # set by the reply sink when the terminal reply is queued
+    deliveries: int = 1  # 1 on first delivery; more when reclaimed from a reader that died
+    cancelled: bool = False  # the client went away; engines end the job at their next step
+    failed: bool = False  # set by the reply sink when the terminal reply is an error
 
     @property
     def expired(self) -> bool:

@@ -1,9 +1,13 @@
 """One reader process: register, load the engine, heartbeat, read batches with XREADGROUP, reply, XACK, drain.
 
-The reader loop joins the consumer (Redis) to the engine (model): it reads at most as many entries as it has free
-slots, hands them to the engine as one batch, and the reply sink acknowledges each entry only after its terminal
-reply is in Redis. On SIGTERM it stops reading, lets in-flight work finish within the grace period while still
-heartbeating, then deregisters. A second signal exits at once.
+The reader joins the consumers (Redis, one per consumer group) to the engine (model): consumers read at most as
+many entries as the reader has free slots, the reader hands each read to the engine as one batch, and the reply
+sink acknowledges each entry only after its terminal reply is in Redis. Each process consumes under its own
+consumer name, so whatever a dead predecessor left pending is reclaimed explicitly (see `liftoff.reclaim`).
+
+It stops on SIGTERM or when asked through Redis (`DELETE /reader/{id}`): it stops reading, lets in-flight work
+finish within the grace period while still heartbeating, then deregisters. A second signal exits at once. Clients
+that disconnect are announced on a pub/sub channel; their jobs are marked cancelled and the engine drops them.
 """
 
 from __future__ import annotations
@@ -15,14 +19,13 @@ import signal
 import socket
 from dataclasses import dataclass
 
-import redis.exceptions
-
-from liftoff import registry, wire
+from liftoff import registry
 from liftoff.keys import Keys
 from liftoff.process import compute_backoff
 from liftoff.redis_client import connect
 from liftoff.settings import ReaderConfig
-from liftoff.wire import WIRE_VERSION, ReaderInfo
+from liftoff.wire import ReaderInfo
+from readers.consumer import TRANSIENT, GroupConsumer
 from readers.engines import Engine, EngineLoadError, load_engine
 from readers.jobs import Job
 from readers.replies import ReplySink
@@ -32,8 +35,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # bad configuration or a duplicate live reader id: restarting will not help
 EXIT_MODEL_LOAD_ERROR = 4  # the model cannot be loaded: restarting will not help
-READ_BLOCK_MS = 500  # longest XREADGROUP block, which bounds how long a stop request waits for the read loop
-TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+CANCEL_STATUS = 499  # the client closed the request (nobody reads this reply; it ends the job for the books)
 
 
 @dataclass(slots=True)
@@ -47,6 +49,7 @@ class ReaderOptions:
     echo: bool = False
     supervised: bool = False
     grace_s: float = 30.0
+    max_deliveries: int = 3
 
 
 class Reader:
@@ -55,9 +58,10 @@ class Reader:
         self.keys = Keys(options.namespace)
         self.redis = connect(options.redis_url)
         cfg = options.config
+        self.consumer = f"{options.reader_id}-{os.getpid()}"
         self.info = ReaderInfo(
             consumer_groups=options.groups,
-            consumer_name=options.reader_id,
+            consumer_name=self.consumer,
             device=cfg.device,
             model_name="echo" if options.echo else cfg.model_name,
             model_type="generation",
@@ -65,15 +69,18 @@ class Reader:
             hostname=socket.gethostname(),
             heartbeat_interval_s=float(options.heartbeat_check_interval),
             supervised=options.supervised,
+            reader_id=options.reader_id,
         )
-        self.sink = ReplySink(self.redis, options.reader_id)
+        self.sink = ReplySink(self.redis, options.reader_id, self.keys)
         self.engine: Engine | None = None
         self.capacity = cfg.max_batch_size
-        self.inflight = 0
+        self.inflight: dict[str, Job] = {}  # request id → job
+        self.counts = {"completed": 0, "failed": 0, "cancelled": 0}
         self._slot_freed = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._signals = 0
+        self.consumers: list[GroupConsumer] = []
 
     # --- lifecycle --------------------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -81,11 +88,12 @@ class Reader:
         try:
             if not await self._register():
                 return EXIT_BOOT_ERROR
-            beating = asyncio.create_task(self._heartbeat_loop())
+            helpers = [asyncio.create_task(self._heartbeat_loop()), asyncio.create_task(self._cancel_listener())]
             try:
                 code = await self._serve()
             finally:
-                beating.cancel()
+                for task in helpers:
+                    task.cancel()
             if code == EXIT_OK:
                 await registry.deregister(self.redis, self.keys, self.opts.reader_id)
             return code
@@ -93,9 +101,8 @@ class Reader:
             await self.redis.aclose()
 
     async def _serve(self) -> int:
-        cfg = self.opts.config
         try:
-            self.engine = load_engine(cfg, self.opts.echo)
+            self.engine = load_engine(self.opts.config, self.opts.echo)
             await self.engine.load()
         except EngineLoadError as exc:
             log.error("reader %s: cannot load model: %s", self.opts.reader_id, exc)
@@ -103,21 +110,27 @@ class Reader:
             await self._beat()
             return EXIT_MODEL_LOAD_ERROR
         self.info.model_type = self.engine.model_type
-        for group in self.opts.groups:
-            await self._ensure_group(group)
+        self.consumers = [
+            GroupConsumer(self.redis, self.keys, group, self.consumer, self, self.sink, self._stop.is_set,
+                          self.opts.max_deliveries, self.opts.heartbeat_check_interval)
+            for group in self.opts.groups
+        ]
+        for consumer in self.consumers:
+            await consumer.ensure_group()
         self.info.state = "live"
         await self._beat()
         log.info("reader %s live: model %s, groups %s", self.opts.reader_id, self.info.model_name, self.opts.groups)
-        consumers = [asyncio.create_task(self._consume(g)) for g in self.opts.groups]
+        reading = [asyncio.create_task(c.run()) for c in self.consumers]
         await self._stop.wait()
         self.info.state = "stopping"
-        await asyncio.gather(*consumers, return_exceptions=True)  # each returns within READ_BLOCK_MS
+        self._slot_freed.set()  # wake consumers waiting for a slot, so that they see the stop
+        await asyncio.gather(*reading, return_exceptions=True)  # each returns within READ_BLOCK_MS
         await self._drain()
         return EXIT_OK
 
     async def _drain(self) -> None:
         if self._tasks:
-            log.info("reader %s: finishing %d in-flight jobs", self.opts.reader_id, self.inflight)
+            log.info("reader %s: finishing %d in-flight jobs", self.opts.reader_id, len(self.inflight))
             _, pending = await asyncio.wait(self._tasks, timeout=self.opts.grace_s)
             for task in pending:
                 task.cancel()
@@ -136,10 +149,14 @@ class Reader:
         if self._signals > 1:
             log.warning("reader %s: second stop signal, exiting now", self.opts.reader_id)
             os._exit(1)
-        log.info("reader %s: stopping (in-flight work may finish)", self.opts.reader_id)
-        self._stop.set()
+        self.request_stop("signal")
 
-    # --- registry and heartbeat -------------------------------------------------------------------------------
+    def request_stop(self, why: str) -> None:
+        if not self._stop.is_set():
+            log.info("reader %s: stopping (%s); in-flight work may finish", self.opts.reader_id, why)
+            self._stop.set()
+
+    # --- registry, heartbeat and control ------------------------------------------------------------------------
     async def _register(self) -> bool:
         attempt = 0
         while not self._stop.is_set():
@@ -147,6 +164,7 @@ class Reader:
                 if await self.redis.exists(self.keys.heartbeat(self.opts.reader_id)):
                     log.error("reader id %r is already live elsewhere; refusing to register", self.opts.reader_id)
                     return False
+                await self.redis.delete(self.keys.stop(self.opts.reader_id))  # a stale stop request is not for us
                 await self._beat()
                 return True
             except TRANSIENT as exc:
@@ -157,6 +175,11 @@ class Reader:
         return False
 
     async def _beat(self) -> None:
+        self.info.jobs = {
+            "active": len(self.inflight),
+            **self.counts,
+            "reclaimed": sum(c.reclaimed for c in self.consumers),
+        }
         await registry.write_heartbeat(
             self.redis, self.keys, self.opts.reader_id, self.info, self.opts.heartbeat_check_interval
         )
@@ -167,65 +190,44 @@ class Reader:
             await asyncio.sleep(period)
             try:
                 await self._beat()
+                if await self.redis.exists(self.keys.stop(self.opts.reader_id)):
+                    self.request_stop("asked to stop through the management API")
             except TRANSIENT as exc:
                 log.warning("heartbeat failed: %s", exc)
 
-    async def _ensure_group(self, group: str) -> None:
-        try:
-            await self.redis.xgroup_create(self.keys.requests(group), group, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    # --- consuming ----------------------------------------------------------------------------------------------
-    async def _consume(self, group: str) -> None:
-        stream = self.keys.requests(group)
+    async def _cancel_listener(self) -> None:
         attempt = 0
-        while not self._stop.is_set():
-            free = self.capacity - self.inflight
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
+        while True:
             try:
-                resp = await self.redis.xreadgroup(
-                    group, self.opts.reader_id, {stream: ">"}, count=free, block=READ_BLOCK_MS
-                )
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(self.keys.cancel_channel)
                 attempt = 0
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self._ensure_group(group)  # Redis lost the group (restart without persistence)
-                continue
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self._cancel(message["data"].decode())
             except TRANSIENT as exc:
                 delay = compute_backoff(attempt, base_s=0.2, cap_s=5.0)
-                log.warning("read from %s failed (%s); retrying in %.1fs", stream, exc, delay)
                 attempt += 1
+                log.debug("cancel channel lost (%s); resubscribing in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                continue
-            jobs = [job for _, entries in resp or [] for job in self._decode(group, stream, entries)]
-            if jobs:
-                self._start(jobs)
 
-    def _decode(self, group: str, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Job]:
-        jobs = []
-        for entry_id, fields in entries:
-            try:
-                item = wire.decode_work(fields)
-                if item.v != WIRE_VERSION:
-                    raise ValueError(f"wire version {item.v} is not {WIRE_VERSION}")
-            except ValueError as exc:
-                request_id, reply_to = wire.peek_ids(fields)
-                log.error("undecodable entry %s in %s: %s", entry_id, stream, exc)
-                if request_id and reply_to:
-                    self.sink.error_raw(reply_to, request_id, 500, f"reader could not decode the request: {exc}")
-                self.sink.ack_raw(stream, group, entry_id)
-                continue
-            jobs.append(Job(group=group, stream=stream, entry_id=entry_id, item=item))
-        return jobs
+    def _cancel(self, request_id: str) -> None:
+        job = self.inflight.get(request_id)
+        if job is not None and not job.finished:
+            job.cancelled = True
 
-    def _start(self, jobs: list[Job]) -> None:
-        self.inflight += len(jobs)
+    # --- executing (the consumers' Executor) --------------------------------------------------------------------
+    def free_slots(self) -> int:
+        return self.capacity - len(self.inflight)
+
+    async def wait_for_slot(self) -> None:
+        self._slot_freed.clear()
+        if self.free_slots() <= 0 and not self._stop.is_set():
+            await self._slot_freed.wait()
+
+    def start(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self.inflight[job.item.id] = job
         task = asyncio.create_task(self._execute(jobs))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -247,8 +249,17 @@ class Reader:
                 if not job.finished:
                     self.sink.error(job, 500, f"the engine failed: {type(exc).__name__}: {exc}")
         finally:
-            for job in live:
+            for job in jobs:
                 if not job.finished:
                     self.sink.error(job, 500, "the engine ended the batch without an answer for this request")
-            self.inflight -= len(jobs)
+                self._count(job)
+                self.inflight.pop(job.item.id, None)
             self._slot_freed.set()
+
+    def _count(self, job: Job) -> None:
+        if job.cancelled:
+            self.counts["cancelled"] += 1
+        elif job.failed:
+            self.counts["failed"] += 1
+        else:
+            self.counts["completed"] += 1

@@ -1,8 +1,10 @@
 """Replies from a reader to gateway workers, coalesced into one pipeline per event-loop turn.
 
-Engines call `token`, `done` and `error` synchronously; the sink queues the XADDs (and, for terminal replies, the
-XACK of the request entry, queued after its reply so that an entry is acknowledged only once its answer is in
-Redis) and flushes them together. Under load one round trip carries a whole batch's replies.
+Engines call `token`, `done` and `error` synchronously; the sink queues the XADDs and, for terminal replies, the
+XACK and XDEL of the request entry, and flushes them together in one MULTI/EXEC: a terminal reply and the
+acknowledgement of its entry happen together or not at all, so a reader killed mid-flush leaves the entry pending
+(to be reclaimed) rather than answered twice. Acknowledged entries are deleted, which keeps each request stream's
+length equal to its backlog. Under load one round trip carries a whole batch's replies.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import redis.exceptions
 from redis.asyncio import Redis
 
 from liftoff import wire
+from liftoff.keys import Keys
 from liftoff.process import compute_backoff
 from liftoff.wire import Reply
 from readers.jobs import Job
@@ -25,9 +28,10 @@ REPLY_STREAM_MAXLEN = 100_000  # approximate cap; gateway workers trim what they
 
 
 class ReplySink:
-    def __init__(self, redis: Redis, reader_id: str) -> None:
+    def __init__(self, redis: Redis, reader_id: str, keys: Keys) -> None:
         self._redis = redis
         self._reader_id = reader_id
+        self._keys = keys
         self._ops: list[tuple[str, Any]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -48,6 +52,7 @@ class ReplySink:
         self._ack(job)
 
     def error(self, job: Job, status: int, message: str) -> None:
+        job.failed = True
         self._reply(job, Reply(id=job.item.id, kind="error", status=status, message=message))
         self._ack(job)
 
@@ -65,12 +70,16 @@ class ReplySink:
 
     def _reply(self, job: Job, reply: Reply) -> None:
         reply.reader_id = self._reader_id
+        reply.attempt = job.deliveries
         self._queue(("xadd", (job.item.reply_to, wire.encode(reply))))
 
     def _ack(self, job: Job) -> None:
         job.finished = True
         self.terminal_sent += 1
         self._queue(("xack", (job.stream, job.group, job.entry_id)))
+        self._queue(("xdel", (job.stream, job.entry_id)))
+        counter = "cancelled" if job.cancelled else ("failed" if job.failed else "completed")
+        self._queue(("incr", (self._keys.stat(counter),)))
 
     def _queue(self, op: tuple[str, Any]) -> None:
         self._ops.append(op)
@@ -100,11 +109,11 @@ class ReplySink:
                 self._idle.set()
 
     async def _send(self, ops: list[tuple[str, Any]]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._redis.pipeline(transaction=True)
         for name, args in ops:
             if name == "xadd":
                 stream, fields = args
                 pipe.xadd(stream, fields, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
             else:
-                pipe.xack(*args)
+                getattr(pipe, name)(*args)
         await pipe.execute()

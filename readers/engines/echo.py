@@ -1,13 +1,21 @@
-"""The echo engine: "generates" the prompt back, token by token, so the whole serving path runs without a model."""
+"""The echo engine: "generates" the prompt back, token by token, so the whole serving path runs without a model.
+
+It batches like a generation engine: every step emits the next token of every running request, requests that are
+cancelled leave at the next step, and `echo_token_delay_ms` sets the pace of a step (0: as fast as possible).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from dataclasses import dataclass
 
 from liftoff.wire import now_ms
 from readers.engines.base import Engine
 from readers.jobs import Job
 from readers.replies import ReplySink
+
+CANCELLED_STATUS = 499
 
 # A token is a run of whitespace followed by a run of non-whitespace (trailing whitespace is a token of its own),
 # so that joining the tokens gives back the text exactly, newlines included.
@@ -18,29 +26,69 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+@dataclass(slots=True)
+class _Row:
+    """One running request: the tokens each of its texts will emit."""
+
+    job: Job
+    outputs: list[list[str]]
+    prompt_tokens: list[int]
+    step: int = 0
+    first_token_ms: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return all(self.step >= len(out) for out in self.outputs)
+
+
 class EchoEngine(Engine):
     model_type = "generation"
 
     async def run(self, jobs: list[Job], sink: ReplySink) -> None:
-        for job in jobs:
-            params = job.item.params
-            outputs, metadata = [], []
-            for index, text in enumerate(job.item.texts):
-                tokens = tokenize(text)
-                if params.prompt_max_tokens is not None:
-                    tokens = tokens[-params.prompt_max_tokens :]
-                generated = tokens[: params.max_new_tokens]
-                if job.item.stream:
-                    for token in generated:
-                        sink.token(job, index, token)
-                outputs.append("".join(generated))
-                metadata.append(
-                    {
-                        "prompt_tokens": len(tokens),
-                        "generated_tokens": len(generated),
-                        "finish_reason": "length" if len(generated) < len(tokens) else "stop",
-                        "queue_ms": job.started_ms - job.item.enqueued_ms,
-                        "time_to_first_token_ms": now_ms() - job.started_ms,
-                    }
-                )
-            sink.done(job, None if job.item.stream else outputs, metadata if params.return_metadata else None)
+        rows = [self._row(job) for job in jobs]
+        delay_s = self.config.echo_token_delay_ms / 1000
+        while rows:
+            for row in rows:
+                if row.job.cancelled:
+                    sink.error(row.job, CANCELLED_STATUS, "cancelled: the client went away")
+                    continue
+                if row.job.item.stream:
+                    for index, out in enumerate(row.outputs):
+                        if row.step < len(out):
+                            sink.token(row.job, index, out[row.step])
+                if row.first_token_ms is None:
+                    row.first_token_ms = now_ms()
+                row.step += 1
+                if row.done:
+                    self._finish(row, sink)
+            rows = [row for row in rows if not row.job.finished]
+            if rows and delay_s > 0:
+                await asyncio.sleep(delay_s)
+
+    def _row(self, job: Job) -> _Row:
+        params = job.item.params
+        outputs, prompt_tokens = [], []
+        for text in job.item.texts:
+            tokens = tokenize(text)
+            if params.prompt_max_tokens is not None:
+                tokens = tokens[-params.prompt_max_tokens :]
+            prompt_tokens.append(len(tokens))
+            outputs.append(tokens[: params.max_new_tokens])
+        return _Row(job, outputs, prompt_tokens)
+
+    def _finish(self, row: _Row, sink: ReplySink) -> None:
+        job = row.job
+        texts = ["".join(out) for out in row.outputs]
+        metadata = None
+        if job.item.params.return_metadata:
+            metadata = [
+                {
+                    "prompt_tokens": prompt,
+                    "generated_tokens": len(out),
+                    "finish_reason": "length" if len(out) < prompt else "stop",
+                    "queue_ms": job.started_ms - job.item.enqueued_ms,
+                    "time_to_first_token_ms": (row.first_token_ms or now_ms()) - job.started_ms,
+                }
+                for prompt, out in zip(row.prompt_tokens, row.outputs, strict=True)
+            ]
+        sink.done(job, None if job.item.stream else texts, metadata)

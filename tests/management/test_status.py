@@ -23,7 +23,7 @@ def test_status_matches_the_reference_schema(echo_server: Server) -> None:
     assert list(status["live_readers"]) == ["primary-0"]
     reader = status["live_readers"]["primary-0"]
     assert reader["consumer_groups"] == ["primary"]
-    assert reader["consumer_name"] == "primary-0"
+    assert reader["consumer_name"] == f"primary-0-{reader['pids'][0]}"  # one consumer name per process
     assert reader["model_name"] == "echo"
     assert reader["device"] == "cpu"
     assert reader["pids"] and all(isinstance(p, int) for p in reader["pids"])

@@ -1,0 +1,127 @@
+"""Work left behind by dead readers: handed to a live reader of the group, or dead-lettered when exhausted.
+
+A consumer is dead when no live or loading reader in the registry carries its consumer name (each reader process
+consumes under its own name, so a restarted reader does not inherit its predecessor's pending entries by
+accident: they are reclaimed like any other). Its pending entries (XPENDING) are
+
+* claimed (XCLAIM, which counts the delivery) by a live reader with free slots, while they have been delivered
+  fewer than `max_deliveries` times, or
+* moved to the dead-letter stream with the reason, and their client answered with an error, once they have.
+
+Claims use a minimum idle time so that two sweepers racing for one entry cannot both win it. Dead consumers with
+nothing pending are deleted from the group. Readers run `sweep` for their groups; the supervisor runs it with no
+free slots, which dead-letters exhausted entries and tidies consumers even when no reader of a group is live.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from liftoff import registry, wire
+from liftoff.keys import Keys
+from liftoff.wire import DeadLetter, Reply
+
+log = logging.getLogger(__name__)
+
+CLAIM_MIN_IDLE_MS = 1000
+DLQ_MAXLEN = 100_000
+
+
+@dataclass(slots=True)
+class Claimed:
+    entry_id: bytes
+    fields: dict[bytes, bytes]
+    deliveries: int  # including this one
+
+
+async def live_consumers(redis: Redis, keys: Keys, check_interval_s: int) -> set[str]:
+    records = await registry.read_registry(redis, keys, check_interval_s)
+    return {r.info.consumer_name for r in records if r.status != "dead"}
+
+
+async def sweep(
+    redis: Redis,
+    keys: Keys,
+    group: str,
+    claimer: str,
+    max_deliveries: int,
+    free_slots: int,
+    live: set[str],
+) -> list[Claimed]:
+    stream = keys.requests(group)
+    try:
+        consumers = await redis.xinfo_consumers(stream, group)
+    except Exception as exc:  # noqa: BLE001 — no stream or no group yet: nothing to sweep
+        log.debug("sweep of %s skipped: %s", group, exc)
+        return []
+    claimed: list[Claimed] = []
+    for consumer in consumers:
+        name = _text(consumer["name"])
+        if name in live or name == claimer:
+            continue
+        if consumer["pending"] == 0:
+            await redis.xgroup_delconsumer(stream, group, name)
+            continue
+        pending = await redis.xpending_range(stream, group, min="-", max="+", count=100, consumername=name)
+        exhausted = [p["message_id"] for p in pending if p["times_delivered"] >= max_deliveries]
+        if exhausted:
+            await _dead_letter(redis, keys, group, claimer, exhausted, max_deliveries, name)
+        retry = {p["message_id"]: p["times_delivered"] for p in pending if p["times_delivered"] < max_deliveries}
+        retry = dict(list(retry.items())[: max(0, free_slots)])
+        if retry:
+            got = await _claim(redis, stream, group, claimer, retry)
+            claimed += got
+            free_slots -= len(got)
+    return claimed
+
+
+async def _claim(redis: Redis, stream: str, group: str, claimer: str, delivered: dict[bytes, int]) -> list[Claimed]:
+    ids = list(delivered)
+    res = await redis.xclaim(stream, group, claimer, min_idle_time=CLAIM_MIN_IDLE_MS, message_ids=ids)
+    out, gone = [], []
+    for requested, (entry_id, fields) in zip(ids, res, strict=False):
+        if entry_id is None:
+            # Deleted while pending (its request was abandoned); Redis 6.2 still returns its slot, in order.
+            if len(res) == len(ids):
+                gone.append(requested)
+            continue
+        out.append(Claimed(entry_id, fields, delivered.get(entry_id, 1) + 1))  # XCLAIM counted one more
+    if gone:
+        await redis.xack(stream, group, *gone)
+    return out
+
+
+async def _dead_letter(
+    redis: Redis, keys: Keys, group: str, claimer: str, ids: list[bytes], max_deliveries: int, dead_consumer: str
+) -> None:
+    stream = keys.requests(group)
+    res = await redis.xclaim(stream, group, claimer, min_idle_time=CLAIM_MIN_IDLE_MS, message_ids=ids)
+    pipe = redis.pipeline(transaction=True)
+    for requested, (entry_id, fields) in zip(ids, res, strict=False):
+        if entry_id is None:
+            if len(res) == len(ids):
+                pipe.xack(stream, group, requested)
+            continue
+        reason = (f"its reader ({dead_consumer}) stopped while serving it, and it has been delivered "
+                  f"{max_deliveries} time(s), the limit (max_deliveries)")
+        letter = DeadLetter(group=group, entry_id=entry_id.decode(), reason=reason, failed_s=time.time(),
+                            payload=(fields or {}).get(wire.FIELD, b"").decode())
+        pipe.xadd(keys.dlq, wire.encode(letter), maxlen=DLQ_MAXLEN, approximate=True)
+        request_id, reply_to = wire.peek_ids(fields or {})
+        if request_id and reply_to:
+            message = f"the request failed: {reason}; it is kept in the dead-letter queue as {entry_id.decode()}"
+            pipe.xadd(reply_to, wire.encode(Reply(id=request_id, kind="error", status=503, message=message)))
+        pipe.xack(stream, group, entry_id)
+        pipe.xdel(stream, entry_id)
+        pipe.incr(keys.stat("dead_lettered"))
+        log.warning("dead-lettered %s of %s: %s", entry_id.decode(), group, reason)
+    await pipe.execute()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,150 @@
+"""Models found in `repository_path`: read each `config.json` and the weight files beside it.
+
+Parameters are counted exactly from safetensors headers (8-byte length, then a JSON table of dtype and shape per
+tensor: no tensor data is read). Without safetensors, the weight files' size over the dtype's width gives the count,
+and without weights the count is computed from the config's shapes. Architecture numbers come from the config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+from management.fit.catalog import ModelSpec
+
+MAX_DEPTH = 3  # repository_path/<org>/<name>/config.json is the deepest layout Liftoff writes
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+GIB = 1024**3
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1, "F32": 4, "F16": 2, "BF16": 2,
+               "I8": 1, "U8": 1, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def scan_repository(root: Path) -> tuple[ModelSpec, ...]:
+    if not root.is_dir():
+        return ()
+    specs = []
+    for config_path in _configs(root, 0):
+        try:
+            specs.append(spec_from_directory(config_path.parent, config_path.parent.relative_to(root).as_posix()))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a half-downloaded or foreign directory is not a model; skip it rather than fail the list
+    return tuple(specs)
+
+
+def _configs(directory: Path, depth: int) -> list[Path]:
+    config = directory / "config.json"
+    if config.is_file() and depth > 0:
+        return [config]
+    if depth >= MAX_DEPTH:
+        return []
+    found: list[Path] = []
+    try:
+        children = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+    for child in children:
+        found += _configs(child, depth + 1)
+    return found
+
+
+def spec_from_directory(directory: Path, name: str) -> ModelSpec:
+    config: dict[str, Any] = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    text = config.get("text_config") or config
+    weight_files = [p for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)]
+    weights_bytes = sum(p.stat().st_size for p in weight_files)
+    params = _safetensors_params(weight_files)
+    if params is None and weights_bytes:
+        params = weights_bytes / DTYPE_BYTES.get(str(config.get("torch_dtype", "float32")), 4)
+    if params is None:
+        params = params_from_config(text)
+    layers, kv_heads, head_dim = architecture(text)
+    experts = text.get("num_local_experts") or text.get("num_experts") or text.get("n_routed_experts")
+    per_token = text.get("num_experts_per_tok") or text.get("moe_topk")
+    active = None
+    if experts and per_token and experts > per_token:
+        total_mlp = _mlp_params(text) * (layers or 0) * experts
+        active = (params - total_mlp * (1 - per_token / experts)) / 1e9
+    return ModelSpec(
+        name=name,
+        provider=name.split("/")[0] if "/" in name else "local",
+        params_b=round(params / 1e9, 4),
+        context_length=int(text.get("max_position_embeddings") or config.get("max_position_embeddings") or 2048),
+        use_case=use_case_from_config(config, name, directory),
+        is_moe=active is not None,
+        active_params_b=None if active is None else round(active, 4),
+        num_layers=layers,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        source="repository",
+        path=str(directory),
+        weights_gb=round(weights_bytes / GIB, 4) if weights_bytes else None,
+    )
+
+
+def _safetensors_params(files: list[Path]) -> float | None:
+    tensors = [p for p in files if p.name.endswith(".safetensors")]
+    if not tensors:
+        return None
+    total = 0
+    for path in tensors:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        for key, entry in header.items():
+            if key != "__metadata__":
+                total += math.prod(entry["shape"])
+    return float(total)
+
+
+def architecture(config: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
+    layers = config.get("num_hidden_layers") or config.get("n_layer") or config.get("num_layers")
+    heads = config.get("num_attention_heads") or config.get("n_head")
+    kv_heads = config.get("num_key_value_heads") or config.get("multi_query_group_num") or heads
+    hidden = config.get("hidden_size") or config.get("n_embd") or config.get("d_model")
+    head_dim = config.get("head_dim") or (hidden // heads if hidden and heads else None)
+    return layers, kv_heads, head_dim
+
+
+def _mlp_params(config: dict[str, Any]) -> int:
+    hidden = config.get("hidden_size") or config.get("n_embd") or 0
+    inner = config.get("moe_intermediate_size") or config.get("intermediate_size") or config.get("n_inner") or 4 * hidden
+    gated = config.get("hidden_act", config.get("activation_function", "silu")) in ("silu", "swiglu", "gelu_pytorch_tanh")
+    return (3 if gated else 2) * hidden * inner
+
+
+def params_from_config(config: dict[str, Any]) -> float:
+    """Weights implied by the config's shapes: embeddings, attention and MLP per layer, the LM head when untied."""
+    hidden = config.get("hidden_size") or config.get("n_embd") or config.get("d_model")
+    vocab = config.get("vocab_size")
+    layers, kv_heads, head_dim = architecture(config)
+    heads = config.get("num_attention_heads") or config.get("n_head")
+    if not (hidden and vocab and layers and heads and head_dim):
+        raise ValueError("config.json lacks the shapes needed to count parameters")
+    attention = hidden * heads * head_dim * 2 + hidden * (kv_heads or heads) * head_dim * 2
+    experts = config.get("num_local_experts") or config.get("num_experts") or 1
+    per_layer = attention + _mlp_params(config) * experts
+    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings", True) else 2)
+    return float(embeddings + layers * per_layer)
+
+
+def use_case_from_config(config: dict[str, Any], name: str, directory: Path) -> str:
+    architectures = " ".join(config.get("architectures") or [])
+    lowered = name.lower()
+    if (directory / "modules.json").is_file() or "embed" in lowered:
+        return "Text embeddings for retrieval"
+    if "rerank" in lowered:
+        return "Reranking (cross-encoder)"
+    if "SequenceClassification" in architectures or "TokenClassification" in architectures:
+        return "Text classification"
+    if "vision_config" in config or "VL" in name or "Vision" in architectures:
+        return "Multimodal, vision and text"
+    if "ForCausalLM" not in architectures and "ConditionalGeneration" not in architectures and architectures:
+        return "Encoder backbone for classification"
+    if "code" in lowered or "coder" in lowered:
+        return "Code generation and completion"
+    if "instruct" in lowered or "chat" in lowered:
+        return "Instruction following, chat"
+    return "General purpose text generation"

@@ -1,0 +1,140 @@
+"""Reading work for one consumer group: new entries with XREADGROUP, and entries reclaimed from dead readers.
+
+The consumer owns the XREADGROUP side; acknowledgement happens in the reply sink, after the terminal reply. Jobs go
+to the reader's `Executor`, which owns capacity: the consumer asks for at most as many entries as there are free
+slots, so a busy reader leaves work in the stream for its peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import redis.exceptions
+from redis.asyncio import Redis
+
+from liftoff import reclaim, wire
+from liftoff.keys import Keys
+from liftoff.process import compute_backoff
+from liftoff.wire import WIRE_VERSION
+from readers.jobs import Job
+from readers.replies import ReplySink
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK_MS = 500  # longest XREADGROUP block, which bounds how long a stop request waits for the read loop
+RECLAIM_EVERY_S = 1.0
+TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class Executor(Protocol):
+    def free_slots(self) -> int: ...
+
+    async def wait_for_slot(self) -> None: ...
+
+    def start(self, jobs: list[Job]) -> None: ...
+
+
+class GroupConsumer:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        group: str,
+        consumer: str,
+        executor: Executor,
+        sink: ReplySink,
+        stopping: Callable[[], bool],
+        max_deliveries: int,
+        check_interval_s: int,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.group = group
+        self.stream = keys.requests(group)
+        self.consumer = consumer
+        self.executor = executor
+        self.sink = sink
+        self.stopping = stopping
+        self.max_deliveries = max_deliveries
+        self.check_interval_s = check_interval_s
+        self.reclaimed = 0
+        self._next_reclaim = 0.0
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self.stopping():
+            free = self.executor.free_slots()
+            if free <= 0:
+                await self.executor.wait_for_slot()
+                continue
+            try:
+                if time.monotonic() >= self._next_reclaim:
+                    self._next_reclaim = time.monotonic() + RECLAIM_EVERY_S
+                    free -= await self._reclaim(free)
+                    if free <= 0:
+                        continue
+                resp = await self.redis.xreadgroup(
+                    self.group, self.consumer, {self.stream: ">"}, count=free, block=READ_BLOCK_MS
+                )
+                attempt = 0
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("consumer group %s is gone (Redis restarted?); recreating it", self.group)
+                await self.ensure_group()
+                continue
+            except TRANSIENT as exc:
+                delay = compute_backoff(attempt, base_s=0.2, cap_s=5.0)
+                log.warning("read from %s failed (%s); retrying in %.1fs", self.stream, exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            jobs = [job for _, entries in resp or [] for job in self._decode(entries)]
+            if jobs:
+                self.executor.start(jobs)
+
+    async def _reclaim(self, free: int) -> int:
+        """Take over work of dead readers of this group; returns how many jobs were started."""
+        live = await reclaim.live_consumers(self.redis, self.keys, self.check_interval_s)
+        live.add(self.consumer)
+        claimed = await reclaim.sweep(
+            self.redis, self.keys, self.group, self.consumer, self.max_deliveries, free, live
+        )
+        jobs = []
+        for entry in claimed:
+            for job in self._decode([(entry.entry_id, entry.fields)]):
+                job.deliveries = entry.deliveries
+                jobs.append(job)
+        if jobs:
+            self.reclaimed += len(jobs)
+            log.warning("reclaimed %d request(s) of group %s from a reader that stopped", len(jobs), self.group)
+            self.executor.start(jobs)
+        return len(jobs)
+
+    def _decode(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Job]:
+        jobs = []
+        for entry_id, fields in entries:
+            try:
+                item = wire.decode_work(fields)
+                if item.v != WIRE_VERSION:
+                    raise ValueError(f"wire version {item.v} is not {WIRE_VERSION}")
+            except ValueError as exc:
+                request_id, reply_to = wire.peek_ids(fields)
+                log.error("undecodable entry %s in %s: %s", entry_id, self.stream, exc)
+                if request_id and reply_to:
+                    self.sink.error_raw(reply_to, request_id, 500, f"reader could not decode the request: {exc}")
+                self.sink.ack_raw(self.stream, self.group, entry_id)
+                continue
+            jobs.append(Job(group=self.group, stream=self.stream, entry_id=entry_id, item=item))
+        return jobs

