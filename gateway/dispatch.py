@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import redis.exceptions
 
-from gateway.errors import GatewayTimeout, NotFound, Unavailable
-from liftoff import registry, wire
+from gateway.errors import GatewayTimeout, Unavailable
+from gateway.groups import GroupDirectory
+from liftoff import wire
 from liftoff.keys import Keys
 from liftoff.process import compute_backoff
 from liftoff.redis_client import MAX_BLOCK_MS, connect
@@ -48,12 +49,7 @@ class Ticket:
     queue: asyncio.Queue[Reply] = field(default_factory=asyncio.Queue)
     entry_id: bytes | None = None
     tokens_seen: int = 0
-
-
-@dataclass(slots=True)
-class GroupView:
-    live: frozenset[str] = frozenset()
-    known: frozenset[str] = frozenset()
+    attempt: int | None = None  # the delivery whose tokens the client has seen
 
 
 class Dispatcher:
@@ -65,13 +61,11 @@ class Dispatcher:
         self.reply_key = self.keys.replies(self.worker_id)
         self.redis = connect(settings.redis_url)
         self._listen_redis = connect(settings.redis_url)
-        self.reserved = frozenset(settings.reserved_groups())
-        self.view = GroupView(known=self.reserved)
+        self.groups = GroupDirectory(self.redis, self.keys, settings)
         self.pending: dict[str, Ticket] = {}
         self._ids = itertools.count()
         self._outbox: list[tuple[Ticket, dict[bytes, bytes]]] = []
         self._flush_task: asyncio.Task[None] | None = None
-        self._refreshing: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_reply_id = b"0-0"
 
@@ -91,27 +85,13 @@ class Dispatcher:
         await self._listen_redis.aclose()
 
     # --- admission and submission ---------------------------------------------------------------------------------
-    async def admit(self, group: str) -> bool:
-        """Raise unless `group` can take a request now; returns True when it will wait for a reserved reader."""
-        if group in self.view.live:
-            return False
-        try:
-            await self.refresh_view()
-        except TRANSIENT as exc:
-            raise Unavailable(f"the request queue (Redis) is unreachable: {exc}") from None
-        if group in self.view.live:
-            return False
-        if group in self.reserved:
-            return True
-        if group in self.view.known:
-            raise Unavailable(f"consumer group {group!r} has no live reader; try again once a reader is live")
-        known = sorted(self.view.known)
-        raise NotFound(f"unknown consumer group {group!r}; known groups: {known}", {"known_groups": known})
-
     async def submit(
         self, group: str, texts: list[str], params: GenerationParams, stream: bool, batched: bool
     ) -> Ticket:
-        reserved = await self.admit(group)
+        try:
+            reserved = await self.groups.admit(group)
+        except TRANSIENT as exc:
+            raise Unavailable(f"the request queue (Redis) is unreachable: {exc}") from None
         loop = asyncio.get_running_loop()
         timeout_s = self.settings.request_timeout_s
         ticket = Ticket(
@@ -140,32 +120,50 @@ class Dispatcher:
 
     async def next_reply(self, ticket: Ticket) -> Reply:
         """The next reply for `ticket`, or a timeout error once its deadline passes."""
-        remaining = ticket.deadline - asyncio.get_running_loop().time()
         try:
-            reply = await asyncio.wait_for(ticket.queue.get(), timeout=max(0.0, remaining))
+            async with asyncio.timeout_at(ticket.deadline):
+                reply = await ticket.queue.get()
         except TimeoutError:
             raise self._timeout_error(ticket) from None
+        if ticket.tokens_seen and reply.attempt != ticket.attempt:
+            # Its reader died mid-stream and another took the request over: replaying would duplicate text.
+            self._withdraw(ticket)
+            message = (f"the reader serving this stream stopped after {ticket.tokens_seen} tokens; the stream ends "
+                       "here rather than being replayed")
+            return Reply(id=ticket.id, kind="error", status=503, message=message)
         if reply.kind == "token":
             # A stream is bounded by its silences, not its length: each token restarts the clock.
             ticket.tokens_seen += 1
+            ticket.attempt = reply.attempt
             ticket.deadline = asyncio.get_running_loop().time() + self.settings.request_timeout_s
         return reply
 
-    def release(self, ticket: Ticket, finished: bool) -> None:
-        """Forget `ticket`. An unfinished one that never left the stream is deleted so that no reader wastes work."""
+    def _withdraw(self, ticket: Ticket) -> None:
+        """Nobody waits for `ticket` any more: delete its entry if no reader took it yet, and tell the reader that
+        did, so that its generation leaves the batch."""
         self.pending.pop(ticket.id, None)
-        if not finished and ticket.entry_id is not None:
-            asyncio.get_running_loop().create_task(self._forget(ticket))
+        asyncio.get_running_loop().create_task(self._forget(ticket))
+
+    def release(self, ticket: Ticket, finished: bool) -> None:
+        """Forget `ticket`; an unfinished one (timed out, client gone) is withdrawn so that no reader wastes work."""
+        if finished:
+            self.pending.pop(ticket.id, None)
+        else:
+            self._withdraw(ticket)
 
     def _timeout_error(self, ticket: Ticket) -> Unavailable | GatewayTimeout:
         limit = self.settings.request_timeout_s
-        if ticket.reserved and ticket.group not in self.view.live:
+        if ticket.reserved and ticket.group not in self.groups.view.live:
             return Unavailable(f"no reader of consumer group {ticket.group!r} became live within {limit:g}s")
         return GatewayTimeout(f"no answer from consumer group {ticket.group!r} within {limit:g}s")
 
     async def _forget(self, ticket: Ticket) -> None:
-        with contextlib.suppress(*TRANSIENT):  # else the reader drops it anyway: its deadline has passed
-            await self.redis.xdel(ticket.stream, ticket.entry_id)
+        pipe = self.redis.pipeline(transaction=False)
+        if ticket.entry_id is not None:
+            pipe.xdel(ticket.stream, ticket.entry_id)
+        pipe.publish(self.keys.cancel_channel, ticket.id)
+        with contextlib.suppress(*TRANSIENT):  # else the reader drops it anyway once its deadline passes
+            await pipe.execute()
 
     async def _flush(self) -> None:
         try:
@@ -217,8 +215,7 @@ class Dispatcher:
     def _deliver_error(self, ticket: Ticket, err: Unavailable | GatewayTimeout) -> None:
         """End `ticket` with an error decided here, not by a reader; its entry, if queued, is withdrawn."""
         ticket.queue.put_nowait(Reply(id=ticket.id, kind="error", status=err.status, message=err.message))
-        if ticket.entry_id is not None:
-            asyncio.get_running_loop().create_task(self._forget(ticket))
+        self._withdraw(ticket)
 
     def _fail_all(self, err: Unavailable) -> None:
         for ticket in list(self.pending.values()):
@@ -226,25 +223,8 @@ class Dispatcher:
 
     # --- background maintenance -----------------------------------------------------------------------------------
     async def refresh_view(self) -> None:
-        """Re-read the registry; concurrent callers share one read."""
-        if self._refreshing is not None:
-            await asyncio.shield(self._refreshing)
-            return
-        self._refreshing = asyncio.get_running_loop().create_future()
-        try:
-            records = await registry.read_registry(self.redis, self.keys, self.settings.heartbeat_check_interval)
-            served = await self.redis.smembers(self.keys.groups)
-            live = {g for r in records if r.status == "live" for g in r.info.consumer_groups}
-            known = {g.decode() for g in served} | {g for r in records for g in r.info.consumer_groups}
-            self.view = GroupView(live=frozenset(live), known=frozenset(known | self.reserved))
-            self._fail_orphans()
-            self._refreshing.set_result(None)
-        except BaseException as exc:
-            self._refreshing.set_exception(exc)
-            self._refreshing.exception()  # retrieved here: waiting callers get it through shield
-            raise
-        finally:
-            self._refreshing = None
+        await self.groups.refresh()
+        self._fail_orphans()
 
     def _fail_orphans(self) -> None:
         """Requests waiting on a group that lost its last live reader end now with 503, not at their timeout.
@@ -252,7 +232,7 @@ class Dispatcher:
         Reserved groups are exempt: their requests are meant to wait for a reader to come back.
         """
         for ticket in list(self.pending.values()):
-            if ticket.group not in self.view.live and not ticket.reserved and ticket.group not in self.reserved:
+            if ticket.group not in self.groups.view.live and not ticket.reserved:
                 self.pending.pop(ticket.id, None)
                 message = f"consumer group {ticket.group!r} has no live reader any more (its last reader stopped)"
                 self._deliver_error(ticket, Unavailable(message))

@@ -52,13 +52,15 @@ def create_inference_app(gw: Gateway) -> ASGIApp:
 
     async def generate_stream(request: Request) -> Response:
         req, ticket = await submit(request, stream=True)
+        # The first reply decides the status line: an error before any token is a plain HTTP error.
         try:
-            # The first reply decides the status line: an error before any token is a plain HTTP error.
             first = await dispatcher.next_reply(ticket)
-            raise_if_error(first)
         except BaseException:
-            dispatcher.release(ticket, finished=True)
+            dispatcher.release(ticket, finished=False)
             raise
+        if first.kind == "error":
+            dispatcher.release(ticket, finished=True)
+            raise_if_error(first)
         return sse.response(stream_events(req, ticket, first))
 
     async def stream_events(req: GenerateRequest, ticket: Ticket, reply: Reply) -> AsyncIterator[bytes]:
