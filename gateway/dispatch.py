@@ -232,7 +232,7 @@ class Dispatcher:
         Reserved groups are exempt: their requests are meant to wait for a reader to come back.
         """
         for ticket in list(self.pending.values()):
-            if ticket.group not in self.groups.view.live and not ticket.reserved:
+            if ticket.group not in self.groups.view.live and ticket.group not in self.groups.reserved:
                 self.pending.pop(ticket.id, None)
                 message = f"consumer group {ticket.group!r} has no live reader any more (its last reader stopped)"
                 self._deliver_error(ticket, Unavailable(message))

@@ -122,6 +122,7 @@ class ReaderInfo(BaseModel):
     heartbeat_interval_s: float = 1.0
     supervised: bool = False  # started by a `liftoff serve` supervisor (which marks it dead when it exits)
     reader_id: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)  # the ReaderConfig it runs, for GET /config/{reader_id}
     jobs: dict[str, int] = Field(default_factory=dict)  # counters: active, completed, failed, cancelled, reclaimed
 
     def reference_view(self) -> dict[str, Any]:

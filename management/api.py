@@ -10,6 +10,8 @@ from gateway.context import Gateway
 from gateway.port_app import port_app
 from gateway.responses import json_response
 from gateway.types import ASGIApp
+from management.dlq import dlq_routes
+from management.readers_api import reader_routes
 from management.status import full_status
 
 
@@ -17,4 +19,4 @@ def create_management_app(gw: Gateway) -> ASGIApp:
     async def status(request: Request) -> Response:
         return json_response(await full_status(gw))
 
-    return port_app(gw, [Route("/status", status, methods=["GET"])])
+    return port_app(gw, [Route("/status", status, methods=["GET"]), *reader_routes(gw), *dlq_routes(gw)])

@@ -13,17 +13,20 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from liftoff import registry
+from liftoff import reclaim, registry
 from liftoff.embedded_redis import EmbeddedRedis
 from liftoff.keys import Keys
 from liftoff.process import child_preexec, compute_backoff
 from liftoff.redis_client import connect
 from liftoff.settings import RESOLVED_ENV, ReaderConfig, Settings
+from management import reader_store
 from readers.reader import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR
 
 log = logging.getLogger("liftoff.supervisor")
@@ -31,6 +34,7 @@ log = logging.getLogger("liftoff.supervisor")
 POLL_S = 0.2
 STABLE_AFTER_S = 60.0  # a reader up this long has its restart backoff reset
 PRUNE_EVERY_S = 10.0
+SWEEP_EVERY_S = 1.0
 DEAD_RETENTION_S = 600.0  # dead readers stay listed (and fail /healthz) this long before they are forgotten
 NO_RESTART_CODES = {
     2: "bad reader settings",
@@ -48,6 +52,7 @@ class ReaderProcess:
     failures: int = 0
     restart_at: float | None = None
     gave_up: bool = False
+    removed: bool = False  # deleted through the management API: not restarted once it exits
 
 
 @dataclass
@@ -68,14 +73,17 @@ class Supervisor:
         assert self.settings.redis_url is not None
         self.redis = connect(self.settings.redis_url)
         self.keys = Keys(self.settings.redis_namespace)
-        self.env = {**os.environ, RESOLVED_ENV: self.settings.model_dump_json()}
+        self.id = f"{socket.gethostname()}-{os.getpid()}"
+        self.env = {**os.environ, RESOLVED_ENV: self.settings.model_dump_json(), reader_store.SUPERVISOR_ENV: self.id}
         code = 1
         try:
+            configs = [
+                c.model_copy(update={"reader_id": c.reader_id or f"{c.consumer_group}-{index}"})
+                for index, c in enumerate(self.settings.readers)
+            ]
+            await reader_store.replace_all(self.redis, self.keys, self.id, configs)
             self.gateway = self._spawn([sys.executable, "-m", "gateway.server"])
-            for index, config in enumerate(self.settings.readers):
-                reader_id = config.reader_id or f"{config.consumer_group}-{index}"
-                self.readers[reader_id] = ReaderProcess(reader_id, config)
-                self._start_reader(self.readers[reader_id])
+            await self._reconcile()
             self._announce()
             code = await self._watch()
         finally:
@@ -97,25 +105,42 @@ class Supervisor:
 
     # --- the main loop --------------------------------------------------------------------------------------------
     async def _watch(self) -> int:
-        last_prune = time.monotonic()
+        last_prune = last_sweep = time.monotonic()
         while not self._signals:
             assert self.gateway is not None
             if self.gateway.poll() is not None:
                 log.error("the gateway exited with code %s; stopping (see its log above)", self.gateway.returncode)
                 return 1
-            for reader in self.readers.values():
+            await self._housekeeping(self._reconcile)
+            for reader in list(self.readers.values()):
                 await self._check_reader(reader)
-            if time.monotonic() - last_prune > PRUNE_EVERY_S:
-                last_prune = time.monotonic()
-                await self._prune()
+            now = time.monotonic()
+            if now - last_sweep > SWEEP_EVERY_S:
+                last_sweep = now
+                await self._housekeeping(self._sweep)
+            if now - last_prune > PRUNE_EVERY_S:
+                last_prune = now
+                await self._housekeeping(self._prune)
             await asyncio.sleep(POLL_S)
         log.info("stopping: %s", signal.Signals(self._signals[0]).name)
         return 0
 
+    async def _reconcile(self) -> None:
+        """Start readers added to the store; let removed ones drain (the API asked them to stop) and forget them."""
+        wanted = await reader_store.load(self.redis, self.keys, self.id)
+        for reader_id, config in wanted.items():
+            if reader_id not in self.readers:
+                self.readers[reader_id] = ReaderProcess(reader_id, config)
+                self._start_reader(self.readers[reader_id])
+        for reader_id, reader in self.readers.items():
+            reader.removed = reader_id not in wanted
+
     async def _check_reader(self, reader: ReaderProcess) -> None:
         now = time.monotonic()
         if reader.proc is None:
-            if reader.restart_at is not None and now >= reader.restart_at:
+            if reader.removed:
+                del self.readers[reader.reader_id]
+            elif reader.restart_at is not None and now >= reader.restart_at:
                 self._start_reader(reader)
             return
         code = reader.proc.poll()
@@ -123,6 +148,10 @@ class Supervisor:
             return
         reason = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         reader.proc = None
+        if reader.removed:
+            log.info("reader %s removed (%s)", reader.reader_id, reason)
+            await self._deregister(reader.reader_id)
+            return
         await self._mark_exited(reader.reader_id, reason)
         if code in NO_RESTART_CODES:
             reader.gave_up = True
@@ -141,13 +170,24 @@ class Supervisor:
         except Exception as exc:  # noqa: BLE001 — the heartbeat TTL marks it dead anyway
             log.warning("could not mark reader %s dead in the registry: %s", reader_id, exc)
 
-    async def _prune(self) -> None:
+    async def _housekeeping(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Redis trouble must not stop the supervisor: the step is tried again on the next turn."""
         try:
-            interval = self.settings.heartbeat_check_interval
-            for reader_id in await registry.prune_dead(self.redis, self.keys, interval, DEAD_RETENTION_S):
-                log.info("forgot reader %s (dead for over %.0fs)", reader_id, DEAD_RETENTION_S)
-        except Exception as exc:  # noqa: BLE001 — housekeeping only
-            log.debug("prune skipped: %s", exc)
+            await step()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s skipped: %s", step.__name__, exc)
+
+    async def _prune(self) -> None:
+        interval = self.settings.heartbeat_check_interval
+        for reader_id in await registry.prune_dead(self.redis, self.keys, interval, DEAD_RETENTION_S):
+            log.info("forgot reader %s (dead for over %.0fs)", reader_id, DEAD_RETENTION_S)
+
+    async def _sweep(self) -> None:
+        """Dead-letter exhausted work of dead readers even in groups with no live reader, and tidy consumers."""
+        live = await reclaim.live_consumers(self.redis, self.keys, self.settings.heartbeat_check_interval)
+        for group in sorted(g.decode() for g in await self.redis.smembers(self.keys.groups)):
+            await reclaim.sweep(self.redis, self.keys, group, f"supervisor-{self.id}", self.settings.max_deliveries,
+                                0, live)
 
     # --- processes ------------------------------------------------------------------------------------------------
     def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -174,6 +214,10 @@ class Supervisor:
         await self._stop(running, grace + 5)
         for reader_id in self.readers:  # drained readers did this themselves; killed and failed ones did not
             await self._deregister(reader_id)
+        await self._housekeeping(self._forget_store)
+
+    async def _forget_store(self) -> None:
+        await reader_store.replace_all(self.redis, self.keys, self.id, [])
 
     async def _stop(self, procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
         for proc in procs:

@@ -70,6 +70,7 @@ class Reader:
             heartbeat_interval_s=float(options.heartbeat_check_interval),
             supervised=options.supervised,
             reader_id=options.reader_id,
+            config=cfg.model_dump(),
         )
         self.sink = ReplySink(self.redis, options.reader_id, self.keys)
         self.engine: Engine | None = None

@@ -137,9 +137,10 @@ class Server:
             raise AssertionError(f"liftoff serve did not stop within {timeout_s}s:\n{self.log()}") from None
 
 
-def start_reader(redis_url: str, namespace: str, workdir: Path, *args: str) -> subprocess.Popen[bytes]:
+def start_reader(redis_url: str, namespace: str, workdir: Path, *args: str,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`liftoff reader` started by hand, the way an operator adds one on another machine."""
-    env = {**os.environ, "LIFTOFF_REDIS_NAMESPACE": namespace}
+    env = {**os.environ, "LIFTOFF_REDIS_NAMESPACE": namespace, **(env or {})}
     env.pop("LIFTOFF_RESOLVED_SETTINGS", None)
     log = open(workdir / f"reader-{time.monotonic_ns()}.log", "ab")
     return subprocess.Popen(

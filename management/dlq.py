@@ -1,0 +1,98 @@
+"""The dead-letter queue on the management port: list, retry (one, some or all), purge.
+
+A retried request goes back to its group's stream with a fresh deadline. Its original client has long been
+answered with an error, so the new result is written to the original reply stream and read by nobody: retrying is
+for the work's side effects and for proving that a repaired reader serves it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from redis.asyncio import Redis
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.context import Gateway
+from gateway.errors import BadRequest, NotFound
+from gateway.parsing import read_json_object, validate
+from gateway.responses import json_response
+from liftoff import wire
+from liftoff.keys import Keys
+from liftoff.wire import DeadLetter, WorkItem
+
+MAX_LIST = 1000
+
+
+class RetryRequest(BaseModel):
+    ids: list[str] | None = None  # dead-letter ids; None with all=true retries every one
+    all: bool = False
+
+
+async def list_letters(redis: Redis, keys: Keys, count: int) -> list[dict[str, Any]]:
+    out = []
+    for letter_id, fields in await redis.xrange(keys.dlq, count=count):
+        letter = wire.DeadLetter.model_validate_json(fields[wire.FIELD])
+        out.append({"id": letter_id.decode(), **letter.model_dump(exclude={"payload", "v"}),
+                    "request": _request_view(letter)})
+    return out
+
+
+def _request_view(letter: DeadLetter) -> dict[str, Any] | None:
+    try:
+        item = WorkItem.model_validate_json(letter.payload)
+    except ValidationError:
+        return None
+    return {"id": item.id, "kind": item.kind, "texts": item.texts, "stream": item.stream}
+
+
+async def retry(redis: Redis, keys: Keys, ids: list[str] | None, timeout_s: float) -> list[str]:
+    entries = await redis.xrange(keys.dlq) if ids is None else [
+        e for i in ids for e in await redis.xrange(keys.dlq, min=i, max=i)
+    ]
+    if ids is not None and len(entries) != len(ids):
+        found = {e[0].decode() for e in entries}
+        raise NotFound(f"no dead letter {sorted(set(ids) - found)}")
+    retried = []
+    for letter_id, fields in entries:
+        letter = DeadLetter.model_validate_json(fields[wire.FIELD])
+        item = WorkItem.model_validate_json(letter.payload)
+        now = wire.now_ms()
+        item = item.model_copy(update={"enqueued_ms": now, "deadline_ms": now + int(timeout_s * 1000)})
+        pipe = redis.pipeline(transaction=True)
+        pipe.xadd(keys.requests(letter.group), wire.encode(item))
+        pipe.xdel(keys.dlq, letter_id)
+        await pipe.execute()
+        retried.append(letter_id.decode())
+    return retried
+
+
+def dlq_routes(gw: Gateway) -> list[Route]:
+    d = gw.dispatcher
+
+    async def show(request: Request) -> Response:
+        raw = request.query_params.get("count", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+            raise BadRequest(f"count must be an integer between 1 and {MAX_LIST}; given {raw!r}")
+        total = await d.redis.xlen(d.keys.dlq)
+        return json_response({"total": total, "entries": await list_letters(d.redis, d.keys, int(raw))})
+
+    async def retry_letters(request: Request) -> Response:
+        body = validate(RetryRequest, await read_json_object(request))
+        if body.ids is None and not body.all:
+            raise BadRequest('name the dead letters to retry with "ids", or send {"all": true}')
+        retried = await retry(d.redis, d.keys, body.ids, gw.settings.request_timeout_s)
+        return json_response({"retried": retried})
+
+    async def purge(request: Request) -> Response:
+        total = await d.redis.xlen(d.keys.dlq)
+        await d.redis.delete(d.keys.dlq)
+        return json_response({"purged": total})
+
+    return [
+        Route("/dlq", show, methods=["GET"]),
+        Route("/dlq/retry", retry_letters, methods=["POST"]),
+        Route("/dlq", purge, methods=["DELETE"]),
+    ]

@@ -1,0 +1,121 @@
+"""Reader management on the management port: list by group, add, remove (after draining), show a config."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.context import Gateway
+from gateway.errors import ApiError, NotFound, Unavailable, from_validation
+from gateway.parsing import read_json_object
+from gateway.responses import json_response
+from liftoff import registry
+from liftoff.settings import ReaderConfig
+from management import reader_store
+
+REMOVE_POLL_S = 0.1
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+def reader_routes(gw: Gateway) -> list[Route]:
+    d = gw.dispatcher
+
+    async def records() -> list[registry.ReaderRecord]:
+        return await registry.read_registry(d.redis, d.keys, gw.settings.heartbeat_check_interval)
+
+    async def reader_groups(request: Request) -> Response:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in await records():
+            for group in r.info.consumer_groups:
+                groups.setdefault(group, []).append(
+                    {
+                        "reader_id": r.reader_id,
+                        "backend": r.info.config.get("backend") or "transformers",
+                        "model_name": r.info.model_name,
+                        "model_type": r.info.model_type,
+                        "pids": r.info.pids,
+                        "ready": r.status == "live",
+                        "status": r.status,
+                    }
+                )
+        return json_response(groups)
+
+    async def add_reader(request: Request) -> Response:
+        sup = _supervisor()
+        body = await read_json_object(request)
+        known = {k: v for k, v in body.items() if k in ReaderConfig.model_fields}
+        unknown = sorted(k for k in body if k not in ReaderConfig.model_fields)
+        try:
+            config = ReaderConfig.model_validate(known)
+        except ValidationError as exc:
+            raise from_validation(exc) from None
+        reader_id = config.reader_id or f"{config.consumer_group}-{uuid.uuid4().hex[:8]}"
+        if any(r.reader_id == reader_id for r in await records()):
+            raise Conflict(f"reader_id {reader_id!r} is already registered")
+        config = config.model_copy(update={"reader_id": reader_id})
+        if not await reader_store.put(d.redis, d.keys, sup, config):
+            raise Conflict(f"reader_id {reader_id!r} is already configured")
+        answer: dict[str, Any] = {"reader_id": reader_id}
+        if unknown:
+            answer["ignored_fields"] = unknown
+            answer["warning"] = f"fields not known to this server were ignored: {unknown}"
+        return json_response(answer, 201)
+
+    async def delete_reader(request: Request) -> Response:
+        reader_id = request.path_params["reader_id"]
+        sup = _supervisor()
+        configured = await reader_store.remove(d.redis, d.keys, sup, reader_id)
+        registered = any(r.reader_id == reader_id for r in await records())
+        if not configured and not registered:
+            raise NotFound(f"no reader {reader_id!r}")
+        await d.redis.set(d.keys.stop(reader_id), "1", ex=300)  # hand-started readers obey this too
+        await _wait_gone(reader_id, gw.settings.shutdown_grace_s + 15)
+        return Response(status_code=204)
+
+    async def _wait_gone(reader_id: str, timeout_s: float) -> None:
+        """The reader drains, deregisters and exits; a dead one is dropped from the registry here."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            record = next((r for r in await records() if r.reader_id == reader_id), None)
+            if record is None:
+                return
+            if record.status == "dead":
+                await registry.deregister(d.redis, d.keys, reader_id)
+                return
+            await asyncio.sleep(REMOVE_POLL_S)
+        raise Unavailable(f"reader {reader_id!r} was asked to stop but is still draining after {timeout_s:.0f}s")
+
+    async def reader_config(request: Request) -> Response:
+        reader_id = request.path_params["reader_id"]
+        for r in await records():
+            if r.reader_id == reader_id:
+                return json_response(r.info.config)
+        sup = reader_store.supervisor_id()
+        configs = await reader_store.load(d.redis, d.keys, sup) if sup else {}
+        if reader_id in configs:
+            return json_response(configs[reader_id].model_dump())
+        raise NotFound(f"no reader {reader_id!r}")
+
+    return [
+        Route("/reader_groups", reader_groups, methods=["GET"]),
+        Route("/reader", add_reader, methods=["POST"]),
+        Route("/reader/{reader_id}", delete_reader, methods=["DELETE"]),
+        Route("/config/{reader_id}", reader_config, methods=["GET"]),
+    ]
+
+
+def _supervisor() -> str:
+    sup = reader_store.supervisor_id()
+    if sup is None:
+        raise Unavailable("this gateway runs without a supervisor (`liftoff serve`), so it cannot manage readers")
+    return sup
