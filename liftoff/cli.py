@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from liftoff.settings import ReaderConfig, Settings, SettingsError, load_settings
+from management.fit.cli import add_fit_parser, run_fit
 
 # Settings that are not simple scalars get no generic flag.
 _NO_FLAG = {"readers"}
@@ -52,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _reader_parser(sub)
+    add_fit_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "fit":
+        return run_fit(args)
     try:
         if args.command == "serve":
             return _serve(args)

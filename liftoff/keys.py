@@ -12,6 +12,7 @@
 | `<ns>:stop:<reader_id>`      | string                      | EX 300                         | asks a reader to stop|
 | `<ns>:cancel`                | pub/sub channel             | -                              | cancelled request ids|
 | `<ns>:reader_configs:<sup>`  | hash reader_id → config     | none                           | one supervisor's set |
+| `<ns>:fit:measurements`      | hash model → Measurement    | none                           | fit calibration      |
 
 Request streams carry the group in a `{…}` hash tag so that on Redis Cluster one group's keys share a slot.
 """
@@ -58,3 +59,7 @@ class Keys:
 
     def reader_configs(self, supervisor_id: str) -> str:
         return f"{self.ns}:reader_configs:{supervisor_id}"
+
+    @property
+    def fit_measurements(self) -> str:
+        return f"{self.ns}:fit:measurements"

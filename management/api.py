@@ -11,6 +11,8 @@ from gateway.port_app import port_app
 from gateway.responses import json_response
 from gateway.types import ASGIApp
 from management.dlq import dlq_routes
+from management.fit.api import fit_health_route, fit_routes
+from management.fit.calibration import MeasurementStore
 from management.readers_api import reader_routes
 from management.status import full_status
 
@@ -19,4 +21,16 @@ def create_management_app(gw: Gateway) -> ASGIApp:
     async def status(request: Request) -> Response:
         return json_response(await full_status(gw))
 
-    return port_app(gw, [Route("/status", status, methods=["GET"]), *reader_routes(gw), *dlq_routes(gw)])
+    fit_store = MeasurementStore(gw.dispatcher.redis, gw.dispatcher.keys.fit_measurements)
+    # The fit engine's `/health` (the reference's liveness body) comes first, so it answers on this port;
+    # readiness stays at `/healthz`.
+    return port_app(
+        gw,
+        [
+            fit_health_route(),
+            Route("/status", status, methods=["GET"]),
+            *reader_routes(gw),
+            *dlq_routes(gw),
+            *fit_routes(gw, fit_store),
+        ],
+    )

@@ -136,15 +136,20 @@ def cpu_arch() -> str:
 
 
 def cpu_name() -> str:
+    # x86 kernels say "model name" ("model" is a number there); ARM kernels say "Hardware" or "Model", if anything.
+    found: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                # x86 says "model name"; ARM kernels say "Model" or "Hardware" when they say anything.
-                if key.strip().lower() in ("model name", "model", "hardware") and value.strip():
-                    return value.strip()
+                key, value = key.strip().lower(), value.strip()
+                if key in ("model name", "hardware", "model") and value and key not in found:
+                    found[key] = value
     except OSError:
         pass
+    for key in ("model name", "hardware", "model"):
+        if key in found and not found[key].isdigit():
+            return found[key]
     return platform.processor() or platform.machine() or "unknown CPU"
 
 

@@ -110,8 +110,10 @@ def architecture(config: dict[str, Any]) -> tuple[int | None, int | None, int | 
 
 def _mlp_params(config: dict[str, Any]) -> int:
     hidden = config.get("hidden_size") or config.get("n_embd") or 0
-    inner = config.get("moe_intermediate_size") or config.get("intermediate_size") or config.get("n_inner") or 4 * hidden
-    gated = config.get("hidden_act", config.get("activation_function", "silu")) in ("silu", "swiglu", "gelu_pytorch_tanh")
+    inner = (config.get("moe_intermediate_size") or config.get("intermediate_size") or config.get("n_inner")
+             or 4 * hidden)
+    activation = config.get("hidden_act", config.get("activation_function", "silu"))
+    gated = activation in ("silu", "swiglu", "gelu_pytorch_tanh")  # gate, up and down projections
     return (3 if gated else 2) * hidden * inner
 
 
@@ -148,3 +150,17 @@ def use_case_from_config(config: dict[str, Any], name: str, directory: Path) -> 
     if "instruct" in lowered or "chat" in lowered:
         return "Instruction following, chat"
     return "General purpose text generation"
+
+
+def catalog_entries(root: Path) -> list[dict[str, Any]]:
+    """catalog.json entries for the models under `root`, to paste into the curated catalog or an overlay."""
+    keys = ("name", "provider", "params_b", "context_length", "use_case", "release_date", "is_moe", "active_params_b",
+            "num_layers", "num_kv_heads", "head_dim")
+    return [{k: getattr(spec, k) for k in keys} for spec in scan_repository(root)]
+
+
+if __name__ == "__main__":
+    import sys
+
+    for entry in catalog_entries(Path(sys.argv[1] if len(sys.argv) > 1 else ".")):
+        print(json.dumps(entry) + ",")

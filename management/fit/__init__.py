@@ -1,0 +1,12 @@
+"""The fit engine: which models this node can run, how well, and where a reader's model should go.
+
+`hardware` detects the node, `catalog`/`repository` know the models, `estimates`/`scoring`/`analysis` judge one
+model on one node, `report` builds the API envelope, `placement` places readers, `calibration` keeps measurements,
+`api` and `cli` are the HTTP and command-line faces.
+"""
+
+from management.fit.calibration import Measurement, MeasurementStore, record_measurement
+from management.fit.placement import Placement, PlacementRefused, RunningReader, place
+
+__all__ = ["Measurement", "MeasurementStore", "Placement", "PlacementRefused", "RunningReader", "place",
+           "record_measurement"]

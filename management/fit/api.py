@@ -1,0 +1,111 @@
+"""The fit engine's HTTP routes: thin handlers over `management.fit.report`.
+
+Errors use the reference's own body, `{"error": "..."}` (400 for a bad filter value, 500 `server error: ...`),
+not Liftoff's `{"error", "details", "code"}` shape, because schedulers written against the reference parse it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.context import Gateway
+from gateway.responses import json_response
+from management.fit.calibration import Measurement, MeasurementSource, NoMeasurements
+from management.fit.catalog import OVERLAY_ENV, ModelSpec, load_catalog
+from management.fit.hardware import SystemSpecs, cached_specs
+from management.fit.query import FitQuery, FitQueryError, parse_query
+from management.fit.report import fit_report, health_report, query_specs, system_report
+
+log = logging.getLogger(__name__)
+
+SpecsProvider = Callable[[], SystemSpecs]
+
+
+class FitService:
+    """What the routes need: the node's specs, its catalog, and its measurements; each injectable for tests."""
+
+    def __init__(self, repository_path: str | None, store: MeasurementSource | None = None,
+                 specs: SpecsProvider = cached_specs, overlay_path: str | None = None) -> None:
+        self.repository_path = repository_path
+        self.store = store or NoMeasurements()
+        self.specs = specs
+        self.overlay_path = overlay_path if overlay_path is not None else os.environ.get(OVERLAY_ENV)
+
+    def catalog(self) -> tuple[ModelSpec, ...]:
+        return load_catalog(self.repository_path, self.overlay_path)
+
+    async def measurements(self) -> dict[str, Measurement]:
+        try:
+            return await self.store.all()
+        except (RedisError, OSError) as exc:
+            # Estimates are still an answer; a Redis outage must not take the fit report down with it.
+            log.warning("fit measurements unavailable, answering with estimates: %s", exc)
+            return {}
+
+    async def report(self, query: FitQuery) -> dict[str, Any]:
+        return fit_report(self.catalog(), self.specs(), query, await self.measurements())
+
+
+def _error(message: str, status: int) -> Response:
+    return json_response({"error": message}, status)
+
+
+def fit_routes(gw: Gateway, store: MeasurementSource | None = None, specs: SpecsProvider = cached_specs,
+               overlay_path: str | None = None) -> list[Route]:
+    """`/api/v1/system`, `/api/v1/models`, `/api/v1/models/top`, `/api/v1/models/{name}` for the management app."""
+    service = FitService(gw.settings.repository_path, store, specs, overlay_path)
+
+    async def respond(request: Request, top_only: bool = False, name: str | None = None) -> Response:
+        try:
+            query = parse_query(request.query_params, top_only=top_only, name=name)
+        except FitQueryError as exc:
+            return _error(str(exc), 400)
+        try:
+            return json_response(await service.report(query))
+        except Exception as exc:
+            log.exception("fit report failed")
+            return _error(f"server error: {exc}", 500)
+
+    async def models(request: Request) -> Response:
+        return await respond(request)
+
+    async def top(request: Request) -> Response:
+        return await respond(request, top_only=True)
+
+    async def by_name(request: Request) -> Response:
+        return await respond(request, name=request.path_params["name"])
+
+    async def system(request: Request) -> Response:
+        try:
+            query = parse_query(request.query_params)
+        except FitQueryError as exc:
+            return _error(str(exc), 400)
+        return json_response(system_report(query_specs(service.specs(), query)))
+
+    return [
+        Route("/api/v1/system", system, methods=["GET"]),
+        Route("/api/v1/models", models, methods=["GET"]),
+        Route("/api/v1/models/top", top, methods=["GET"]),
+        Route("/api/v1/models/{name:path}", by_name, methods=["GET"]),
+    ]
+
+
+def fit_health_route(specs: SpecsProvider = cached_specs, path: str = "/health") -> Route:
+    """The reference's liveness body, `{"status": "ok", "node": {"name", "os"}}`.
+
+    Liftoff's port apps already answer `/health` with the readiness body; mount this where the reference shape is
+    wanted (it must come before the port app's own `/health` route to win).
+    """
+
+    async def health(request: Request) -> Response:
+        return json_response(health_report(specs()))
+
+    return Route(path, health, methods=["GET"])
