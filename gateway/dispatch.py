@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.exceptions
 
@@ -28,7 +29,7 @@ from liftoff.keys import Keys
 from liftoff.process import compute_backoff
 from liftoff.redis_client import MAX_BLOCK_MS, connect
 from liftoff.settings import Settings
-from liftoff.wire import GenerationParams, Reply, WorkItem
+from liftoff.wire import Reply
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,9 @@ class Dispatcher:
 
     # --- admission and submission ---------------------------------------------------------------------------------
     async def submit(
-        self, group: str, texts: list[str], params: GenerationParams, stream: bool, batched: bool
+        self, group: str, texts: list[str], params: dict[str, Any], stream: bool, batched: bool
     ) -> Ticket:
+        """Queue a request; `params` are GenerationParams fields, validated (see GenerateRequest.params)."""
         try:
             reserved = await self.groups.admit(group)
         except TRANSIENT as exc:
@@ -102,7 +104,7 @@ class Dispatcher:
             reserved=reserved,
         )
         now = wire.now_ms()
-        item = WorkItem(
+        entry = wire.encode_work(
             id=ticket.id,
             reply_to=self.reply_key,
             stream=stream,
@@ -113,7 +115,7 @@ class Dispatcher:
             deadline_ms=now + int(timeout_s * 1000),
         )
         self.pending[ticket.id] = ticket
-        self._outbox.append((ticket, wire.encode(item)))
+        self._outbox.append((ticket, entry))
         if self._flush_task is None:
             self._flush_task = loop.create_task(self._flush())
         return ticket

@@ -1,9 +1,8 @@
-"""The Takeoff inference API (port 3000): /generate, /generate_stream and the short /status."""
+"""The Takeoff inference API (port 3000): /generate (see `gateway.generate_asgi`), /generate_stream, short /status."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,10 +11,12 @@ from starlette.routing import Route
 from gateway import sse
 from gateway.context import Gateway
 from gateway.dispatch import Ticket
-from gateway.errors import ApiError, Unprocessable, error_for_status
+from gateway.errors import ApiError, error_for_status
+from gateway.generate_asgi import GenerateApp
 from gateway.parsing import parse_body
 from gateway.port_app import port_app
 from gateway.protocol import GenerateRequest
+from gateway.requests import check_limits, raise_if_error
 from gateway.responses import json_response
 from gateway.types import ASGIApp
 from liftoff.wire import Reply
@@ -30,25 +31,8 @@ def create_inference_app(gw: Gateway) -> ASGIApp:
         req = await parse_body(request, GenerateRequest)
         check_limits(req, settings.max_user_batch_size, settings.max_prompt_string_bytes)
         group = req.consumer_group or "primary"
-        ticket = await dispatcher.submit(group, req.texts, req.to_params(), stream=stream, batched=req.batched)
+        ticket = await dispatcher.submit(group, req.texts, req.params(), stream=stream, batched=req.batched)
         return req, ticket
-
-    async def generate(request: Request) -> Response:
-        req, ticket = await submit(request, stream=False)
-        finished = False
-        try:
-            reply = await dispatcher.next_reply(ticket)
-            while reply.kind == "token":
-                reply = await dispatcher.next_reply(ticket)
-            finished = True
-        finally:
-            dispatcher.release(ticket, finished)
-        raise_if_error(reply)
-        texts = reply.texts or []
-        body: dict[str, Any] = {"text": texts if req.batched else texts[0]}
-        if reply.metadata is not None:
-            body["metadata"] = reply.metadata if req.batched else reply.metadata[0]
-        return json_response(body)
 
     async def generate_stream(request: Request) -> Response:
         req, ticket = await submit(request, stream=True)
@@ -94,26 +78,11 @@ def create_inference_app(gw: Gateway) -> ASGIApp:
             {"live_readers": maps["live_readers"], "dead_readers": maps["dead_readers"], "ports": settings.ports()}
         )
 
-    return port_app(
+    routes = port_app(
         gw,
         [
-            Route("/generate", generate, methods=["POST"]),
             Route("/generate_stream", generate_stream, methods=["POST"]),
             Route("/status", short_status, methods=["GET"]),
         ],
     )
-
-
-def check_limits(req: GenerateRequest, max_batch: int, max_prompt_bytes: int) -> None:
-    if len(req.texts) > max_batch:
-        raise Unprocessable(f"text has {len(req.texts)} items; the limit (max_user_batch_size) is {max_batch}")
-    for index, text in enumerate(req.texts):
-        size = len(text.encode())
-        if size > max_prompt_bytes:
-            where = f"text[{index}]" if req.batched else "text"
-            raise Unprocessable(f"{where} is {size} bytes; the limit (max_prompt_string_bytes) is {max_prompt_bytes}")
-
-
-def raise_if_error(reply: Reply) -> None:
-    if reply.kind == "error":
-        raise error_for_status(reply.status or 500, reply.message or "the reader reported an error")
+    return GenerateApp(gw, routes)

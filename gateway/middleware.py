@@ -41,8 +41,7 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     def _message(self, size: int, at_least: bool = False) -> str:
-        size_text = f"at least {size}" if at_least else str(size)
-        return f"request body is {size_text} bytes; the limit (body_size_limit_bytes) is {self.limit}"
+        return too_large_message(size, self.limit, at_least)
 
     async def _refuse(self, send: Send, size: int) -> None:
         body = orjson.dumps({"error": self._message(size), "details": None, "code": 413})
@@ -68,3 +67,8 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def too_large_message(size: int, limit: int, at_least: bool = False) -> str:
+    size_text = f"at least {size}" if at_least else str(size)
+    return f"request body is {size_text} bytes; the limit (body_size_limit_bytes) is {limit}"

@@ -134,6 +134,6 @@ class GenerateRequest(BaseModel):
     def batched(self) -> bool:
         return isinstance(self.text, list)
 
-    def to_params(self) -> GenerationParams:
-        given = self.model_dump(exclude_none=True, exclude={"text", "consumer_group"})
-        return GenerationParams(**given)
+    def params(self) -> dict[str, Any]:
+        """The GenerationParams fields given (validated above); readers fill in the defaults."""
+        return self.model_dump(exclude_none=True, exclude={"text", "consumer_group"})

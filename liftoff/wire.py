@@ -137,6 +137,33 @@ def encode(model: BaseModel) -> dict[bytes, bytes]:
     return {FIELD: model.model_dump_json(exclude_none=True).encode()}
 
 
+def encode_work(
+    *,
+    id: str,
+    reply_to: str,
+    stream: bool,
+    texts: list[str],
+    batched: bool,
+    params: dict[str, Any],
+    enqueued_ms: int,
+    deadline_ms: int,
+    kind: str = "generate",
+    pairs: list[list[str]] | None = None,
+) -> dict[bytes, bytes]:
+    """The entry `encode(WorkItem(...))` writes, built without a model (the gateway's hot path).
+
+    `params` holds GenerationParams fields the gateway has already validated; absent ones take their defaults when
+    the reader decodes the entry. tests/core/test_wire.py checks that both encoders agree.
+    """
+    item: dict[str, Any] = {
+        "v": WIRE_VERSION, "id": id, "kind": kind, "reply_to": reply_to, "stream": stream, "texts": texts,
+        "batched": batched, "params": params, "enqueued_ms": enqueued_ms, "deadline_ms": deadline_ms,
+    }
+    if pairs is not None:
+        item["pairs"] = pairs
+    return {FIELD: orjson.dumps(item)}
+
+
 def _payload(fields: dict[bytes, bytes]) -> bytes:
     data = fields.get(FIELD)
     if data is None:

@@ -1,0 +1,111 @@
+"""`/generate` as a pure-ASGI app: the inference port's hot path, without the router and middleware stack.
+
+Every layer of a framework stack is resumed on each await of the request, and for the echo path that overhead was
+as large as Liftoff's own work; this app does the same job as a Starlette route (body limit, parsing, validation,
+dispatch, one JSON answer, errors in the one error shape) directly on the ASGI messages. Everything else on the
+port goes to `fallback`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from gateway.context import Gateway
+from gateway.errors import ApiError, PayloadTooLarge
+from gateway.middleware import too_large_message
+from gateway.parsing import parse_json_object, validate
+from gateway.protocol import GenerateRequest
+from gateway.requests import check_limits, raise_if_error
+from gateway.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+PATH = "/generate"
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class GenerateApp:
+    def __init__(self, gw: Gateway, fallback: ASGIApp) -> None:
+        self.gw = gw
+        self.fallback = fallback
+        self.limit = gw.settings.body_size_limit_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH:
+            await self.fallback(scope, receive, send)
+            return
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(f"method {scope['method']} not allowed on {PATH}")
+            body = await self._read_body(scope, receive)
+            status, answer = 200, await self.generate(body)
+            headers = None
+        except ApiError as err:
+            status, answer, headers = err.status, err.body(), err.headers
+        except Exception as exc:  # a bug must still answer, in the usual shape
+            log.exception("unhandled error on %s %s", scope["method"], PATH)
+            status, answer, headers = 500, {"error": f"internal error: {type(exc).__name__}", "details": None,
+                                            "code": 500}, None
+        await _send_json(send, status, answer, headers)
+
+    async def generate(self, raw: bytes) -> dict[str, Any]:
+        settings, dispatcher = self.gw.settings, self.gw.dispatcher
+        req = validate(GenerateRequest, parse_json_object(raw))
+        check_limits(req, settings.max_user_batch_size, settings.max_prompt_string_bytes)
+        ticket = await dispatcher.submit(
+            req.consumer_group or "primary", req.texts, req.params(), stream=False, batched=req.batched
+        )
+        finished = False
+        try:
+            reply = await dispatcher.next_reply(ticket)
+            while reply.kind == "token":
+                reply = await dispatcher.next_reply(ticket)
+            finished = True
+        finally:
+            dispatcher.release(ticket, finished)
+        raise_if_error(reply)
+        texts = reply.texts or []
+        answer: dict[str, Any] = {"text": texts if req.batched else texts[0]}
+        if reply.metadata is not None:
+            answer["metadata"] = reply.metadata if req.batched else reply.metadata[0]
+        return answer
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                raise PayloadTooLarge(self._too_large(int(value)))
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone("the client went away before sending its body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise PayloadTooLarge(self._too_large(size, at_least=True))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _too_large(self, size: int, at_least: bool = False) -> str:
+        return too_large_message(size, self.limit, at_least)
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+
+
+class ClientGone(ApiError):
+    status = 499
+
+
+async def _send_json(send: Send, status: int, content: Any, headers: dict[str, str] | None) -> None:
+    body = orjson.dumps(content)
+    raw_headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,29 @@
+"""The wire contract: the gateway's fast encoder writes exactly what the model encoder writes."""
+
+from __future__ import annotations
+
+import orjson
+
+from liftoff import wire
+from liftoff.wire import GenerationParams, WorkItem
+
+
+def test_fast_encoder_matches_the_model() -> None:
+    fields = dict(id="w:1", reply_to="ns:replies:w", stream=True, texts=["a", "b"], batched=True,
+                  enqueued_ms=1, deadline_ms=2)
+    params = {"max_new_tokens": 5, "sampling_topk": 3, "json_schema": {"type": "object"}}
+    fast = wire.encode_work(params=params, **fields)
+    model = wire.encode(WorkItem(params=GenerationParams(**params), **fields))
+    assert wire.decode_work(fast) == wire.decode_work(model)
+    assert orjson.loads(fast[wire.FIELD])["v"] == wire.WIRE_VERSION
+
+
+def test_absent_parameters_take_their_defaults_at_the_reader() -> None:
+    fast = wire.encode_work(id="w:2", reply_to="r", stream=False, texts=["x"], batched=False, params={},
+                            enqueued_ms=1, deadline_ms=2)
+    assert wire.decode_work(fast).params == GenerationParams()
+
+
+def test_undecodable_entries_still_name_their_sender() -> None:
+    assert wire.peek_ids({wire.FIELD: b'{"id": "w:3", "reply_to": "r", "v": 99}'}) == ("w:3", "r")
+    assert wire.peek_ids({b"other": b"x"}) == (None, None)
