@@ -68,6 +68,7 @@ class ReaderConfig(BaseModel):
     cuda_graph_cache_capacity: int | None = Field(default=None, ge=0)
     disable_paged_attention: bool | None = None
     page_cache_size: str | int | None = None
+    dtype: str | None = None  # torch dtype to load with; None: bf16/fp16 on GPU, fp32 on CPU (set by device "auto")
     echo_token_delay_ms: int = Field(default=0, ge=0, le=60_000)  # echo engine: pause between tokens (a model's pace)
 
     @field_validator("device")

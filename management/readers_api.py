@@ -12,12 +12,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.context import Gateway
-from gateway.errors import ApiError, NotFound, Unavailable, from_validation
+from gateway.errors import ApiError, NotFound, Unavailable, Unprocessable, from_validation
 from gateway.parsing import read_json_object
 from gateway.responses import json_response
 from liftoff import registry
 from liftoff.settings import ReaderConfig
 from management import reader_store
+from management.auto_device import AutoPlacementError, place_reader, running_readers
 
 REMOVE_POLL_S = 0.1
 
@@ -59,12 +60,17 @@ def reader_routes(gw: Gateway) -> list[Route]:
         except ValidationError as exc:
             raise from_validation(exc) from None
         reader_id = config.reader_id or f"{config.consumer_group}-{uuid.uuid4().hex[:8]}"
-        if any(r.reader_id == reader_id for r in await records()):
+        current = await records()
+        if any(r.reader_id == reader_id for r in current):
             raise Conflict(f"reader_id {reader_id!r} is already registered")
+        try:
+            config = place_reader(config, running_readers(current), gw.settings.repository_path, gw.settings.echo)
+        except AutoPlacementError as exc:
+            raise Unprocessable(f"cannot place the reader: {exc}", {"fit": exc.report}) from None
         config = config.model_copy(update={"reader_id": reader_id})
         if not await reader_store.put(d.redis, d.keys, sup, config):
             raise Conflict(f"reader_id {reader_id!r} is already configured")
-        answer: dict[str, Any] = {"reader_id": reader_id}
+        answer: dict[str, Any] = {"reader_id": reader_id, "device": config.device}
         if unknown:
             answer["ignored_fields"] = unknown
             answer["warning"] = f"fields not known to this server were ignored: {unknown}"

@@ -27,6 +27,8 @@ from liftoff.process import child_preexec, compute_backoff
 from liftoff.redis_client import connect
 from liftoff.settings import RESOLVED_ENV, ReaderConfig, Settings
 from management import reader_store
+from management.auto_device import AutoPlacementError, place_reader
+from management.fit.placement import RunningReader
 from readers.reader import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR
 
 log = logging.getLogger("liftoff.supervisor")
@@ -77,10 +79,11 @@ class Supervisor:
         self.env = {**os.environ, RESOLVED_ENV: self.settings.model_dump_json(), reader_store.SUPERVISOR_ENV: self.id}
         code = 1
         try:
-            configs = [
-                c.model_copy(update={"reader_id": c.reader_id or f"{c.consumer_group}-{index}"})
-                for index, c in enumerate(self.settings.readers)
-            ]
+            try:
+                configs = self._placed_readers()
+            except AutoPlacementError as exc:
+                log.error("cannot start: %s", exc)
+                return 2
             await reader_store.replace_all(self.redis, self.keys, self.id, configs)
             self.gateway = self._spawn([sys.executable, "-m", "gateway.server"])
             await self._reconcile()
@@ -92,6 +95,17 @@ class Supervisor:
             if self.redis_server is not None:
                 self.redis_server.stop()
         return code
+
+    def _placed_readers(self) -> list[ReaderConfig]:
+        """config.toml's readers with their ids, and devices chosen for those that say "auto" (each counted for the
+        next, so that they share the node rather than each assume all of it)."""
+        placed: list[ReaderConfig] = []
+        for index, config in enumerate(self.settings.readers):
+            running = [RunningReader(c.model_name, c.device) for c in placed]
+            config = place_reader(config, running, self.settings.repository_path, self.settings.echo)
+            reader_id = config.reader_id or f"{config.consumer_group}-{index}"
+            placed.append(config.model_copy(update={"reader_id": reader_id}))
+        return placed
 
     def _announce(self) -> None:
         s = self.settings

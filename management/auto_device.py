@@ -1,0 +1,62 @@
+"""Readers configured with `device = "auto"`: the fit engine chooses device, dtype and batch size.
+
+Placement counts the readers already running on this node (their models' memory), so a second reader lands on
+what the first left free. A model that fits no device is refused before any process starts, with the fit report
+that says why; so is a model the fit engine knows nothing about (give its device explicitly instead).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from liftoff.registry import ReaderRecord
+from liftoff.settings import ReaderConfig
+from management.fit.analysis import fit_json
+from management.fit.catalog import load_catalog
+from management.fit.hardware import cached_specs
+from management.fit.placement import PlacementRefused, RunningReader, UnknownModel, place
+
+NO_MODEL_NEEDED = {"echo"}
+
+
+class AutoPlacementError(Exception):
+    """`report` is the fit engine's analysis of the model against what this node has left (None if unknown)."""
+
+    def __init__(self, message: str, report: dict[str, Any] | None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def place_reader(
+    config: ReaderConfig, running: list[RunningReader], repository_path: str, echo: bool = False
+) -> ReaderConfig:
+    """`config` with device, dtype and max_batch_size filled in when its device is "auto"."""
+    if config.device != "auto":
+        return config
+    if echo or config.model_name in NO_MODEL_NEEDED:
+        return config.model_copy(update={"device": "cpu"})
+    try:
+        placement = place(
+            config.model_name,
+            cached_specs(),
+            load_catalog(repository_path),
+            running,
+            max_sequence_length=config.max_sequence_length,
+            max_batch_size=config.max_batch_size,
+        )
+    except PlacementRefused as exc:
+        raise AutoPlacementError(str(exc), fit_json(exc.report) if exc.report else None) from None
+    except UnknownModel as exc:
+        raise AutoPlacementError(f"{exc.args[0]}; set the reader's device explicitly", None) from None
+    return config.model_copy(
+        update={
+            "device": placement.device,
+            "dtype": placement.dtype,
+            "quant_type": placement.quantization or config.quant_type,
+            "max_batch_size": placement.max_batch_size,
+        }
+    )
+
+
+def running_readers(records: list[ReaderRecord]) -> list[RunningReader]:
+    return [RunningReader(r.info.model_name, r.info.device) for r in records if r.status != "dead"]
