@@ -22,7 +22,7 @@ from typing import Any
 
 import redis.exceptions
 
-from gateway.errors import GatewayTimeout, Unavailable
+from gateway.errors import GatewayTimeout, Unavailable, raise_for_reply
 from gateway.groups import GroupDirectory
 from liftoff import wire
 from liftoff.keys import Keys
@@ -87,9 +87,16 @@ class Dispatcher:
 
     # --- admission and submission ---------------------------------------------------------------------------------
     async def submit(
-        self, group: str, texts: list[str], params: dict[str, Any], stream: bool, batched: bool
+        self,
+        group: str,
+        texts: list[str],
+        params: dict[str, Any] | None = None,
+        stream: bool = False,
+        batched: bool = False,
+        **work: Any,
     ) -> Ticket:
-        """Queue a request; `params` are GenerationParams fields, validated (see GenerateRequest.params)."""
+        """Queue a request; `params` are GenerationParams fields, validated (see GenerateRequest.params); `work`
+        holds the other WorkItem fields a kind needs (kind, pairs, args)."""
         try:
             reserved = await self.groups.admit(group)
         except TRANSIENT as exc:
@@ -110,9 +117,10 @@ class Dispatcher:
             stream=stream,
             texts=texts,
             batched=batched,
-            params=params,
+            params=params or {},
             enqueued_ms=now,
             deadline_ms=now + int(timeout_s * 1000),
+            **work,
         )
         self.pending[ticket.id] = ticket
         self._outbox.append((ticket, entry))
@@ -138,6 +146,19 @@ class Dispatcher:
             ticket.tokens_seen += 1
             ticket.attempt = reply.attempt
             ticket.deadline = asyncio.get_running_loop().time() + self.settings.request_timeout_s
+        return reply
+
+    async def outcome(self, ticket: Ticket) -> Reply:
+        """The terminal reply of a request that does not stream (raised as an ApiError when it is an error)."""
+        finished = False
+        try:
+            reply = await self.next_reply(ticket)
+            while reply.kind == "token":
+                reply = await self.next_reply(ticket)
+            finished = True
+        finally:
+            self.release(ticket, finished)
+        raise_for_reply(reply)
         return reply
 
     def _withdraw(self, ticket: Ticket) -> None:

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.responses import json_response
+from liftoff.wire import Reply
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,12 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return json_response({"error": f"internal error: {type(exc).__name__}", "details": None, "code": 500}, 500)
+
+
+def raise_for_reply(reply: Reply) -> None:
+    """A reader's error reply as the ApiError its status names."""
+    if reply.kind == "error":
+        raise error_for_status(reply.status or 500, reply.message or "the reader reported an error")
 
 
 EXCEPTION_HANDLERS = {

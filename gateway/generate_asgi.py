@@ -18,7 +18,7 @@ from gateway.errors import ApiError, PayloadTooLarge
 from gateway.middleware import too_large_message
 from gateway.parsing import parse_json_object, validate
 from gateway.protocol import GenerateRequest
-from gateway.requests import check_limits, raise_if_error
+from gateway.requests import check_limits
 from gateway.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -58,15 +58,7 @@ class GenerateApp:
         ticket = await dispatcher.submit(
             req.consumer_group or "primary", req.texts, req.params(), stream=False, batched=req.batched
         )
-        finished = False
-        try:
-            reply = await dispatcher.next_reply(ticket)
-            while reply.kind == "token":
-                reply = await dispatcher.next_reply(ticket)
-            finished = True
-        finally:
-            dispatcher.release(ticket, finished)
-        raise_if_error(reply)
+        reply = await dispatcher.outcome(ticket)
         texts = reply.texts or []
         answer: dict[str, Any] = {"text": texts if req.batched else texts[0]}
         if reply.metadata is not None:

@@ -82,7 +82,9 @@ class GroupDirectory:
         records = await registry.read_registry(self.redis, self.keys, self.check_interval_s)
         served = await self.redis.smembers(self.keys.groups)
         live = {g for r in records if r.status == "live" for g in r.info.consumer_groups}
+        live |= {Keys.direct_group(r.reader_id) for r in records if r.status == "live"}
         known = {g.decode() for g in served} | {g for r in records for g in r.info.consumer_groups} | self.reserved
+        known |= {Keys.direct_group(r.reader_id) for r in records}
         groups = sorted(known)
         pipe = self.redis.pipeline(transaction=False)
         for group in groups:

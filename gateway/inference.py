@@ -11,13 +11,14 @@ from starlette.routing import Route
 from gateway import sse
 from gateway.context import Gateway
 from gateway.dispatch import Ticket
-from gateway.errors import ApiError, error_for_status
+from gateway.errors import ApiError, error_for_status, raise_for_reply
 from gateway.generate_asgi import GenerateApp
 from gateway.parsing import parse_body
 from gateway.port_app import port_app
-from gateway.protocol import GenerateRequest
-from gateway.requests import check_limits, raise_if_error
+from gateway.protocol import ClassifyRequest, EmbedRequest, GenerateRequest
+from gateway.requests import check_count, check_limits
 from gateway.responses import json_response
+from gateway.tokenizer_routes import tokenizer_routes
 from gateway.types import ASGIApp
 from liftoff.wire import Reply
 from management.status import reader_maps
@@ -44,7 +45,7 @@ def create_inference_app(gw: Gateway) -> ASGIApp:
             raise
         if first.kind == "error":
             dispatcher.release(ticket, finished=True)
-            raise_if_error(first)
+            raise_for_reply(first)
         return sse.response(stream_events(req, ticket, first))
 
     async def stream_events(req: GenerateRequest, ticket: Ticket, reply: Reply) -> AsyncIterator[bytes]:
@@ -72,6 +73,23 @@ def create_inference_app(gw: Gateway) -> ASGIApp:
         finally:
             dispatcher.release(ticket, finished)
 
+    async def embed(request: Request) -> Response:
+        req = await parse_body(request, EmbedRequest)
+        texts = req.text if isinstance(req.text, list) else [req.text]
+        check_count(len(texts), settings.max_user_batch_size)
+        ticket = await dispatcher.submit(req.consumer_group or "primary", texts, kind="embed",
+                                         batched=isinstance(req.text, list))
+        vectors = (await dispatcher.outcome(ticket)).result or []
+        return json_response({"result": vectors if isinstance(req.text, list) else vectors[0]})
+
+    async def classify(request: Request) -> Response:
+        req = await parse_body(request, ClassifyRequest)
+        check_count(len(req.pairs or req.texts), settings.max_user_batch_size)
+        ticket = await dispatcher.submit(req.consumer_group or "primary", req.texts, kind="classify",
+                                         pairs=req.pairs, batched=isinstance(req.text, list))
+        results = (await dispatcher.outcome(ticket)).result or []
+        return json_response({"result": results if isinstance(req.text, list) else results[0]})
+
     async def short_status(request: Request) -> Response:
         maps = await reader_maps(gw)
         return json_response(
@@ -82,6 +100,9 @@ def create_inference_app(gw: Gateway) -> ASGIApp:
         gw,
         [
             Route("/generate_stream", generate_stream, methods=["POST"]),
+            Route("/embed", embed, methods=["POST"]),
+            Route("/classify", classify, methods=["POST"]),
+            *tokenizer_routes(gw),
             Route("/status", short_status, methods=["GET"]),
         ],
     )

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 from liftoff.wire import GenerationParams
 
@@ -137,3 +137,74 @@ class GenerateRequest(BaseModel):
     def params(self) -> dict[str, Any]:
         """The GenerationParams fields given (validated above); readers fill in the defaults."""
         return self.model_dump(exclude_none=True, exclude={"text", "consumer_group"})
+
+
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: StrictStr | list[StrictStr]
+    consumer_group: StrictStr | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            _rule(len(value) > 0, "text must be a string or a non-empty list of strings", value)
+        return value
+
+
+class ClassifyRequest(BaseModel):
+    """`text`: one text, a list of texts, or a list of [text, text] pairs (cross-encoders, rerankers)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: StrictStr | list[StrictStr] | list[list[StrictStr]]
+    consumer_group: StrictStr | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            _rule(len(value) > 0, "text must be a string, a non-empty list of strings, or a list of pairs", value)
+            if isinstance(value[0], list):
+                _rule(all(len(pair) == 2 for pair in value), "each pair in text must hold exactly two strings", value)
+        return value
+
+    @property
+    def pairs(self) -> list[list[str]] | None:
+        return self.text if isinstance(self.text, list) and isinstance(self.text[0], list) else None  # type: ignore[return-value]
+
+    @property
+    def texts(self) -> list[str]:
+        if self.pairs is not None:
+            return []
+        return self.text if isinstance(self.text, list) else [self.text]  # type: ignore[return-value]
+
+
+class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: StrictStr
+    use_chat_template: StrictBool = False
+    skip_special_tokens: StrictBool = False
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    tokens: list[StrictInt] | list[StrictStr]
+    skip_special_tokens: StrictBool = True
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: StrictStr
+    content: StrictStr
+
+
+class ChatTemplateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: list[list[ChatMessage]]
+    add_generation_prompt: StrictBool = True

@@ -26,6 +26,11 @@ from dataclasses import dataclass
 class Keys:
     ns: str = "liftoff"
 
+    @staticmethod
+    def direct_group(reader_id: str) -> str:
+        """The consumer group that reaches one reader alone (tokenizer endpoints address readers by id)."""
+        return f"@{reader_id}"
+
     def requests(self, group: str) -> str:
         return f"{self.ns}:requests:{{{group}}}"
 

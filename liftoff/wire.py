@@ -40,6 +40,11 @@ class GenerationParams(BaseModel):
     lora_id: str | None = None
 
 
+WorkKind = Literal["generate", "embed", "classify", "tokenize", "detokenize", "chat_template"]
+# Work for one particular reader (its tokenizer), sent to its direct group rather than to a consumer group.
+TOKENIZER_KINDS = frozenset({"tokenize", "detokenize", "chat_template"})
+
+
 class WorkItem(BaseModel):
     """One request as a reader sees it."""
 
@@ -47,11 +52,12 @@ class WorkItem(BaseModel):
 
     v: int = WIRE_VERSION
     id: str  # request id, unique per gateway worker lifetime
-    kind: Literal["generate", "embed", "classify"] = "generate"
+    kind: WorkKind = "generate"
     reply_to: str  # the reply stream key of the gateway worker waiting for it
     stream: bool = False  # True: send one `token` reply per generated token before `done`
     texts: list[str]  # prompts (or texts to embed / classify); one per user-batch item
     pairs: list[list[str]] | None = None  # classify: text pairs (cross-encoders), instead of texts
+    args: dict[str, Any] | None = None  # tokenizer work: its arguments (tokens, conversations, flags)
     batched: bool = False  # the user sent a list (affects only the response shape at the gateway)
     params: GenerationParams = Field(default_factory=GenerationParams)
     enqueued_ms: int  # epoch milliseconds when the gateway wrote it
@@ -149,6 +155,7 @@ def encode_work(
     deadline_ms: int,
     kind: str = "generate",
     pairs: list[list[str]] | None = None,
+    args: dict[str, Any] | None = None,
 ) -> dict[bytes, bytes]:
     """The entry `encode(WorkItem(...))` writes, built without a model (the gateway's hot path).
 
@@ -161,6 +168,8 @@ def encode_work(
     }
     if pairs is not None:
         item["pairs"] = pairs
+    if args is not None:
+        item["args"] = args
     return {FIELD: orjson.dumps(item)}
 
 

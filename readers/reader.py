@@ -24,9 +24,10 @@ from liftoff.keys import Keys
 from liftoff.process import compute_backoff
 from liftoff.redis_client import connect
 from liftoff.settings import ReaderConfig
-from liftoff.wire import ReaderInfo
+from liftoff.wire import TOKENIZER_KINDS, ReaderInfo
 from readers.consumer import TRANSIENT, GroupConsumer
 from readers.engines import Engine, EngineLoadError, load_engine
+from readers.engines.base import EngineRequestError
 from readers.jobs import Job
 from readers.replies import ReplySink
 
@@ -111,10 +112,11 @@ class Reader:
             await self._beat()
             return EXIT_MODEL_LOAD_ERROR
         self.info.model_type = self.engine.model_type
+        groups = [*self.opts.groups, Keys.direct_group(self.opts.reader_id)]  # the last: work for this reader only
         self.consumers = [
             GroupConsumer(self.redis, self.keys, group, self.consumer, self, self.sink, self._stop.is_set,
                           self.opts.max_deliveries, self.opts.heartbeat_check_interval)
-            for group in self.opts.groups
+            for group in groups
         ]
         for consumer in self.consumers:
             await consumer.ensure_group()
@@ -239,6 +241,11 @@ class Reader:
         for job in jobs:
             if job.expired:
                 self.sink.error(job, 504, "the request's deadline passed before a reader took it")
+            elif job.item.kind in TOKENIZER_KINDS:
+                self._tokenizer_job(job)
+            elif job.item.kind not in self.engine.kinds:
+                self.sink.error(job, 400, f"consumer group {job.group!r} is served by a {self.engine.model_type} "
+                                f"model ({self.info.model_name}), which does not serve {job.item.kind} requests")
             else:
                 live.append(job)
         try:
@@ -256,6 +263,13 @@ class Reader:
                 self._count(job)
                 self.inflight.pop(job.item.id, None)
             self._slot_freed.set()
+
+    def _tokenizer_job(self, job: Job) -> None:
+        assert self.engine is not None
+        try:
+            self.sink.done(job, None, result=self.engine.tokenizer_op(job.item.kind, job.item.args or {}))
+        except EngineRequestError as exc:
+            self.sink.error(job, exc.status, str(exc))
 
     def _count(self, job: Job) -> None:
         if job.cancelled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import Any
 
 from liftoff.settings import ReaderConfig
 from readers.jobs import Job
@@ -15,6 +16,7 @@ class EngineLoadError(RuntimeError):
 
 class Engine(abc.ABC):
     model_type: str = "generation"
+    kinds: frozenset[str] = frozenset({"generate"})  # the WorkItem kinds run() serves
     device: str = "cpu"
 
     def __init__(self, config: ReaderConfig) -> None:
@@ -27,3 +29,15 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def run(self, jobs: list[Job], sink: ReplySink) -> None:
         """Serve `jobs`; every job must end with exactly one `sink.done` or `sink.error`."""
+
+    def tokenizer_op(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        """`tokenize` → {tokens, tokens_count}; `detokenize` → {text}; `chat_template` → {messages}."""
+        raise EngineRequestError(400, f"this reader's engine ({type(self).__name__}) has no tokenizer")
+
+
+class EngineRequestError(Exception):
+    """A request this engine cannot serve as asked; `status` is the HTTP status its client gets."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from liftoff.wire import now_ms
-from readers.engines.base import Engine
+from readers.engines.base import Engine, EngineRequestError
 from readers.jobs import Job
 from readers.replies import ReplySink
 
@@ -64,6 +65,18 @@ class EchoEngine(Engine):
             rows = [row for row in rows if not row.job.finished]
             if rows and delay_s > 0:
                 await asyncio.sleep(delay_s)
+
+    def tokenizer_op(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        """The echo tokenizer: whitespace-led words; a chat is rendered as `role: content` lines."""
+        if kind == "tokenize":
+            tokens = tokenize(args["text"])
+            return {"tokens": tokens, "tokens_count": len(tokens)}
+        if kind == "detokenize":
+            if any(not isinstance(t, str) for t in args["tokens"]):
+                raise EngineRequestError(422, "the echo tokenizer has no token ids; send tokens as strings")
+            return {"text": "".join(args["tokens"])}
+        prompt = "assistant: " if args["add_generation_prompt"] else ""
+        return {"messages": ["".join(f"{m['role']}: {m['content']}\n" for m in chat) + prompt for chat in args["inputs"]]}
 
     def _row(self, job: Job) -> _Row:
         params = job.item.params

@@ -197,3 +197,25 @@ def test_several_gateway_workers_route_replies_to_their_own_requests(make_server
     assert asyncio.run(run()) == [f"w {i}" for i in range(150)]
     workers = [p for p in server.descendants() if "gateway.server" in " ".join(p.cmdline())]
     assert len(workers) == 4  # the arbiter and three workers
+
+
+def test_tokenizer_endpoints_address_one_reader(echo_server: Server) -> None:
+    r = post(echo_server, "/tokenize/primary-0", json={"text": "hello big world"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"tokens": ["hello", " big", " world"], "tokens_count": 3}
+    r = post(echo_server, "/detokenize/primary-0", json={"tokens": ["hello", " world"]})
+    assert r.json() == {"text": "hello world"}
+    assert post(echo_server, "/detokenize/primary-0", json={"tokens": [1, 2]}).status_code == 422
+    chat = [[{"role": "user", "content": "hi"}]]
+    r = post(echo_server, "/chat_template/primary-0", json={"inputs": chat, "add_generation_prompt": True})
+    assert r.json() == {"messages": ["user: hi\nassistant: "]}
+    r = post(echo_server, "/tokenize/nobody", json={"text": "x"})
+    assert r.status_code == 404 and r.json()["details"]["known_readers"] == ["primary-0"]
+    assert post(echo_server, "/tokenize/primary-0", json={"text": 3}).status_code == 422
+
+
+def test_embed_and_classify_on_a_generation_reader_fail_clearly(echo_server: Server) -> None:
+    for path, body in (("/embed", {"text": "x"}), ("/classify", {"text": [["a", "b"]]})):
+        r = post(echo_server, path, json=body)
+        assert 400 <= r.status_code < 500, r.text
+    assert post(echo_server, "/classify", json={"text": [["only one"]]}).status_code == 422
