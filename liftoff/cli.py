@@ -118,6 +118,7 @@ def _reader(args: argparse.Namespace) -> int:
         supervised=args.supervised,
         grace_s=settings.shutdown_grace_s,
         max_deliveries=settings.max_deliveries,
+        repository_path=settings.repository_path,
     )
     return run_async(Reader(options).run())
 

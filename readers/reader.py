@@ -51,6 +51,7 @@ class ReaderOptions:
     supervised: bool = False
     grace_s: float = 30.0
     max_deliveries: int = 3
+    repository_path: str = "./artefacts"
 
 
 class Reader:
@@ -104,9 +105,12 @@ class Reader:
 
     async def _serve(self) -> int:
         try:
-            self.engine = load_engine(self.opts.config, self.opts.echo)
+            self.engine = await load_engine(self.opts.config, self.opts.echo, self.opts.repository_path)
             await self.engine.load()
-        except EngineLoadError as exc:
+        except Exception as exc:
+            if not isinstance(exc, EngineLoadError):
+                log.exception("reader %s: loading %s failed", self.opts.reader_id, self.info.model_name)
+                exc = EngineLoadError(f"loading the model failed: {type(exc).__name__}: {exc}")
             log.error("reader %s: cannot load model: %s", self.opts.reader_id, exc)
             self.info.state, self.info.error = "failed", str(exc)
             await self._beat()
@@ -129,6 +133,7 @@ class Reader:
         self._slot_freed.set()  # wake consumers waiting for a slot, so that they see the stop
         await asyncio.gather(*reading, return_exceptions=True)  # each returns within READ_BLOCK_MS
         await self._drain()
+        self.engine.close()
         return EXIT_OK
 
     async def _drain(self) -> None:
@@ -217,7 +222,7 @@ class Reader:
     def _cancel(self, request_id: str) -> None:
         job = self.inflight.get(request_id)
         if job is not None and not job.finished:
-            job.cancelled = True
+            job.cancelled = True  # engines drop cancelled jobs at their next step
 
     # --- executing (the consumers' Executor) --------------------------------------------------------------------
     def free_slots(self) -> int:

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Server
 
 from liftoff.embedded_redis import EmbeddedRedis
+
+from support import Server
 
 _namespaces = itertools.count()
 

@@ -1,6 +1,12 @@
-"""Engines turn jobs into replies. The reader loop owns Redis; engines own the model (and torch, when they use it)."""
+"""Engines turn jobs into replies. The reader loop owns Redis; engines own the model (and torch, when they use it).
+
+Model engines import torch and transformers lazily, so that the echo engine (and everything that only needs the
+serving path) runs without them.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from liftoff.settings import ReaderConfig
 from readers.engines.base import Engine, EngineLoadError
@@ -9,10 +15,22 @@ from readers.engines.echo import EchoEngine
 __all__ = ["Engine", "EngineLoadError", "load_engine"]
 
 
-def load_engine(config: ReaderConfig, echo: bool) -> Engine:
-    """The engine for a reader. `echo` (the server setting) forces the echo engine for every reader."""
+async def load_engine(config: ReaderConfig, echo: bool, repository_path: str) -> Engine:
+    """The engine for a reader, not yet loaded. `echo` (the server setting) forces the echo engine everywhere.
+
+    Resolving the model may download it into `repository_path`, so it runs off the event loop: the reader keeps
+    heartbeating (as `loading`) meanwhile.
+    """
     if echo or config.model_name == "echo":
         return EchoEngine(config)
-    raise EngineLoadError(
-        f"model {config.model_name!r}: no engine can serve it in this build (only the 'echo' engine is available)"
-    )
+    from readers.models import detect_model_type, resolve_model
+
+    path = await asyncio.to_thread(resolve_model, config.model_name, repository_path, config.access_token)
+    model_type = detect_model_type(path, config.model_type)
+    if model_type == "generation":
+        from readers.engines.generation import GenerationEngine as cls
+    elif model_type == "embedding":
+        from readers.engines.embedding import EmbeddingEngine as cls  # type: ignore[assignment]
+    else:
+        from readers.engines.classification import ClassificationEngine as cls  # type: ignore[assignment]
+    return cls(config, repository_path=repository_path, model_path=path)

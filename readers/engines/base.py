@@ -26,6 +26,9 @@ class Engine(abc.ABC):
     async def load(self) -> None:  # noqa: B027 — engines without weights need not override it
         """Load weights. Runs before the reader turns live."""
 
+    def close(self) -> None:  # noqa: B027 — engines without threads or devices need not override it
+        """Release threads and devices; called once the reader has drained."""
+
     @abc.abstractmethod
     async def run(self, jobs: list[Job], sink: ReplySink) -> None:
         """Serve `jobs`; every job must end with exactly one `sink.done` or `sink.error`."""

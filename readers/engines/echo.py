@@ -76,7 +76,8 @@ class EchoEngine(Engine):
                 raise EngineRequestError(422, "the echo tokenizer has no token ids; send tokens as strings")
             return {"text": "".join(args["tokens"])}
         prompt = "assistant: " if args["add_generation_prompt"] else ""
-        return {"messages": ["".join(f"{m['role']}: {m['content']}\n" for m in chat) + prompt for chat in args["inputs"]]}
+        chats = ["".join(f"{m['role']}: {m['content']}\n" for m in chat) + prompt for chat in args["inputs"]]
+        return {"messages": chats}
 
     def _row(self, job: Job) -> _Row:
         params = job.item.params

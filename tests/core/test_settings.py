@@ -31,7 +31,8 @@ def test_defaults_are_the_references() -> None:
     assert s.reserved_consumers == "primary"
     assert (s.echo, s.enable_metrics, s.allow_remote_images) == (False, True, False)
     assert s.redis_url is None
-    assert [r.model_name for r in s.readers] == ["echo"]
+    assert [(r.model_name, r.consumer_group) for r in s.readers] == [
+        ("echo", "primary"), ("sentence-transformers/all-MiniLM-L6-v2", "embed")]
 
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

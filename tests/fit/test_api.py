@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fit_support import (
     CPU_NODE,
     H100_NODE,

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis.asyncio import Redis
+
+from management.fit.calibration import MeasurementStore, record_measurement
+
 from fit_support import (
     CPU_NODE,
     AppFactory,
     fit_app_fixture,  # noqa: F401 - the `fit_app` fixture
 )
-from redis.asyncio import Redis
-
-from management.fit.calibration import MeasurementStore, record_measurement
 
 NAME = "Qwen/Qwen2.5-0.5B-Instruct"
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
-from fit_support import CPU_NODE, H100_NODE
 
 from management.fit.analysis import analyze, fit_level
 from management.fit.catalog import curated_models, find_model
 from management.fit.estimates import estimate_tps, fit_score, kv_cache_gb, memory_gb
 from management.fit.hardware import with_overrides
 from management.fit.scoring import WEIGHTS, quality_score
+
+from fit_support import CPU_NODE, H100_NODE
 
 
 def model(name: str):  # type: ignore[no-untyped-def]

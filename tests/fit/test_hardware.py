@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import platform
 
-from fit_support import CPU_NODE, H100_NODE
-
 from management.fit.hardware import (
     GpuInfo,
     cached_specs,
@@ -15,6 +13,8 @@ from management.fit.hardware import (
     system_json,
     with_overrides,
 )
+
+from fit_support import CPU_NODE, H100_NODE
 
 
 def test_detects_this_machine() -> None:

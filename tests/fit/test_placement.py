@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from fit_support import CPU_NODE, H100_NODE, SMALL_CPU_NODE
 
 from management.fit.calibration import Measurement
 from management.fit.catalog import curated_models
 from management.fit.placement import PlacementRefused, RunningReader, UnknownModel, device_budgets, place
+
+from fit_support import CPU_NODE, H100_NODE, SMALL_CPU_NODE
 
 CATALOG = curated_models()
 

@@ -6,6 +6,7 @@ import socket
 
 import httpx
 import pytest
+
 from support import Server, parse_sse
 
 

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+
 from conftest import ServerFactory
 from support import LIFTOFF, Server
 

@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import orjson
 import redis
-from conftest import ServerFactory
-from support import Server, start_reader, wait_for
 
 from liftoff.embedded_redis import EmbeddedRedis
+
+from conftest import ServerFactory
+from support import Server, start_reader, wait_for
 
 WORDS = " ".join(f"w{i}" for i in range(9))  # ten tokens with the request's own first word
 

@@ -12,6 +12,7 @@ import httpx
 import psutil
 import pytest
 import redis
+
 from support import LIFTOFF, Server, parse_sse
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import jsonschema
+
 from conftest import ServerFactory
 from support import Server, start_reader, wait_for
 

@@ -1,0 +1,128 @@
+"""The classification engine: Hugging Face sequence classifiers and cross-encoders (rerankers), dynamically batched.
+
+Inputs are `job.item.texts` (single texts) or `job.item.pairs` (text pairs, for cross-encoders). Result per input:
+`{"label": str, "score": float, "scores": {label: score}}`: softmax over the labels, or for a one-logit model
+(a reranker) the sigmoid of that logit under its single label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from liftoff.settings import ReaderConfig
+from readers.engines.base import Engine, EngineLoadError
+from readers.engines.batching import DynamicBatcher
+from readers.engines.tokenizer_tools import TokenizerHelpers
+from readers.jobs import Job
+from readers.models import resolve_model
+from readers.replies import ReplySink
+
+log = logging.getLogger(__name__)
+
+ClassifyInput = str | tuple[str, str]
+
+
+class ClassificationEngine(TokenizerHelpers, Engine):
+    model_type = "classification"
+    kinds = frozenset({"classify"})
+
+    def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
+                 model_path: str | Path | None = None) -> None:
+        super().__init__(config)
+        self.repository_path = repository_path
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.device = config.device
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.labels: list[str] = []
+        self.max_length = 512
+        self._thread: Any = None
+        self._batcher: DynamicBatcher | None = None
+
+    async def load(self) -> None:
+        from readers.engines.torch_device import TorchThread
+
+        await asyncio.to_thread(self._load)
+        self._thread = TorchThread("liftoff-classify")
+        self._batcher = DynamicBatcher(self.max_batch_size, self.config.batch_duration_millis, self._classify)
+
+    def _load(self) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from readers.engines.torch_device import configure_threads, pick_device, pick_dtype
+
+        configure_threads()
+        device = pick_device(self.config.device)
+        self.device = str(device)
+        path = self.model_path or resolve_model(self.config.model_name, self.repository_path,
+                                                self.config.access_token)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=pick_dtype(device))
+        except (OSError, ValueError, KeyError) as exc:
+            raise EngineLoadError(f"{str(path)!r} could not be loaded as a sequence classifier: {exc}") from exc
+        self.model = model.to(device).eval()
+        id2label = model.config.id2label or {}
+        self.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(model.config.num_labels)]
+        limit = getattr(model.config, "max_position_embeddings", None) or 512
+        self.max_length = min(self.config.max_sequence_length or limit, limit)
+        log.info("classification model %s on %s (labels %s)", path, device, self.labels)
+
+    async def _classify(self, inputs: list[ClassifyInput]) -> list[dict[str, Any]]:
+        return await self._thread.call(self._classify_sync, inputs)
+
+    def _classify_sync(self, inputs: list[ClassifyInput]) -> list[dict[str, Any]]:
+        import torch
+
+        results: list[dict[str, Any] | None] = [None] * len(inputs)
+        singles = [i for i, x in enumerate(inputs) if isinstance(x, str)]
+        pairs = [i for i, x in enumerate(inputs) if not isinstance(x, str)]
+        for group in (singles, pairs):
+            if not group:
+                continue
+            if group is singles:
+                encoded = self.tokenizer([inputs[i] for i in group], padding=True, truncation=True,
+                                         max_length=self.max_length, return_tensors="pt")
+            else:
+                encoded = self.tokenizer([inputs[i][0] for i in group], [inputs[i][1] for i in group],
+                                         padding=True, truncation=True, max_length=self.max_length,
+                                         return_tensors="pt")
+            logits = self.model(**encoded.to(self.model.device)).logits.float()
+            probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=-1)
+            for i, row in zip(group, probs.tolist(), strict=True):
+                scores = dict(zip(self.labels, row, strict=True))
+                best = max(range(len(row)), key=row.__getitem__)
+                results[i] = {"label": self.labels[best], "score": row[best], "scores": scores}
+        return results  # type: ignore[return-value]
+
+    async def run(self, jobs: list[Job], sink: ReplySink) -> None:
+        assert self._batcher is not None, "the classification engine is not loaded"
+        await asyncio.gather(*(self._one(job, sink) for job in jobs))
+
+    async def _one(self, job: Job, sink: ReplySink) -> None:
+        if job.cancelled:
+            sink.error(job, 499, "cancelled by the client")
+            return
+        item = job.item
+        inputs: list[ClassifyInput]
+        if item.pairs:
+            bad = [i for i, pair in enumerate(item.pairs) if len(pair) != 2]
+            if bad:
+                sink.error(job, 422, f"text[{bad[0]}]: a pair must hold exactly two texts")
+                return
+            inputs = [(a, b) for a, b in item.pairs]
+        else:
+            inputs = list(item.texts)
+        if not inputs:
+            sink.error(job, 422, "text: nothing to classify")
+            return
+        try:
+            result = await self._batcher.submit(inputs)
+        except Exception as exc:
+            log.exception("classification batch failed")
+            sink.error(job, 500, f"classification failed: {type(exc).__name__}: {exc}")
+            return
+        sink.done(job, None, None, result=result)

@@ -1,0 +1,224 @@
+"""The generation engine: Hugging Face causal LMs with continuous batching (see `generation_batch`).
+
+`run` prepares each job on a helper thread (tokenize, chat template, length and parameter checks; a job that cannot
+run is answered 422 at once), hands its rows to the scheduler thread and waits until every job has its terminal
+reply. `run` may be called again while earlier calls wait: their rows join the running batch between decode steps.
+
+Why our own scheduler rather than transformers' continuous-batching manager: a trial of that manager on CPU gave far
+less throughput than a plain static batch of `generate()`, while this scheduler (slot cache, standard SDPA attention)
+matches or beats the static batch on the same model (bench/generation_inprocess.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from liftoff.settings import ReaderConfig
+from readers.engines.base import Engine, EngineLoadError
+from readers.engines.constrained import Grammars, constrained
+from readers.engines.generation_batch import Event, Request, Row, Scheduler
+from readers.engines.sampling import NoRepeatNGrams, RowSampling
+from readers.engines.tokenizer_tools import IncrementalDetokenizer, TokenizerHelpers
+from readers.jobs import Job
+from readers.models import resolve_model
+from readers.replies import ReplySink
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 2048
+
+
+class PromptError(ValueError):
+    """A job that cannot run as asked; answered with 422 and this message."""
+
+
+class GenerationEngine(TokenizerHelpers, Engine):
+    model_type = "generation"
+    kinds = frozenset({"generate"})
+
+    def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
+                 model_path: str | Path | None = None) -> None:
+        super().__init__(config)
+        self.repository_path = repository_path
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.device = config.device
+        self.tokenizer: Any = None
+        self.model: Any = None
+        self.max_length = DEFAULT_MAX_LENGTH
+        self.scheduler: Scheduler | None = None
+        self.grammars: Grammars | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._requests: dict[str, Request] = {}
+
+    # --- loading ----------------------------------------------------------------------------------------------------
+    async def load(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from readers.engines.torch_device import configure_threads, pick_device, pick_dtype
+
+        configure_threads()
+        device = pick_device(self.config.device)
+        self.device = str(device)
+        path = self.model_path or resolve_model(self.config.model_name, self.repository_path,
+                                                self.config.access_token)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(device), attn_implementation="sdpa")
+        except (OSError, ValueError, KeyError) as exc:
+            raise EngineLoadError(f"{str(path)!r} could not be loaded as a causal language model: {exc}") from exc
+        self.model = model.to(device).eval()
+        text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        model_limit = getattr(text_config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
+        self.max_length = min(self.config.max_sequence_length or model_limit, model_limit)
+        eos = _ids(model.generation_config.eos_token_id) | _ids(self.tokenizer.eos_token_id)
+        if not eos:
+            raise EngineLoadError(f"{str(path)!r}: the model and tokenizer name no end-of-sequence token")
+        vocab = model.get_output_embeddings().weight.shape[0]
+        self.grammars = Grammars(self.tokenizer)
+        self.scheduler = Scheduler(self.model, self.tokenizer, device, self.max_batch_size, self.max_length,
+                                   sorted(eos), vocab, self._emit)
+        self.scheduler.start()
+        torch.set_grad_enabled(False)
+        log.info("generation model %s on %s (max_length %d, %d slots)", path, device, self.max_length,
+                 self.max_batch_size)
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
+
+    # --- serving ----------------------------------------------------------------------------------------------------
+    async def run(self, jobs: list[Job], sink: ReplySink) -> None:
+        if self.scheduler is None:
+            raise RuntimeError("the generation engine is not loaded")
+        self._loop = asyncio.get_running_loop()
+        prepared = await asyncio.to_thread(self._prepare_all, jobs)
+        requests: list[Request] = []
+        rows: list[Row] = []
+        for job, outcome in zip(jobs, prepared, strict=True):
+            if isinstance(outcome, str):
+                sink.error(job, 422, outcome)
+                continue
+            request = outcome[0].request
+            request.sink, request.future = sink, self._loop.create_future()
+            self._requests[job.item.id] = request
+            requests.append(request)
+            rows.extend(outcome)
+        if not requests:
+            return
+        self.scheduler.submit(rows)
+        try:
+            await asyncio.gather(*(r.future for r in requests))
+        except asyncio.CancelledError:
+            for request in requests:
+                self.scheduler.cancel(request, "the reader stopped before the generation finished")
+            raise
+        finally:
+            for request in requests:
+                self._requests.pop(request.job.item.id, None)
+
+    def cancel(self, request_id: str, reason: str = "cancelled by the client") -> bool:
+        """Stop generating for a request (its client went away); its job ends with a 499 error. False if unknown."""
+        request = self._requests.get(request_id)
+        if request is None or self.scheduler is None:
+            return False
+        self.scheduler.cancel(request, reason)
+        return True
+
+    def _emit(self, events: list[Event]) -> None:
+        """Called on the scheduler thread; the replies are written on the event loop."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._deliver, events)
+
+    def _deliver(self, events: list[Event]) -> None:
+        for event in events:
+            request: Request = event[1]
+            job = request.job
+            if job.finished:
+                continue
+            if event[0] == "token":
+                request.sink.token(job, event[2], event[3])
+                continue
+            try:
+                if event[0] == "done":
+                    texts = None if job.item.stream else request.texts
+                    request.sink.done(job, texts, request.metadata if job.item.params.return_metadata else None)
+                else:
+                    request.sink.error(job, event[2], event[3])
+            finally:
+                if not request.future.done():
+                    request.future.set_result(None)
+
+    # --- preparing jobs ---------------------------------------------------------------------------------------------
+    def _prepare_all(self, jobs: list[Job]) -> list[list[Row] | str]:
+        out: list[list[Row] | str] = []
+        for job in jobs:
+            try:
+                out.append(self._prepare(job))
+            except PromptError as exc:
+                out.append(str(exc))
+        return out
+
+    def _prepare(self, job: Job) -> list[Row]:
+        item, params = job.item, job.item.params
+        if not item.texts:
+            raise PromptError("text: no prompt given")
+        if params.lora_id:
+            raise PromptError("lora_id: LoRA adapters are not supported by this reader")
+        if params.use_chat_template and not self.has_chat_template():
+            raise PromptError("use_chat_template: this model's tokenizer has no chat template")
+        if constrained(params) and not (self.grammars and self.grammars.available):
+            raise PromptError("json_schema / regex_string: constrained decoding is not supported by this reader")
+        sampling = RowSampling(params.sampling_temperature, params.sampling_topk, params.sampling_topp,
+                               params.repetition_penalty)
+        request = Request(job=job, sink=None, rows_left=len(item.texts), texts=[""] * len(item.texts),
+                          metadata=[{} for _ in item.texts])
+        rows = []
+        for index, text in enumerate(item.texts):
+            prompt = self._prompt_ids(text, params.use_chat_template, params.prompt_max_tokens, index, len(item.texts))
+            enforcer = None
+            if constrained(params):
+                assert self.grammars is not None
+                try:
+                    enforcer = self.grammars.enforcer(params)
+                except ValueError as exc:
+                    raise PromptError(str(exc)) from exc
+            rows.append(Row(
+                request=request, index=index, prompt=prompt, sampling=sampling,
+                max_new=max(1, params.max_new_tokens), min_new=max(0, params.min_new_tokens), stream=item.stream,
+                no_repeat=NoRepeatNGrams(params.no_repeat_ngram_size, prompt) if params.no_repeat_ngram_size > 0
+                else None,
+                enforcer=enforcer, detok=IncrementalDetokenizer(self.tokenizer) if item.stream else None,
+            ))
+        return rows
+
+    def _prompt_ids(self, text: str, chat: bool, keep_last: int | None, index: int, count: int) -> list[int]:
+        where = f"text[{index}]" if count > 1 else "text"
+        ids = self.tokenize_ids(text, use_chat_template=chat)
+        if keep_last is not None and keep_last > 0:
+            ids = ids[-keep_last:]
+        if not ids:
+            bos = self.tokenizer.bos_token_id
+            if bos is None:
+                raise PromptError(f"{where}: the prompt is empty")
+            ids = [bos]
+        if len(ids) > self.max_length:
+            raise PromptError(
+                f"{where}: the prompt has {len(ids)} tokens but this reader's max_sequence_length is "
+                f"{self.max_length} tokens; shorten the prompt or set prompt_max_tokens"
+            )
+        return ids
+
+
+def _ids(value: Any) -> set[int]:
+    if value is None:
+        return set()
+    if isinstance(value, int):
+        return {value}
+    return {int(v) for v in value}

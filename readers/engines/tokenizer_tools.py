@@ -1,0 +1,137 @@
+"""Tokenizer helpers shared by the torch engines: incremental detokenizing for streams, and the /tokenize,
+/detokenize and /chat_template operations.
+
+Streaming text must join back to the final text exactly: a byte-level token may hold half of a multi-byte
+character, and SentencePiece tokens carry their leading space in a way that only shows when decoded with their
+neighbours. `IncrementalDetokenizer` decodes a short window of recent tokens and emits only text that is complete
+(the offsets method of Hugging Face's text-generation-inference).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from readers.engines.base import EngineRequestError
+
+REPLACEMENT = "\ufffd"
+
+
+class IncrementalDetokenizer:
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self.ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def _decode(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def add(self, token_id: int) -> str:
+        """The new complete text after `token_id` ('' while a character is still incomplete)."""
+        self.ids.append(token_id)
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        if len(after) > len(before) and not after.endswith(REPLACEMENT):
+            self._prefix, self._read = self._read, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is still held back (an incomplete character at the very end)."""
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        self._prefix = self._read = len(self.ids)
+        return after[len(before) :] if len(after) > len(before) else ""
+
+
+def decode_all(tokenizer: Any, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+class TokenizerHelpers:
+    """Mixin for engines with a Hugging Face tokenizer in `self.tokenizer`.
+
+    Fast tokenizers change their own truncation/padding state on every call, so encoding is serialised by a lock.
+    """
+
+    tokenizer: Any
+    _tokenizer_lock: threading.Lock
+
+    def _lock(self) -> threading.Lock:
+        lock = getattr(self, "_tokenizer_lock", None)
+        if lock is None:
+            lock = self._tokenizer_lock = threading.Lock()
+        return lock
+
+    def tokenizer_op(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        """The reader's tokenizer work: `tokenize` {text, use_chat_template?, skip_special_tokens?} → {tokens,
+        tokens_count}; `detokenize` {tokens, skip_special_tokens?} → {text}; `chat_template` {inputs,
+        add_generation_prompt?} → {messages}. Bad arguments raise EngineRequestError(422)."""
+        try:
+            if kind == "tokenize":
+                tokens = self.tokenize(str(args["text"]), bool(args.get("use_chat_template", False)),
+                                       bool(args.get("skip_special_tokens", False)))
+                return {"tokens": tokens, "tokens_count": len(tokens)}
+            if kind == "detokenize":
+                return {"text": self.detokenize(list(args["tokens"]), bool(args.get("skip_special_tokens", False)))}
+            if kind == "chat_template":
+                return {"messages": self.apply_chat_template(list(args["inputs"]),
+                                                             bool(args.get("add_generation_prompt", True)))}
+        except KeyError as exc:
+            raise EngineRequestError(422, f"{kind}: missing field {exc.args[0]!r}") from exc
+        except (ValueError, TypeError) as exc:
+            raise EngineRequestError(422, f"{kind}: {exc}") from exc
+        except Exception as exc:  # template rendering errors (jinja) and tokenizer errors are the caller's input
+            raise EngineRequestError(422, f"{kind}: {type(exc).__name__}: {exc}") from exc
+        raise EngineRequestError(400, f"unknown tokenizer operation {kind!r}")
+
+    def chat_prompt(self, text: str) -> str:
+        """`text` as one user message through the model's chat template, ready for the assistant's turn."""
+        return self.apply_chat_template([[{"role": "user", "content": text}]], add_generation_prompt=True)[0]
+
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def apply_chat_template(self, conversations: list[list[dict[str, Any]]],
+                            add_generation_prompt: bool = True) -> list[str]:
+        """Each conversation (a list of {role, content}) rendered as prompt text by the model's chat template."""
+        if not self.has_chat_template():
+            raise ValueError("this model's tokenizer has no chat template")
+        with self._lock():
+            return [
+                self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                   tokenize=False)
+                for messages in conversations
+            ]
+
+    def tokenize_ids(self, text: str, use_chat_template: bool = False, skip_special_tokens: bool = False) -> list[int]:
+        """Token ids of `text` (after the chat template when asked; the template adds its own special tokens)."""
+        if use_chat_template:
+            text = self.chat_prompt(text)
+        with self._lock():
+            ids = list(self.tokenizer(text, add_special_tokens=not use_chat_template)["input_ids"])
+        if skip_special_tokens:
+            special = set(self.tokenizer.all_special_ids)
+            ids = [i for i in ids if i not in special]
+        return ids
+
+    def tokenize(self, text: str, use_chat_template: bool = False, skip_special_tokens: bool = False) -> list[str]:
+        """Token strings of `text`, as the tokenizer's vocabulary spells them."""
+        ids = self.tokenize_ids(text, use_chat_template, skip_special_tokens)
+        return list(self.tokenizer.convert_ids_to_tokens(ids))
+
+    def detokenize(self, tokens: list[str] | list[int], skip_special_tokens: bool = False) -> str:
+        """Text of token ids or token strings."""
+        if tokens and isinstance(tokens[0], str):
+            unknown = [t for t in tokens if self.tokenizer.convert_tokens_to_ids(t) is None]
+            if unknown:
+                raise ValueError(f"unknown tokens: {unknown[:5]}")
+            ids = list(self.tokenizer.convert_tokens_to_ids(tokens))
+        else:
+            ids = [int(t) for t in tokens]
+            size = len(self.tokenizer)
+            bad = [i for i in ids if i < 0 or i >= size]
+            if bad:
+                raise ValueError(f"token ids out of the vocabulary (size {size}): {bad[:5]}")
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False)

