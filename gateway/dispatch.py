@@ -129,12 +129,24 @@ class Dispatcher:
         return ticket
 
     async def next_reply(self, ticket: Ticket) -> Reply:
-        """The next reply for `ticket`, or a timeout error once its deadline passes."""
+        """The next reply for `ticket`, or a timeout error once its deadline passes.
+
+        Once a stream has started, its reader may be silent for at most reader_message_timeout_ms between tokens;
+        past that it is taken as stuck for this request, which ends with an error (and is withdrawn from it).
+        """
+        stall_s = self.settings.reader_message_timeout_ms / 1000 if ticket.tokens_seen else None
+        deadline = ticket.deadline if stall_s is None else asyncio.get_running_loop().time() + stall_s
         try:
-            async with asyncio.timeout_at(ticket.deadline):
+            async with asyncio.timeout_at(deadline):
                 reply = await ticket.queue.get()
         except TimeoutError:
-            raise self._timeout_error(ticket) from None
+            if stall_s is None:
+                raise self._timeout_error(ticket) from None
+            self._withdraw(ticket)
+            raise GatewayTimeout(
+                f"the reader went silent for over {self.settings.reader_message_timeout_ms} ms in the middle of the "
+                f"stream (reader_message_timeout_ms), after {ticket.tokens_seen} tokens"
+            ) from None
         if ticket.tokens_seen and reply.attempt != ticket.attempt:
             # Its reader died mid-stream and another took the request over: replaying would duplicate text.
             self._withdraw(ticket)

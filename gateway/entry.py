@@ -11,6 +11,7 @@ import logging
 from gateway.context import Gateway
 from gateway.dispatch import Dispatcher
 from gateway.inference import create_inference_app
+from gateway.internal import internal_routes
 from gateway.port_app import port_app
 from gateway.responses import json_response
 from gateway.types import ASGIApp, Receive, Scope, Send
@@ -23,14 +24,14 @@ log = logging.getLogger(__name__)
 class PortRouter:
     def __init__(self, settings: Settings) -> None:
         self.gateway = Gateway(settings=settings, dispatcher=Dispatcher(settings))
-        # Vertex, OpenAI, Snowflake and internal APIs arrive later; their ports answer health probes already.
+        # The Vertex, OpenAI and Snowflake APIs arrive later; their ports answer health probes already.
         self.apps: dict[int, ASGIApp] = {
             settings.port: create_inference_app(self.gateway),
             settings.management_port: create_management_app(self.gateway),
             settings.vertex_port: port_app(self.gateway, []),
             settings.openai_port: port_app(self.gateway, []),
             settings.snowflake_port: port_app(self.gateway, []),
-            settings.internal_port: port_app(self.gateway, []),
+            settings.internal_port: port_app(self.gateway, internal_routes(self.gateway)),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Coroutine
@@ -104,6 +105,8 @@ def _reader(args: argparse.Namespace) -> int:
         raise SettingsError("liftoff reader needs a Redis: pass --redis-url or set redis_url / LIFTOFF_REDIS_URL")
     config = _reader_config(args)
     _logging(config.log_level.upper())
+    if config.cpu_threads:
+        os.environ["LIFTOFF_TORCH_THREADS"] = str(config.cpu_threads)
     from readers.reader import Reader, ReaderOptions
 
     groups = args.consumer_group or [config.consumer_group]

@@ -13,6 +13,9 @@
 | `<ns>:cancel`                | pub/sub channel             | -                              | cancelled request ids|
 | `<ns>:reader_configs:<sup>`  | hash reader_id → config     | none                           | one supervisor's set |
 | `<ns>:fit:measurements`      | hash model → Measurement    | none                           | fit calibration      |
+| `<ns>:deployments`           | hash rid → Deployment       | none                           | live deployments     |
+| `<ns>:deployment_models`     | hash model rid → model name | none                           | deployments' models  |
+| `<ns>:deployment_scale`      | hash rid → {target, next}   | none (controller only)         | replica targets      |
 
 Request streams carry the group in a `{…}` hash tag so that on Redis Cluster one group's keys share a slot.
 """
@@ -68,3 +71,15 @@ class Keys:
     @property
     def fit_measurements(self) -> str:
         return f"{self.ns}:fit:measurements"
+
+    @property
+    def deployments(self) -> str:
+        return f"{self.ns}:deployments"
+
+    @property
+    def deployment_models(self) -> str:
+        return f"{self.ns}:deployment_models"
+
+    @property
+    def deployment_scale(self) -> str:
+        return f"{self.ns}:deployment_scale"

@@ -91,7 +91,7 @@ async def mark_exited(redis: Redis, keys: Keys, reader_id: str, reason: str) -> 
         return
     info = ReaderInfo.model_validate_json(blob)
     info.state = "failed"
-    info.error = reason
+    info.error = f"{info.error} ({reason})" if info.error else reason  # keep the reader's own account first
     pipe = redis.pipeline(transaction=False)
     pipe.hset(keys.readers, reader_id, info.model_dump_json())
     pipe.delete(keys.heartbeat(reader_id))

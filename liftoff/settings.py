@@ -71,6 +71,7 @@ class ReaderConfig(BaseModel):
     model_type: Literal["generation", "embedding", "classification"] | None = None  # None: read from the model
     dtype: str | None = None  # torch dtype to load with; None: bf16/fp16 on GPU, fp32 on CPU (set by device "auto")
     echo_token_delay_ms: int = Field(default=0, ge=0, le=60_000)  # echo engine: pause between tokens (a model's pace)
+    cpu_threads: int | None = Field(default=None, ge=1, le=1024)  # torch CPU threads; None: torch's default
 
     @field_validator("device")
     @classmethod

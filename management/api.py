@@ -10,9 +10,11 @@ from gateway.context import Gateway
 from gateway.port_app import port_app
 from gateway.responses import json_response
 from gateway.types import ASGIApp
+from management.deployments import deployment_routes
 from management.dlq import dlq_routes
 from management.fit.api import fit_health_route, fit_routes
 from management.fit.calibration import MeasurementStore
+from management.health_report import health_report_routes
 from management.readers_api import reader_routes
 from management.status import full_status
 
@@ -31,6 +33,8 @@ def create_management_app(gw: Gateway) -> ASGIApp:
             Route("/status", status, methods=["GET"]),
             *reader_routes(gw),
             *dlq_routes(gw),
+            *deployment_routes(gw),
+            *health_report_routes(gw),
             *fit_routes(gw, fit_store),
         ],
     )

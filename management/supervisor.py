@@ -28,6 +28,7 @@ from liftoff.redis_client import connect
 from liftoff.settings import RESOLVED_ENV, ReaderConfig, Settings
 from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader
+from management.deployments_controller import DeploymentController
 from management.fit.placement import RunningReader
 from readers.reader import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR
 
@@ -76,6 +77,7 @@ class Supervisor:
         self.redis = connect(self.settings.redis_url)
         self.keys = Keys(self.settings.redis_namespace)
         self.id = f"{socket.gethostname()}-{os.getpid()}"
+        self.deployments = DeploymentController(self.redis, self.keys, self.id, self.settings)
         self.env = {**os.environ, RESOLVED_ENV: self.settings.model_dump_json(), reader_store.SUPERVISOR_ENV: self.id}
         code = 1
         try:
@@ -125,6 +127,7 @@ class Supervisor:
             if self.gateway.poll() is not None:
                 log.error("the gateway exited with code %s; stopping (see its log above)", self.gateway.returncode)
                 return 1
+            await self._housekeeping(self.deployments.reconcile)
             await self._housekeeping(self._reconcile)
             for reader in list(self.readers.values()):
                 await self._check_reader(reader)

@@ -74,7 +74,7 @@ class Reader:
             reader_id=options.reader_id,
             config=cfg.model_dump(),
         )
-        self.sink = ReplySink(self.redis, options.reader_id, self.keys)
+        self.sink = ReplySink(self.redis, options.reader_id, self.keys, self.consumer)
         self.engine: Engine | None = None
         self.capacity = cfg.max_batch_size
         self.inflight: dict[str, Job] = {}  # request id → job

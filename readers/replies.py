@@ -1,10 +1,12 @@
 """Replies from a reader to gateway workers, coalesced into one pipeline per event-loop turn.
 
-Engines call `token`, `done` and `error` synchronously; the sink queues the XADDs and, for terminal replies, the
-XACK and XDEL of the request entry, and flushes them together in one MULTI/EXEC: a terminal reply and the
-acknowledgement of its entry happen together or not at all, so a reader killed mid-flush leaves the entry pending
-(to be reclaimed) rather than answered twice. Acknowledged entries are deleted, which keeps each request stream's
-length equal to its backlog. Under load one round trip carries a whole batch's replies.
+Engines call `token`, `done` and `error` synchronously; the sink queues token XADDs and, for terminal replies, one
+call of the `FINISH` script, and flushes them together in one MULTI/EXEC. The script writes the terminal reply,
+acknowledges and deletes the request entry and counts the outcome, but only while this reader's consumer still owns
+the entry: a reader that was taken for dead and whose work was reclaimed by another (a long pause, a partition)
+drops its late answer instead of answering twice. A reader killed mid-flush leaves the entry pending, to be
+reclaimed. Acknowledged entries are deleted, which keeps each request stream's length equal to its backlog. Under
+load one round trip carries a whole batch's replies.
 """
 
 from __future__ import annotations
@@ -26,12 +28,27 @@ log = logging.getLogger(__name__)
 
 REPLY_STREAM_MAXLEN = 100_000  # approximate cap; gateway workers trim what they have read long before this
 
+# KEYS: request stream, reply stream, outcome counter.
+# ARGV: group, consumer, entry id, reply payload (the `d` field), reply stream MAXLEN.
+FINISH = """
+local owned = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #owned == 0 then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'd', ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+redis.call('INCR', KEYS[3])
+return 1
+"""
+
 
 class ReplySink:
-    def __init__(self, redis: Redis, reader_id: str, keys: Keys) -> None:
+    def __init__(self, redis: Redis, reader_id: str, keys: Keys, consumer: str) -> None:
         self._redis = redis
         self._reader_id = reader_id
         self._keys = keys
+        self._consumer = consumer
+        self._finish = redis.register_script(FINISH)
+        self.dropped = 0  # terminal replies not written: another reader had taken the request over
         self._ops: list[tuple[str, Any]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -48,13 +65,11 @@ class ReplySink:
         metadata: list[dict[str, Any]] | None = None,
         result: Any = None,
     ) -> None:
-        self._reply(job, Reply(id=job.item.id, kind="done", texts=texts, metadata=metadata, result=result))
-        self._ack(job)
+        self._finish_job(job, Reply(id=job.item.id, kind="done", texts=texts, metadata=metadata, result=result))
 
     def error(self, job: Job, status: int, message: str) -> None:
         job.failed = True
-        self._reply(job, Reply(id=job.item.id, kind="error", status=status, message=message))
-        self._ack(job)
+        self._finish_job(job, Reply(id=job.item.id, kind="error", status=status, message=message))
 
     def error_raw(self, reply_to: str, request_id: str, status: int, message: str) -> None:
         """Answer an entry that could not be decoded into a Job (but whose sender is known)."""
@@ -73,13 +88,15 @@ class ReplySink:
         reply.attempt = job.deliveries
         self._queue(("xadd", (job.item.reply_to, wire.encode(reply))))
 
-    def _ack(self, job: Job) -> None:
+    def _finish_job(self, job: Job, reply: Reply) -> None:
         job.finished = True
         self.terminal_sent += 1
-        self._queue(("xack", (job.stream, job.group, job.entry_id)))
-        self._queue(("xdel", (job.stream, job.entry_id)))
+        reply.reader_id = self._reader_id
+        reply.attempt = job.deliveries
         counter = "cancelled" if job.cancelled else ("failed" if job.failed else "completed")
-        self._queue(("incr", (self._keys.stat(counter),)))
+        keys = [job.stream, job.item.reply_to, self._keys.stat(counter)]
+        args = [job.group, self._consumer, job.entry_id, wire.encode(reply)[wire.FIELD], REPLY_STREAM_MAXLEN]
+        self._queue(("finish", (keys, args)))
 
     def _queue(self, op: tuple[str, Any]) -> None:
         self._ops.append(op)
@@ -110,10 +127,19 @@ class ReplySink:
 
     async def _send(self, ops: list[tuple[str, Any]]) -> None:
         pipe = self._redis.pipeline(transaction=True)
-        for name, args in ops:
+        finishes = []
+        for index, (name, args) in enumerate(ops):
             if name == "xadd":
                 stream, fields = args
                 pipe.xadd(stream, fields, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
+            elif name == "finish":
+                keys, argv = args
+                await self._finish(keys=keys, args=argv, client=pipe)
+                finishes.append(index)
             else:
                 getattr(pipe, name)(*args)
-        await pipe.execute()
+        results = await pipe.execute()
+        dropped = sum(1 for index in finishes if results[index] == 0)
+        if dropped:
+            self.dropped += dropped
+            log.warning("dropped %d late answer(s): another reader had taken those requests over", dropped)

@@ -17,7 +17,7 @@ import redis
 from liftoff.embedded_redis import EmbeddedRedis
 
 from conftest import ServerFactory
-from support import Server, start_reader, wait_for
+from support import Server, parse_sse, start_reader, wait_for
 
 WORDS = " ".join(f"w{i}" for i in range(9))  # ten tokens with the request's own first word
 
@@ -54,17 +54,22 @@ def test_reader_killed_under_load_loses_nothing(make_server: ServerFactory, redi
     readers = [slow_reader(server, redis_url, tmp_path, name, delay_ms=20, batch=8) for name in ("ra", "rb")]
     wait_for(lambda: len(server.status()["status"]["live_readers"]) == 2, 30, "two live readers", server)
     texts = [f"r{i} {WORDS}" for i in range(200)]
-    killer = threading.Timer(0.8, lambda: os.kill(readers[0].pid, signal.SIGKILL))
+    client = sync_redis(redis_url)
+
+    def kill_when_busy() -> None:  # SIGKILL while it holds work, whatever the machine's pace
+        wait_for(lambda: reader_jobs(client, ns, "ra").get("active", 0) >= 4, 30, "ra busy", every_s=0.01)
+        os.kill(readers[0].pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_busy)
     killer.start()
     try:
         responses = asyncio.run(fire(server.url, texts))
     finally:
-        killer.cancel()
+        killer.join(30)
         readers[1].terminate()
         readers[1].wait(20)
     assert [r.status_code for r in responses] == [200] * 200, {r.text for r in responses if r.status_code != 200}
     assert [r.json()["text"] for r in responses] == texts
-    client = sync_redis(redis_url)
     assert stat(client, ns, "completed") == 200  # each reply produced once: reply and ack are one transaction
     assert any("reclaimed" in log.read_text() for log in tmp_path.glob("reader-*.log"))
 
@@ -224,3 +229,42 @@ def test_redis_restart_under_load(make_server: ServerFactory, tmp_path: Path) ->
     during = {code for t, code in outcomes if outage < t < back}
     assert during <= {200, 503}, f"outage answers: {during}"
     assert all(code == 200 for t, code in outcomes if t > resumed + 0.5)
+
+
+def test_a_reader_silent_mid_stream_is_timed_out(make_server: ServerFactory) -> None:
+    server = make_server(readers=[{"model_name": "echo", "echo_token_delay_ms": 1500}], reserved_consumers="",
+                         reader_message_timeout_ms=300)
+    started = time.monotonic()
+    r = httpx.post(server.url + "/generate_stream", json={"text": "one two three"}, timeout=30)
+    events = parse_sse(r.text)
+    assert events[0] == ("message", "one")
+    assert events[-1][0] == "error" and "reader_message_timeout_ms" in events[-1][1]
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_reader_that_comes_back_does_not_answer_twice(
+    make_server: ServerFactory, redis_url: str, tmp_path: Path
+) -> None:
+    server = make_server(readers=[], wait_healthy=False, reserved_consumers="", request_timeout_s=60.0)
+    ns = server.settings["redis_namespace"]
+    paused, steady = (slow_reader(server, redis_url, tmp_path, name, delay_ms=50, batch=8) for name in ("pz", "st"))
+    wait_for(lambda: len(server.status()["status"]["live_readers"]) == 2, 30, "two live readers", server)
+    texts = [f"p{i} {WORDS}" for i in range(40)]
+    results: list[httpx.Response] = []
+    worker = threading.Thread(target=lambda: results.extend(asyncio.run(fire(server.url, texts))))
+    worker.start()
+    time.sleep(0.3)
+    os.kill(paused.pid, signal.SIGSTOP)  # frozen with work in hand: its heartbeat stops, its work is reclaimed
+    try:
+        wait_for(lambda: "pz" in server.status()["status"]["dead_readers"], 15, "paused reader dead", server)
+        worker.join(60)
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    time.sleep(2.0)  # the resumed reader finishes what it held and tries to answer
+    assert [r.status_code for r in results] == [200] * 40
+    assert [r.json()["text"] for r in results] == texts
+    client = sync_redis(redis_url)
+    assert stat(client, ns, "completed") == 40
+    for reader in (paused, steady):
+        reader.terminate()
+        reader.wait(20)

@@ -1,0 +1,274 @@
+"""Live deployments on the management port: `/api/v2/models/liveDeployments` (the Models v2 API, preview).
+
+| method | path                        | answer                                                          |
+|--------|-----------------------------|-----------------------------------------------------------------|
+| GET    | `` (`modelRid`, `branch`)   | `{"data": [LiveDeployment]}`                                    |
+| POST   | ``                          | the new LiveDeployment (STARTING); the controller starts replicas |
+| GET    | `/{rid}`                    | the LiveDeployment                                              |
+| PUT    | `/{rid}`                    | replaces `runtimeConfiguration`; the LiveDeployment             |
+| DELETE | `/{rid}`                    | 204; its replicas drain and stop                                |
+| POST   | `/{rid}/start`, `/disable`  | 204; disable removes the replicas and keeps the configuration   |
+| POST   | `/{rid}/transformJson`      | `{input: <a /generate body>}` → `{output: <its answer>}`        |
+
+Every route needs `?preview=true` (else 400 `ApiFeaturePreviewUsageOnly`), and every error under the prefix, the
+framework's 404 and 405 included, has the Models API envelope `{errorCode, errorName, errorInstanceId,
+parameters}`. Inference also reaches a deployment on the ordinary `/generate` with `consumer_group` set to the
+deployment's `consumerGroup`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, Router
+
+from gateway.context import Gateway
+from gateway.dispatch import TRANSIENT
+from gateway.errors import ApiError, Unavailable
+from gateway.parsing import read_json_object
+from gateway.protocol import GenerateRequest
+from gateway.requests import check_limits
+from gateway.responses import json_response
+from gateway.types import ASGIApp, Receive, Scope, Send
+from liftoff import registry
+from management import deployments_store as store
+from management import reader_store
+from management.deployments_model import (
+    DEFAULT_BRANCH,
+    DEPLOYMENT_TYPE,
+    MODEL_TYPE,
+    CreateRequest,
+    Deployment,
+    DeploymentError,
+    ReplaceRequest,
+    check_fits_node,
+    check_reader_config,
+    check_rid,
+    from_validation,
+    invalid,
+    mint_rid,
+    model_rid_for,
+    model_version_rid_for,
+    not_found,
+)
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+PREFIX = "/api/v2/models/liveDeployments"
+RID_PARAM = "liveDeploymentRid"
+_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 401: "UNAUTHORIZED", 403: "PERMISSION_DENIED", 504: "TIMEOUT"}
+
+
+class EnvelopeErrors:
+    """Every error under the prefix in the Models API envelope, whatever raised it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise
+            await json_envelope(exc)(scope, receive, send)
+
+
+def json_envelope(exc: Exception) -> Response:
+    if isinstance(exc, DeploymentError):
+        err = exc
+    elif isinstance(exc, HTTPException):
+        name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "InvalidArgument")
+        err = DeploymentError(exc.status_code, _CODES.get(exc.status_code, "INVALID_ARGUMENT"), name,
+                              {"message": str(exc.detail)})
+    elif isinstance(exc, ApiError):
+        code = _CODES.get(exc.status, "INVALID_ARGUMENT" if 400 <= exc.status < 500 else "INTERNAL")
+        name = {503: "ServiceUnavailable", 504: "Timeout", 413: "RequestTooLarge"}.get(exc.status, "InvalidArgument")
+        err = DeploymentError(exc.status, code, name if code != "INTERNAL" or exc.status == 503 else "Internal",
+                              {"message": exc.message})
+    elif isinstance(exc, TRANSIENT):
+        err = DeploymentError(503, "INTERNAL", "ServiceUnavailable",
+                              {"message": f"the request queue (Redis) is unreachable: {exc}"})
+    else:
+        log.exception("unhandled error in the live deployments API")
+        err = DeploymentError(500, "INTERNAL", "Internal", {"message": type(exc).__name__})
+    return json_response(err.body(), err.status, err.headers)
+
+
+def deployment_routes(gw: Gateway) -> list[BaseRoute]:
+    d = gw.dispatcher
+
+    async def view(dep: Deployment) -> dict[str, Any]:
+        records = await registry.read_registry(d.redis, d.keys, gw.settings.heartbeat_check_interval)
+        scale = (await store.load_scale(d.redis, d.keys)).get(dep.rid)
+        health = store.health(dep, scale.target if scale else None, store.replicas_of(dep, records))
+        return dep.view(health.state, health.ready, health.reason)
+
+    async def find(request: Request) -> Deployment:
+        _preview(request)
+        rid = check_rid(request.path_params["rid"], RID_PARAM, DEPLOYMENT_TYPE, "UnsupportedLiveDeployment")
+        dep = await store.get(d.redis, d.keys, rid)
+        if dep is None:
+            raise not_found("LiveDeploymentNotFound", **{RID_PARAM: rid})
+        return dep
+
+    async def list_deployments(request: Request) -> Response:
+        _preview(request)
+        model_rid = request.query_params.get("modelRid")
+        branch = request.query_params.get("branch")
+        deps = await store.load_all(d.redis, d.keys)
+        if model_rid is not None:
+            check_rid(model_rid, "modelRid", MODEL_TYPE)
+            if await store.model_name(d.redis, d.keys, model_rid) is None:
+                raise not_found("ModelNotFound", modelRid=model_rid)
+            deps = [x for x in deps if x.model_rid == model_rid]
+        if branch is not None:
+            deps = [x for x in deps if x.branch == branch]
+        return json_response({"data": [await view(x) for x in deps]})
+
+    async def create(request: Request) -> Response:
+        _preview(request)
+        body = _parse(CreateRequest, await read_json_object(request))
+        kind = body.deployment_type
+        if kind.type != "direct":
+            raise invalid("UnsupportedLiveDeployment", deploymentType=kind.type)
+        model_rid, name = await _model(body)
+        reader = check_reader_config(body.reader_config)
+        check_fits_node(body.runtime_configuration)
+        rid = mint_rid(DEPLOYMENT_TYPE)
+        group = body.consumer_group or f"deployment-{rid.rsplit('.', 1)[1][:8]}"
+        await _check_group(group)
+        dep = Deployment(rid=rid, model_rid=model_rid, model_name=name,
+                         model_version_rid=model_version_rid_for(model_rid, name), branch=kind.branch or DEFAULT_BRANCH,
+                         consumer_group=group, runtime=body.runtime_configuration, reader=reader,
+                         supervisor=_supervisor())
+        await store.register_model(d.redis, d.keys, model_rid, name)
+        await store.save(d.redis, d.keys, dep)
+        log.info("live deployment %s created: model %s, group %s", rid, name, group)
+        return json_response(await view(dep))
+
+    async def _model(body: CreateRequest) -> tuple[str, str]:
+        given = body.deployment_type.model_rid
+        if given is not None:
+            check_rid(given, "modelRid", MODEL_TYPE)
+        known = await store.model_name(d.redis, d.keys, given) if given else None
+        if body.model_name is None:
+            if given is None:
+                raise invalid("InvalidArgument", field="deploymentType.modelRid",
+                              message="name the model: deploymentType.modelRid of a known model, or modelName")
+            if known is None:
+                raise not_found("ModelNotFound", modelRid=given)
+            return given, known
+        if known is not None and known != body.model_name:
+            raise invalid("InvalidArgument", field="modelName",
+                          message=f"model rid {given} is model {known!r}, not {body.model_name!r}")
+        return given or model_rid_for(body.model_name), body.model_name
+
+    async def _check_group(group: str) -> None:
+        try:
+            GenerateRequest.model_validate({"text": "", "consumer_group": group})
+        except ValidationError:
+            raise invalid("InvalidArgument", field="consumerGroup",
+                          message=f"consumerGroup must be a name without spaces or braces; given {group!r}") from None
+        if group.startswith("@") or any(x.consumer_group == group for x in await store.load_all(d.redis, d.keys)):
+            raise invalid("ConsumerGroupInUse", consumerGroup=group)
+
+    async def get_one(request: Request) -> Response:
+        return json_response(await view(await find(request)))
+
+    async def replace(request: Request) -> Response:
+        dep = await find(request)
+        body = _parse(ReplaceRequest, await read_json_object(request))
+        check_fits_node(body.runtime_configuration)
+        dep = dep.model_copy(update={"runtime": body.runtime_configuration})
+        await store.save(d.redis, d.keys, dep)
+        return json_response(await view(dep))
+
+    async def remove(request: Request) -> Response:
+        dep = await find(request)
+        stopped = await store.delete(d.redis, d.keys, dep)
+        log.info("live deployment %s deleted; stopping replicas %s", dep.rid, stopped)
+        return Response(status_code=204)
+
+    async def set_disabled(request: Request, disabled: bool) -> Response:
+        dep = await find(request)
+        if dep.disabled != disabled:
+            await store.save(d.redis, d.keys, dep.model_copy(update={"disabled": disabled}))
+        return Response(status_code=204)
+
+    async def start(request: Request) -> Response:
+        return await set_disabled(request, False)
+
+    async def disable(request: Request) -> Response:
+        return await set_disabled(request, True)
+
+    async def transform_json(request: Request) -> Response:
+        dep = await find(request)
+        body = await read_json_object(request)
+        data = body.get("input")
+        if not isinstance(data, dict):
+            raise invalid("InvalidArgument", field="input", message="input must be an object: a /generate body")
+        req = _parse(GenerateRequest, {**data, "consumer_group": dep.consumer_group}, "input.")
+        check_limits(req, gw.settings.max_user_batch_size, gw.settings.max_prompt_string_bytes)
+        ticket = await d.submit(dep.consumer_group, req.texts, req.params(), batched=req.batched)
+        reply = await d.outcome(ticket)
+        texts = reply.texts or []
+        output: dict[str, Any] = {"text": texts if req.batched else texts[0]}
+        if reply.metadata is not None:
+            output["metadata"] = reply.metadata if req.batched else reply.metadata[0]
+        return json_response({"output": output})
+
+    inner = Router(routes=[
+        Route("/{rid}", get_one, methods=["GET"]),
+        Route("/{rid}", replace, methods=["PUT"]),
+        Route("/{rid}", remove, methods=["DELETE"]),
+        Route("/{rid}/start", start, methods=["POST"]),
+        Route("/{rid}/disable", disable, methods=["POST"]),
+        Route("/{rid}/transformJson", transform_json, methods=["POST"]),
+    ])
+
+    async def top(scope: Scope, receive: Receive, send: Send) -> None:
+        handler = {"GET": list_deployments, "POST": create}.get(scope["method"])
+        if handler is None:
+            raise HTTPException(405, f"method {scope['method']} not allowed on {PREFIX}")
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+    # The exact prefix is a Route (a Mount would redirect it to a trailing slash); the rest is mounted below it.
+    return [
+        Route(PREFIX, EnvelopeErrors(top), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        Mount(PREFIX, app=EnvelopeErrors(inner)),
+    ]
+
+
+def _preview(request: Request) -> None:
+    if request.query_params.get("preview", "").lower() != "true":
+        raise invalid("ApiFeaturePreviewUsageOnly", message="this API is in preview: add preview=true to the query")
+
+
+def _parse(model: type[M], data: dict[str, Any], prefix: str = "") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation(exc, prefix) from None
+
+
+def _supervisor() -> str:
+    sup = reader_store.supervisor_id()
+    if sup is None:
+        raise Unavailable("this gateway runs without a supervisor (`liftoff serve`), so it cannot run deployments")
+    return sup
+
