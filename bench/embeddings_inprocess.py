@@ -29,10 +29,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "readers"))
 
 import torch
-from tiny_models import CollectingSink, make_job
 
 from liftoff.settings import ReaderConfig
 from readers.engines.embedding import EmbeddingEngine
+
+from tiny_models import CollectingSink, make_job
 
 TOPICS = ["the weather", "a football match", "the stock market", "a recipe for bread", "a new phone",
           "the history of Rome", "learning to swim", "a trip to the mountains"]

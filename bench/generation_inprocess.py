@@ -29,10 +29,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "readers"))
 
 import torch
-from tiny_models import CollectingSink, build_llama, make_job
 
 from liftoff.settings import ReaderConfig
 from readers.engines.generation import GenerationEngine
+
+from tiny_models import CollectingSink, build_llama, make_job
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "readers", "answer",
          "requests", "from", "streams"]
