@@ -17,7 +17,10 @@ import logging
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass
+
+import psutil
 
 from liftoff import registry
 from liftoff.keys import Keys
@@ -25,9 +28,11 @@ from liftoff.process import compute_backoff
 from liftoff.redis_client import connect
 from liftoff.settings import ReaderConfig
 from liftoff.wire import TOKENIZER_KINDS, ReaderInfo
+from management.fit.calibration import MeasurementStore, record_measurement
 from readers.consumer import TRANSIENT, GroupConsumer
 from readers.engines import Engine, EngineLoadError, load_engine
 from readers.engines.base import EngineRequestError
+from readers.engines.echo import EchoEngine
 from readers.jobs import Job
 from readers.replies import ReplySink
 
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # bad configuration or a duplicate live reader id: restarting will not help
 EXIT_MODEL_LOAD_ERROR = 4  # the model cannot be loaded: restarting will not help
+CALIBRATE_EVERY_S = 30.0
 CANCEL_STATUS = 499  # the client closed the request (nobody reads this reply; it ends the job for the books)
 
 
@@ -83,6 +89,7 @@ class Reader:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._signals = 0
+        self._loaded_rss = 0
         self.consumers: list[GroupConsumer] = []
 
     # --- lifecycle --------------------------------------------------------------------------------------------
@@ -104,6 +111,7 @@ class Reader:
             await self.redis.aclose()
 
     async def _serve(self) -> int:
+        rss_before = _rss()
         try:
             self.engine = await load_engine(self.opts.config, self.opts.echo, self.opts.repository_path)
             await self.engine.load()
@@ -116,6 +124,8 @@ class Reader:
             await self._beat()
             return EXIT_MODEL_LOAD_ERROR
         self.info.model_type = self.engine.model_type
+        self._loaded_rss = _rss() - rss_before
+        await self._calibrate()
         groups = [*self.opts.groups, Keys.direct_group(self.opts.reader_id)]  # the last: work for this reader only
         self.consumers = [
             GroupConsumer(self.redis, self.keys, group, self.consumer, self, self.sink, self._stop.is_set,
@@ -192,10 +202,25 @@ class Reader:
             self.redis, self.keys, self.opts.reader_id, self.info, self.opts.heartbeat_check_interval
         )
 
+    async def _calibrate(self) -> None:
+        """Tell the fit engine what this model really takes here: memory after loading, and decode speed."""
+        if self.engine is None or isinstance(self.engine, EchoEngine):
+            return
+        store = MeasurementStore(self.redis, self.keys.fit_measurements)
+        try:
+            await record_measurement(store, self.info.model_name, max(0, self._loaded_rss),
+                                     self.engine.tokens_per_s(), self.engine.device, self.opts.config.dtype)
+        except TRANSIENT as exc:
+            log.debug("calibration not recorded: %s", exc)
+
     async def _heartbeat_loop(self) -> None:
         period = registry.heartbeat_period_s(self.opts.heartbeat_check_interval)
+        next_calibration = time.monotonic() + CALIBRATE_EVERY_S
         while True:
             await asyncio.sleep(period)
+            if time.monotonic() >= next_calibration:
+                next_calibration = time.monotonic() + CALIBRATE_EVERY_S
+                await self._calibrate()
             try:
                 await self._beat()
                 if await self.redis.exists(self.keys.stop(self.opts.reader_id)):
@@ -283,3 +308,7 @@ class Reader:
             self.counts["failed"] += 1
         else:
             self.counts["completed"] += 1
+
+
+def _rss() -> int:
+    return psutil.Process().memory_info().rss

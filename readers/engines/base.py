@@ -26,6 +26,10 @@ class Engine(abc.ABC):
     async def load(self) -> None:  # noqa: B027 — engines without weights need not override it
         """Load weights. Runs before the reader turns live."""
 
+    def tokens_per_s(self) -> float | None:
+        """Decode speed reached so far (generated tokens per second of decoding), for the fit engine's calibration."""
+        return None
+
     def close(self) -> None:  # noqa: B027 — engines without threads or devices need not override it
         """Release threads and devices; called once the reader has drained."""
 

@@ -89,6 +89,10 @@ class GenerationEngine(TokenizerHelpers, Engine):
         log.info("generation model %s on %s (max_length %d, %d slots)", path, device, self.max_length,
                  self.max_batch_size)
 
+    def tokens_per_s(self) -> float | None:
+        s = self.scheduler
+        return s.decoded_tokens / s.decode_s if s is not None and s.decode_s > 1.0 else None
+
     def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,8 @@ class Scheduler:
         self.mask_dtype = next(model.parameters()).dtype
         self.running: list[Row] = []  # running[i].slot == i
         self.steps = 0
+        self.decoded_tokens = 0  # with decode_s: the decode speed the fit engine's calibration records
+        self.decode_s = 0.0
         self._waiting: deque[Row] = deque()
         self._cond = threading.Condition()
         self._stop = False
@@ -187,6 +190,7 @@ class Scheduler:
         self._advance(rows, base, logits, events)
 
     def _decode(self, events: list[Event]) -> None:
+        started = time.perf_counter()
         rows = self.running
         n = len(rows)
         feed = torch.tensor([r.generated[-1] for r in rows], dtype=torch.long)[:, None]
@@ -204,6 +208,8 @@ class Scheduler:
             row.position += 1
         self.steps += 1
         self._advance(list(rows), 0, logits, events)
+        self.decode_s += time.perf_counter() - started
+        self.decoded_tokens += n
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         mask = torch.zeros(keep.shape, dtype=self.mask_dtype)

@@ -118,3 +118,10 @@ def test_offline_missing_model_fails_cleanly(make_server: ServerFactory, tmp_pat
     reason = server.status()["status"]["dead_readers"]["missing"]["error"]
     assert "someone/not-here" in reason
     wait_for(lambda: "not restarting" in server.log(), 30, "the supervisor giving up on it", server)
+
+
+def test_a_loaded_reader_calibrates_the_fit_engine(model_server: Server) -> None:
+    r = httpx.get(model_server.mgmt + "/api/v1/models/tiny-llama", timeout=30)
+    assert r.status_code == 200, r.text
+    row = next(m for m in r.json()["models"] if m["name"].endswith("tiny-llama"))
+    assert row["basis"]["memory"] == "measured"
