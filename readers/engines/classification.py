@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from liftoff.settings import ReaderConfig
-from readers.engines.base import Engine, EngineLoadError
+from readers.engines.base import EngineLoadError
 from readers.engines.batching import DynamicBatcher
-from readers.engines.tokenizer_tools import TokenizerHelpers
+from readers.engines.model_engine import ModelEngine
 from readers.jobs import Job
-from readers.models import resolve_model
 from readers.replies import ReplySink
 
 log = logging.getLogger(__name__)
@@ -25,18 +24,13 @@ log = logging.getLogger(__name__)
 ClassifyInput = str | tuple[str, str]
 
 
-class ClassificationEngine(TokenizerHelpers, Engine):
+class ClassificationEngine(ModelEngine):
     model_type = "classification"
     kinds = frozenset({"classify"})
 
     def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
                  model_path: str | Path | None = None) -> None:
-        super().__init__(config)
-        self.repository_path = repository_path
-        self.model_path = Path(model_path) if model_path is not None else None
-        self.device = config.device
-        self.model: Any = None
-        self.tokenizer: Any = None
+        super().__init__(config, repository_path, model_path)
         self.labels: list[str] = []
         self.max_length = 512
         self._thread: Any = None
@@ -57,8 +51,7 @@ class ClassificationEngine(TokenizerHelpers, Engine):
         configure_threads()
         device = pick_device(self.config.device)
         self.device = str(device)
-        path = self.model_path or resolve_model(self.config.model_name, self.repository_path,
-                                                self.config.access_token)
+        path = self.resolved_path()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForSequenceClassification.from_pretrained(path, dtype=pick_dtype(device))

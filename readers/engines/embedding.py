@@ -12,28 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from liftoff.settings import ReaderConfig
-from readers.engines.base import Engine, EngineLoadError
+from readers.engines.base import EngineLoadError
 from readers.engines.batching import DynamicBatcher
-from readers.engines.tokenizer_tools import TokenizerHelpers
+from readers.engines.model_engine import ModelEngine
 from readers.jobs import Job
-from readers.models import resolve_model
 from readers.replies import ReplySink
 
 log = logging.getLogger(__name__)
 
 
-class EmbeddingEngine(TokenizerHelpers, Engine):
+class EmbeddingEngine(ModelEngine):
     model_type = "embedding"
     kinds = frozenset({"embed"})
 
     def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
                  model_path: str | Path | None = None) -> None:
-        super().__init__(config)
-        self.repository_path = repository_path
-        self.model_path = Path(model_path) if model_path is not None else None
-        self.device = config.device
-        self.model: Any = None
-        self.tokenizer: Any = None
+        super().__init__(config, repository_path, model_path)
         self._thread: Any = None
         self._batcher: DynamicBatcher | None = None
 
@@ -52,8 +46,7 @@ class EmbeddingEngine(TokenizerHelpers, Engine):
         configure_threads()
         device = pick_device(self.config.device)
         self.device = str(device)
-        path = self.model_path or resolve_model(self.config.model_name, self.repository_path,
-                                                self.config.access_token)
+        path = self.resolved_path()
         try:
             self.model = SentenceTransformer(str(path), device=str(device), local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from liftoff.settings import ReaderConfig
-from readers.engines.base import Engine, EngineLoadError
+from readers.engines.base import EngineLoadError
 from readers.engines.constrained import Grammars, constrained
 from readers.engines.generation_batch import Event, Request, Row, Scheduler
+from readers.engines.model_engine import ModelEngine
 from readers.engines.sampling import NoRepeatNGrams, RowSampling
-from readers.engines.tokenizer_tools import IncrementalDetokenizer, TokenizerHelpers
+from readers.engines.tokenizer_tools import IncrementalDetokenizer
 from readers.jobs import Job
-from readers.models import resolve_model
 from readers.replies import ReplySink
 
 log = logging.getLogger(__name__)
@@ -35,18 +35,13 @@ class PromptError(ValueError):
     """A job that cannot run as asked; answered with 422 and this message."""
 
 
-class GenerationEngine(TokenizerHelpers, Engine):
+class GenerationEngine(ModelEngine):
     model_type = "generation"
     kinds = frozenset({"generate"})
 
     def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
                  model_path: str | Path | None = None) -> None:
-        super().__init__(config)
-        self.repository_path = repository_path
-        self.model_path = Path(model_path) if model_path is not None else None
-        self.device = config.device
-        self.tokenizer: Any = None
-        self.model: Any = None
+        super().__init__(config, repository_path, model_path)
         self.max_length = DEFAULT_MAX_LENGTH
         self.scheduler: Scheduler | None = None
         self.grammars: Grammars | None = None
@@ -66,8 +61,7 @@ class GenerationEngine(TokenizerHelpers, Engine):
         configure_threads()
         device = pick_device(self.config.device)
         self.device = str(device)
-        path = self.model_path or resolve_model(self.config.model_name, self.repository_path,
-                                                self.config.access_token)
+        path = self.resolved_path()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(device), attn_implementation="sdpa")
