@@ -7,32 +7,50 @@ request and stops after the last.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 
 from gateway.context import Gateway
 from gateway.dispatch import Dispatcher
 from gateway.inference import create_inference_app
 from gateway.internal import internal_routes
+from gateway.metrics_middleware import HttpMetrics, starlette_routes
 from gateway.port_app import port_app
 from gateway.responses import json_response
 from gateway.types import ASGIApp, Receive, Scope, Send
 from liftoff.settings import Settings
 from management.api import create_management_app
+from management.auth import inference_auth, management_auth, openai_error_body
 
 log = logging.getLogger(__name__)
+
+GENERATE_PATHS = ("/generate",)  # served by GenerateApp before any router
 
 
 class PortRouter:
     def __init__(self, settings: Settings) -> None:
         self.gateway = Gateway(settings=settings, dispatcher=Dispatcher(settings))
         # The Vertex, OpenAI and Snowflake APIs arrive later; their ports answer health probes already.
+        s, gw = settings, self.gateway
+        takeoff_keys = partial(inference_auth, settings=s)
+        openai_keys = partial(inference_auth, settings=s, error_body=openai_error_body)
         self.apps: dict[int, ASGIApp] = {
-            settings.port: create_inference_app(self.gateway),
-            settings.management_port: create_management_app(self.gateway),
-            settings.vertex_port: port_app(self.gateway, []),
-            settings.openai_port: port_app(self.gateway, []),
-            settings.snowflake_port: port_app(self.gateway, []),
-            settings.internal_port: port_app(self.gateway, internal_routes(self.gateway)),
+            s.port: self._serve(create_inference_app(gw), takeoff_keys),
+            s.management_port: self._serve(create_management_app(gw), partial(management_auth, settings=s)),
+            s.vertex_port: self._serve(port_app(gw, []), takeoff_keys),
+            s.openai_port: self._serve(port_app(gw, []), openai_keys),
+            s.snowflake_port: self._serve(port_app(gw, []), takeoff_keys),
+            s.internal_port: self._serve(port_app(gw, internal_routes(gw)), None),
         }
+
+    def _serve(self, app: ASGIApp, guard: Callable[[ASGIApp], ASGIApp] | None) -> ASGIApp:
+        """A port's app behind its API keys (none configured: open), measured outermost so refused requests count."""
+        routes = starlette_routes(app)
+        if guard is not None:
+            app = guard(app)
+        if not self.gateway.settings.enable_metrics:
+            return app
+        return HttpMetrics(app, routes, GENERATE_PATHS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -1,13 +1,13 @@
 """Pure-ASGI middleware counting HTTP requests and timing them, labelled by route template and status.
 
 The path label is the template of the route that served the request (`/config/{reader_id}`, not the id itself):
-Starlette's router records the route in `scope["route"]`; paths that a pure-ASGI app serves before any router
-(`/generate`) are given as `paths`; anything else (no route, or refused before routing, e.g. 401) is matched
-against `routes` once, and what matches nothing is counted as `unmatched`. So the label set stays bounded whatever
-clients send.
+Starlette's router records the route in `scope["route"]` (a route inside a Mount gets the mount's prefix in front);
+paths that a pure-ASGI app serves before any router (`/generate`) are given as `paths`; anything else (no route, or
+refused before routing, e.g. 401) is matched against `routes` once, and what matches nothing is counted as
+`unmatched`. So the label set stays bounded whatever clients send.
 
-Cost on the hot path: two `perf_counter` calls, one wrapped `send`, one dict lookup and two mmap writes (about
-3 µs a request in multiprocess mode; see docs/auth-and-metrics.md).
+Cost on the hot path: two `perf_counter` calls, one wrapped `send`, one dict lookup and two mmap writes (see
+docs/auth-and-metrics.md for the measurement).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from time import perf_counter
 
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Mount
 
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 from liftoff.metrics import http_children
@@ -34,30 +34,43 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         start = perf_counter()
-        status = 500  # the app raised before starting a response
+        root = scope.get("root_path", "")  # a Mount extends it by its matched prefix
+        status = 0  # 0: no response yet (an app that raises before one counts as 500); -1: counted
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False) and status > 0:
+                # Counted before the last bytes leave, so a client holding its answer also finds it counted.
+                self._observe(scope, root, status, start)
+                status = -1
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            counter, histogram = http_children(self.template(scope), status)
-            counter.inc()
-            histogram.observe(perf_counter() - start)
+            if status >= 0:
+                self._observe(scope, root, status or 500, start)
 
-    def template(self, scope: Scope) -> str:
+    def _observe(self, scope: Scope, root: str, status: int, start: float) -> None:
+        counter, histogram = http_children(self.template(scope, root), status)
+        counter.inc()
+        histogram.observe(perf_counter() - start)
+
+    def template(self, scope: Scope, root: str = "") -> str:
         route = scope.get("route")
         if route is not None:
-            return getattr(route, "path", UNMATCHED)
+            template: str = getattr(route, "path", UNMATCHED)
+            if isinstance(route, Mount):  # nothing inside the mount matched
+                return template
+            # A route inside a Mount has a path relative to the mount's prefix (static prefixes here).
+            return scope.get("root_path", "")[len(root):] + template
         path: str = scope["path"]
         if path in self.paths:
             return path
         for candidate in self.routes:
-            match, _ = candidate.matches({**scope, "type": "http"})
+            match, _ = candidate.matches(scope)
             if match is not Match.NONE:
                 return getattr(candidate, "path", UNMATCHED)
         return UNMATCHED

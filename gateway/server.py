@@ -7,11 +7,13 @@ Started by the supervisor (`liftoff serve`) with the resolved settings in the en
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from liftoff.settings import Settings, load_settings
+from liftoff.settings import Settings, SettingsError, load_settings
+from management.auth import check_management_exposure, gunicorn_bind
 
 
 class GatewayServer(BaseApplication):  # type: ignore[misc]
@@ -22,7 +24,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         s = self.settings
         options: dict[str, Any] = {
-            "bind": [f"{s.host}:{port}" for port in s.ports().values()],
+            "bind": gunicorn_bind(s),  # the management port on loopback only when it has no API keys
             "workers": s.workers,
             "worker_class": "asgi",
             "graceful_timeout": max(1, round(s.shutdown_grace_s)),
@@ -47,6 +49,10 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
 def main() -> None:
     settings = load_settings()
+    try:
+        check_management_exposure(settings)
+    except SettingsError as exc:
+        sys.exit(f"liftoff gateway: {exc}")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     GatewayServer(settings).run()
 

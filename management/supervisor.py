@@ -20,13 +20,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from liftoff import reclaim, registry
+from liftoff import metrics, reclaim, registry
 from liftoff.embedded_redis import EmbeddedRedis
 from liftoff.keys import Keys
 from liftoff.process import child_preexec, compute_backoff
 from liftoff.redis_client import connect
 from liftoff.settings import RESOLVED_ENV, ReaderConfig, Settings
 from management import reader_store
+from management.auth import management_bind
 from management.auto_device import AutoPlacementError, place_reader
 from management.deployments_controller import DeploymentController
 from management.fit.placement import RunningReader
@@ -79,6 +80,8 @@ class Supervisor:
         self.id = f"{socket.gethostname()}-{os.getpid()}"
         self.deployments = DeploymentController(self.redis, self.keys, self.id, self.settings)
         self.env = {**os.environ, RESOLVED_ENV: self.settings.model_dump_json(), reader_store.SUPERVISOR_ENV: self.id}
+        if self.settings.enable_metrics:  # every child records into its own file there; GET /metrics sums them
+            self.env[metrics.MULTIPROC_ENV] = metrics.fresh_multiprocess_dir(self.settings.state_dir)
         code = 1
         try:
             try:
@@ -118,6 +121,9 @@ class Supervisor:
             s.port, s.management_port, s.vertex_port, s.openai_port, s.snowflake_port, s.internal_port,
             s.workers, len(self.readers), where, s.redis_url,
         )
+        _, exposure = management_bind(s)
+        if exposure:
+            log.warning("%s", exposure)
 
     # --- the main loop --------------------------------------------------------------------------------------------
     async def _watch(self) -> int:

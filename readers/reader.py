@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from liftoff import registry
+from liftoff import metrics, registry
 from liftoff.keys import Keys
 from liftoff.process import compute_backoff
 from liftoff.redis_client import connect
@@ -280,6 +280,7 @@ class Reader:
                 live.append(job)
         try:
             if live:
+                metrics.observe_batch(live[0].group, len(live))
                 await self.engine.run(live, self.sink)
         except Exception as exc:  # an engine bug must still end every job, never leave it hanging
             log.exception("engine failed on a batch of %d", len(live))

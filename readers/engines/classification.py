@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from liftoff import metrics
 from liftoff.settings import ReaderConfig
 from readers.engines.base import EngineLoadError
 from readers.engines.batching import DynamicBatcher
@@ -118,4 +119,5 @@ class ClassificationEngine(ModelEngine):
             log.exception("classification batch failed")
             sink.error(job, 500, f"classification failed: {type(exc).__name__}: {exc}")
             return
+        metrics.observe_job(job.group, (job.started_ms - item.enqueued_ms) / 1000, batch_size=len(inputs))
         sink.done(job, None, None, result=result)

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from liftoff import metrics
 from liftoff.wire import now_ms
 from readers.engines.base import Engine, EngineRequestError
 from readers.jobs import Job
@@ -93,16 +94,15 @@ class EchoEngine(Engine):
     def _finish(self, row: _Row, sink: ReplySink) -> None:
         job = row.job
         texts = ["".join(out) for out in row.outputs]
-        metadata = None
-        if job.item.params.return_metadata:
-            metadata = [
-                {
-                    "prompt_tokens": prompt,
-                    "generated_tokens": len(out),
-                    "finish_reason": "length" if len(out) < prompt else "stop",
-                    "queue_ms": job.started_ms - job.item.enqueued_ms,
-                    "time_to_first_token_ms": (row.first_token_ms or now_ms()) - job.started_ms,
-                }
-                for prompt, out in zip(row.prompt_tokens, row.outputs, strict=True)
-            ]
-        sink.done(job, None if job.item.stream else texts, metadata)
+        metadata = [
+            {
+                "prompt_tokens": prompt,
+                "generated_tokens": len(out),
+                "finish_reason": "length" if len(out) < prompt else "stop",
+                "queue_ms": job.started_ms - job.item.enqueued_ms,
+                "time_to_first_token_ms": (row.first_token_ms or now_ms()) - job.started_ms,
+            }
+            for prompt, out in zip(row.prompt_tokens, row.outputs, strict=True)
+        ]
+        metrics.observe_job_metadata(job.group, metadata)
+        sink.done(job, None if job.item.stream else texts, metadata if job.item.params.return_metadata else None)

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from liftoff import metrics
 from liftoff.settings import ReaderConfig
 from readers.engines.base import EngineLoadError
 from readers.engines.batching import DynamicBatcher
@@ -91,4 +92,5 @@ class EmbeddingEngine(ModelEngine):
             log.exception("embedding batch failed")
             sink.error(job, 500, f"embedding failed: {type(exc).__name__}: {exc}")
             return
+        metrics.observe_job(job.group, (job.started_ms - job.item.enqueued_ms) / 1000, batch_size=len(job.item.texts))
         sink.done(job, None, None, result=vectors)

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from liftoff import metrics
 from liftoff.settings import ReaderConfig
 from readers.engines.base import EngineLoadError
 from readers.engines.constrained import Grammars, constrained
@@ -146,6 +147,7 @@ class GenerationEngine(ModelEngine):
             try:
                 if event[0] == "done":
                     texts = None if job.item.stream else request.texts
+                    metrics.observe_job_metadata(job.group, request.metadata)
                     request.sink.done(job, texts, request.metadata if job.item.params.return_metadata else None)
                 else:
                     request.sink.error(job, event[2], event[3])
