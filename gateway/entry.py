@@ -15,9 +15,13 @@ from gateway.dispatch import Dispatcher
 from gateway.inference import create_inference_app
 from gateway.internal import internal_routes
 from gateway.metrics_middleware import HttpMetrics, starlette_routes
+from gateway.openai_api import openai_routes
+from gateway.openai_errors import ReshapeErrors, openai_shape
 from gateway.port_app import port_app
 from gateway.responses import json_response
+from gateway.snowflake import snowflake_error_body, snowflake_routes
 from gateway.types import ASGIApp, Receive, Scope, Send
+from gateway.vertex import vertex_error_body, vertex_routes
 from liftoff.settings import Settings
 from management.api import create_management_app
 from management.auth import inference_auth, management_auth, openai_error_body
@@ -30,16 +34,17 @@ GENERATE_PATHS = ("/generate",)  # served by GenerateApp before any router
 class PortRouter:
     def __init__(self, settings: Settings) -> None:
         self.gateway = Gateway(settings=settings, dispatcher=Dispatcher(settings))
-        # The Vertex, OpenAI and Snowflake APIs arrive later; their ports answer health probes already.
         s, gw = settings, self.gateway
         takeoff_keys = partial(inference_auth, settings=s)
         openai_keys = partial(inference_auth, settings=s, error_body=openai_error_body)
         self.apps: dict[int, ASGIApp] = {
             s.port: self._serve(create_inference_app(gw), takeoff_keys),
             s.management_port: self._serve(create_management_app(gw), partial(management_auth, settings=s)),
-            s.vertex_port: self._serve(port_app(gw, []), takeoff_keys),
-            s.openai_port: self._serve(port_app(gw, []), openai_keys),
-            s.snowflake_port: self._serve(port_app(gw, []), takeoff_keys),
+            s.vertex_port: self._serve(ReshapeErrors(port_app(gw, vertex_routes(gw)), vertex_error_body),
+                                       takeoff_keys),
+            s.openai_port: self._serve(ReshapeErrors(port_app(gw, openai_routes(gw)), openai_shape), openai_keys),
+            s.snowflake_port: self._serve(ReshapeErrors(port_app(gw, snowflake_routes(gw)), snowflake_error_body),
+                                          takeoff_keys),
             s.internal_port: self._serve(port_app(gw, internal_routes(gw)), None),
         }
 

@@ -181,6 +181,15 @@ class Settings(BaseSettings):
     def _log_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _vertex_port_from_aip(cls, data: Any) -> Any:
+        # Vertex AI tells a custom container which port to serve on; that wins over every other source.
+        port = os.environ.get("AIP_HTTP_PORT")
+        if port and isinstance(data, dict):
+            data = {**data, "vertex_port": port}
+        return data
+
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         ports = self.ports()

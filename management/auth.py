@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from gateway.openai_errors import openai_error_body as openai_body
 from gateway.types import ASGIApp, Receive, Scope, Send
 from liftoff.settings import Settings, SettingsError
 
@@ -96,8 +97,7 @@ def takeoff_error_body(status: int, message: str, details: Any) -> dict[str, Any
 
 
 def openai_error_body(status: int, message: str, details: Any) -> dict[str, Any]:
-    kind, code = ("invalid_request_error", "invalid_api_key") if status == 401 else ("permission_error", None)
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return openai_body(status, message)
 
 
 # --- which permission a request needs ------------------------------------------------------------------------------

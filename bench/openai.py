@@ -1,0 +1,215 @@
+#!/usr/bin/env python
+"""Streaming chat through the OpenAI port against the same stream on the Takeoff port, in one run.
+
+    /work/main/.venv/bin/python bench/openai.py [--duration S] [--delay-ms 10] [--words 32] [--conc 1,8,32] [--quick]
+
+1. Starts `liftoff serve` from a temporary config.toml (six free loopback ports, one gateway worker) with one echo
+   reader (`consumer_group = "primary"`, `max_batch_size = 256`, `echo_token_delay_ms = --delay-ms`: one decode
+   step per token at a model's pace) and waits for `GET /healthz` = 200 on the management port.
+2. For each concurrency, runs back to back (a warm-up whose requests are not counted, then `--duration` seconds):
+   * **openai**: `POST /v1/chat/completions {"model": "primary", "messages": [one user message of --words words],
+     "stream": true, "stream_options": {"include_usage": true}}` on the OpenAI port: the chat template is rendered
+     by the reader first, then the rendered text streams back token by token;
+   * **takeoff**: `POST /generate_stream {"text": <that rendered text>}` on the inference port: the same tokens,
+     without the template round trip and the chunk envelope.
+3. Prints per condition: responses/s, streamed tokens/s, time to first token (p50, p95: the first content-bearing
+   event) and total latency (p50), then the ratios openai / takeoff. Figures are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# This file is named like the `openai` package: keep bench/ off the front of sys.path.
+if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
+
+import httpx  # noqa: E402
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def start_server(tmp: Path, delay_ms: int) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    names = ["port", "management_port", "vertex_port", "openai_port", "snowflake_port", "internal_port"]
+    ports = dict(zip(names, free_ports(6), strict=True))
+    lines = [f"{k} = {v}" for k, v in ports.items()]
+    lines += ['host = "127.0.0.1"', f'state_dir = "{tmp / "state"}"', 'log_level = "WARNING"',
+              'reserved_consumers = ""', "workers = 1", "", "[[readers]]", 'model_name = "echo"',
+              'consumer_group = "primary"', "max_batch_size = 256", f"echo_token_delay_ms = {delay_ms}"]
+    (tmp / "config.toml").write_text("\n".join(lines) + "\n")
+    log = open(tmp / "serve.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "liftoff", "serve", "--config", str(tmp / "config.toml")],
+                            cwd=tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(f"http://127.0.0.1:{ports['management_port']}/healthz", timeout=2).status_code == 200:
+                return proc, ports
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop_server(proc)
+    sys.exit(f"the server did not become healthy:\n{(tmp / 'serve.log').read_text()[-3000:]}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@dataclass
+class Result:
+    ttft_s: list[float] = field(default_factory=list)
+    total_s: list[float] = field(default_factory=list)
+    tokens: int = 0
+    errors: int = 0
+    window_s: float = 0.0
+
+
+async def one_stream(client: httpx.AsyncClient, url: str, body: dict[str, object],
+                     openai: bool) -> tuple[float, float, int]:
+    started = time.perf_counter()
+    first = None
+    tokens = 0
+    async with client.stream("POST", url, json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if openai:
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise RuntimeError(str(chunk["error"]))
+                has_text = any(c.get("delta", {}).get("content") for c in chunk["choices"])
+            else:
+                has_text = True
+            if has_text:
+                tokens += 1
+                if first is None:
+                    first = time.perf_counter()
+    ended = time.perf_counter()
+    return (first or ended) - started, ended - started, tokens
+
+
+async def measure(url: str, body: dict[str, object], openai: bool, conc: int, warmup_s: float,
+                  duration_s: float) -> Result:
+    result = Result()
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        measure_from, end = start + warmup_s, start + warmup_s + duration_s
+
+        async def worker() -> None:
+            while loop.time() < end:
+                began = loop.time()
+                try:
+                    ttft, total, tokens = await one_stream(client, url, body, openai)
+                except (RuntimeError, httpx.HTTPError):
+                    result.errors += 1
+                    continue
+                if began >= measure_from and loop.time() <= end:
+                    result.ttft_s.append(ttft)
+                    result.total_s.append(total)
+                    result.tokens += tokens
+
+        await asyncio.gather(*(worker() for _ in range(conc)))
+    result.window_s = duration_s
+    return result
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per condition")
+    parser.add_argument("--warmup", type=float, default=1.5)
+    parser.add_argument("--delay-ms", type=int, default=10, help="echo reader pause per decode step")
+    parser.add_argument("--words", type=int, default=32, help="words in the user message")
+    parser.add_argument("--conc", default="1,8,32", help="comma-separated concurrencies")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 s windows, c=1,8")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.conc = 2.0, 0.5, "1,8"
+    concs = [int(c) for c in args.conc.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="liftoff-bench-openai-"))
+    proc, ports = start_server(tmp, args.delay_ms)
+    try:
+        message = " ".join(f"word{i}" for i in range(args.words))
+        rendered = f"user: {message}\nassistant: "  # the echo reader's chat template
+        openai_url = f"http://127.0.0.1:{ports['openai_port']}/v1/chat/completions"
+        takeoff_url = f"http://127.0.0.1:{ports['port']}/generate_stream"
+        openai_body = {"model": "primary", "messages": [{"role": "user", "content": message}], "stream": True,
+                       "stream_options": {"include_usage": True}}
+        takeoff_body = {"text": rendered}
+        print(f"liftoff OpenAI-port streaming bench: echo reader, {args.delay_ms} ms per token, "
+              f"{args.words}-word message ({len(rendered.split()) + 1} streamed tokens), {args.duration:g} s windows, "
+              f"1 gateway worker, {os.cpu_count()} CPUs")
+        print(f"{'condition':<16}{'resp/s':>9}{'tok/s':>10}{'ttft p50':>11}{'ttft p95':>11}{'total p50':>11}"
+              f"{'err':>5}")
+        rows: dict[tuple[str, int], Result] = {}
+        for conc in concs:
+            for name, url, body, is_openai in (("openai", openai_url, openai_body, True),
+                                                ("takeoff", takeoff_url, takeoff_body, False)):
+                res = asyncio.run(measure(url, body, is_openai, conc, args.warmup, args.duration))
+                rows[(name, conc)] = res
+                print(f"{name + f' c={conc}':<16}{len(res.total_s) / res.window_s:>9.1f}"
+                      f"{res.tokens / res.window_s:>10.0f}{pct(res.ttft_s, 0.5) * 1000:>9.1f}ms"
+                      f"{pct(res.ttft_s, 0.95) * 1000:>9.1f}ms{pct(res.total_s, 0.5) * 1000:>9.1f}ms{res.errors:>5}")
+        print("\nratios openai / takeoff (throughput: higher is better for openai; ttft: lower is better)")
+        for conc in concs:
+            o, t = rows[("openai", conc)], rows[("takeoff", conc)]
+            thr = (len(o.total_s) / len(t.total_s)) if t.total_s else float("nan")
+            ttft = statistics.median(o.ttft_s) / statistics.median(t.ttft_s) if o.ttft_s and t.ttft_s else float("nan")
+            print(f"  c={conc:<4} responses/s {thr:5.2f}x   ttft p50 {ttft:5.2f}x")
+    finally:
+        stop_server(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,122 @@
+"""The OpenAI-compatible API (port 3003): `model` names the consumer group.
+
+Routes are thin: parse (OpenAI's envelope for every failure, see `gateway.openai_errors`), validate
+(`gateway.openai_protocol`), dispatch, answer (`gateway.openai_generation` for completions). Wire it with
+`ReshapeErrors(port_app(gw, openai_routes(gw)), openai_shape)` so that the port's shared answers (no route,
+method not allowed, body too large) speak OpenAI's envelope too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.context import Gateway
+from gateway.errors import ApiError
+from gateway.openai_errors import OpenAIError, from_api_error, model_not_found, openai_endpoint
+from gateway.openai_generation import Completion
+from gateway.openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_openai
+from gateway.openai_readers import Readers
+from gateway.parsing import read_json_object
+from gateway.requests import check_count
+from gateway.responses import json_response
+
+
+def openai_routes(gw: Gateway) -> list[Route]:
+    readers = Readers(gw)
+    dispatcher = gw.dispatcher
+
+    async def respond(completion: Completion) -> Response:
+        try:
+            return await (completion.stream() if completion.req.stream else completion.answer())
+        except ApiError as err:
+            raise from_api_error(err, completion.req.model) from None
+
+    async def chat_completions(request: Request) -> Response:
+        req = parse_openai(ChatCompletionRequest, await read_json_object(request))
+        messages = [m.template_view() for m in req.messages]
+        prompt = await readers.render_chat(req.model, messages, req.add_generation_prompt)
+        return await respond(Completion(gw, "chat", req, [prompt]))
+
+    async def completions(request: Request) -> Response:
+        req = parse_openai(CompletionRequest, await read_json_object(request))
+        prompts = req.prompts()
+        if prompts and not isinstance(prompts[0], str):
+            prompts = await readers.detokenize(req.model, prompts, "prompt")  # type: ignore[arg-type]
+        return await respond(Completion(gw, "text", req, prompts, echo=req.echo))  # type: ignore[arg-type]
+
+    async def embeddings(request: Request) -> Response:
+        req = parse_openai(EmbeddingRequest, await read_json_object(request))
+        inputs = req.inputs()
+        token_ids = not isinstance(inputs[0], str)
+        try:
+            check_count(len(inputs), gw.settings.max_user_batch_size)
+        except ApiError as err:
+            raise OpenAIError(400, err.message, "input") from None
+        texts = await readers.detokenize(req.model, inputs, "input") if token_ids else inputs  # type: ignore[arg-type]
+
+        async def embed() -> list[list[float]]:
+            try:
+                ticket = await dispatcher.submit(req.model, texts, kind="embed", batched=True)  # type: ignore[arg-type]
+                return (await dispatcher.outcome(ticket)).result or []
+            except ApiError as err:
+                raise from_api_error(err, req.model) from None
+
+        async def count() -> int:
+            if token_ids:
+                return sum(len(ids) for ids in inputs)  # type: ignore[misc]
+            return await readers.count_tokens(req.model, texts)  # type: ignore[arg-type]
+
+        vectors, tokens = await asyncio.gather(embed(), count())
+        data = [{"object": "embedding", "index": i, "embedding": encode_vector(v, req.encoding_format)}
+                for i, v in enumerate(vectors)]
+        return json_response({"object": "list", "data": data, "model": req.model,
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def models(request: Request) -> Response:
+        groups = await readers.live_groups()
+        return json_response({"object": "list", "data": [model_card(g, rs) for g, rs in groups.items()]})
+
+    async def model(request: Request) -> Response:
+        name = request.path_params["model"]
+        groups = await readers.live_groups()
+        if name not in groups:
+            await readers.records(fresh=True)
+            groups = await readers.live_groups()
+        if name not in groups:
+            raise model_not_found(name, sorted(groups))
+        return json_response(model_card(name, groups[name]))
+
+    return [
+        Route("/v1/chat/completions", openai_endpoint(chat_completions), methods=["POST"]),
+        Route("/v1/completions", openai_endpoint(completions), methods=["POST"]),
+        Route("/v1/embeddings", openai_endpoint(embeddings), methods=["POST"]),
+        Route("/v1/models", openai_endpoint(models), methods=["GET"]),
+        Route("/v1/models/{model:path}", openai_endpoint(model), methods=["GET"]),
+    ]
+
+
+def model_card(group: str, records: list[Any]) -> dict[str, Any]:
+    """A consumer group as an OpenAI model; `model_names` (an extension) says which models its readers run."""
+    return {
+        "id": group,
+        "object": "model",
+        "created": int(min(r.info.registered_s for r in records)),
+        "owned_by": "liftoff",
+        "model_names": sorted({r.info.model_name for r in records}),
+        "model_types": sorted({r.info.model_type for r in records}),
+        "readers": len(records),
+    }
+
+
+def encode_vector(vector: list[float], encoding: str) -> list[float] | str:
+    """`base64` is what OpenAI sends: the vector as little-endian float32 bytes."""
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector

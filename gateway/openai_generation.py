@@ -1,0 +1,221 @@
+"""Chat and text completions: one user batch per request (each prompt repeated `n` times), answered whole or streamed
+in OpenAI's chunk format.
+
+Stop strings are applied here, at the gateway: an answer is cut before the first stop string and finishes with
+`stop`; a stream holds back text that could still become a stop string and forwards nothing of a choice after its
+stop string. Usage comes from the readers' metadata (always requested): prompt tokens once per prompt, completion
+tokens as generated (past a stop string too: the model did generate them). A stream never raises after its first
+byte: a failure becomes a `data: {"error": ...}` event, and every stream ends with `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from starlette.responses import Response
+
+from gateway import sse
+from gateway.context import Gateway
+from gateway.dispatch import Ticket
+from gateway.errors import ApiError, error_for_status
+from gateway.openai_errors import as_openai_error, openai_error_body
+from gateway.openai_protocol import SamplingRequest
+from gateway.requests import check_count
+from gateway.responses import json_response
+from liftoff.wire import Reply
+
+Kind = Literal["chat", "text"]
+DONE = b"data: [DONE]\n\n"
+
+
+class StopCut:
+    """Cuts one choice's text before the first of `stops`, feeding piece by piece."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = stops
+        self.longest = max((len(s) for s in stops), default=0)
+        self.text = ""
+        self.sent = 0
+        self.hit = False
+
+    def feed(self, piece: str) -> str:
+        """What may be forwarded now: never a stop string, nor a tail that could still begin one."""
+        if self.hit:
+            return ""
+        self.text += piece
+        if not self.stops:
+            out, self.sent = self.text[self.sent:], len(self.text)
+            return out
+        start = max(0, self.sent - self.longest + 1)
+        found = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+        if found:
+            cut = min(found)
+            self.hit = True
+            out, self.sent = self.text[self.sent:cut], cut
+            return out
+        hold = max((k for s in self.stops for k in range(1, len(s)) if self.text.endswith(s[:k])), default=0)
+        safe = max(self.sent, len(self.text) - hold)
+        out, self.sent = self.text[self.sent:safe], safe
+        return out
+
+    def flush(self) -> str:
+        if self.hit:
+            return ""
+        out, self.sent = self.text[self.sent:], len(self.text)
+        return out
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(found)], True) if found else (text, False)
+
+
+@dataclass
+class Completion:
+    """One request's answer as it is built: the prompts, `n` choices per prompt, and the reader's metadata."""
+
+    gw: Gateway
+    kind: Kind
+    req: SamplingRequest
+    prompts: list[str]
+    echo: bool = False
+    id: str = field(default_factory=lambda: secrets.token_hex(12))
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def n(self) -> int:
+        return self.req.choices_per_prompt
+
+    @property
+    def texts(self) -> list[str]:
+        return [p for p in self.prompts for _ in range(self.n)]
+
+    async def submit(self, stream: bool) -> Ticket:
+        settings = self.gw.settings
+        check_count(len(self.texts), settings.max_user_batch_size)
+        for i, prompt in enumerate(self.prompts):
+            size = len(prompt.encode())
+            if size > settings.max_prompt_string_bytes:
+                raise error_for_status(400, f"prompt {i} is {size} bytes; the limit (max_prompt_string_bytes) is "
+                                       f"{settings.max_prompt_string_bytes}")
+        return await self.gw.dispatcher.submit(self.req.model, self.texts, self.req.params(), stream=stream,
+                                               batched=True)
+
+    def usage(self, metadata: list[dict[str, Any]] | None) -> dict[str, int]:
+        meta = metadata or []
+        prompt = sum(int(m.get("prompt_tokens", 0)) for m in meta[:: self.n])
+        completion = sum(int(m.get("generated_tokens", 0)) for m in meta)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def prefix(self, index: int) -> str:
+        return self.prompts[index // self.n] if self.echo else ""
+
+    # --- whole answers --------------------------------------------------------------------------------------------
+    async def answer(self) -> Response:
+        reply = await self.gw.dispatcher.outcome(await self.submit(stream=False))
+        texts, metadata = reply.texts or [], reply.metadata or []
+        choices = []
+        for index, raw in enumerate(texts):
+            text, stopped = cut_at_stop(raw, self.req.stops)
+            reason = "stop" if stopped else (metadata[index].get("finish_reason") if index < len(metadata) else None)
+            choices.append(self._choice(index, self.prefix(index) + text, reason or "stop"))
+        return json_response(self._envelope(choices, usage=self.usage(metadata)))
+
+    def _choice(self, index: int, text: str, reason: str | None) -> dict[str, Any]:
+        if self.kind == "chat":
+            return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                    "finish_reason": reason}
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": reason}
+
+    def _envelope(self, choices: list[dict[str, Any]], chunk: bool = False, **extra: Any) -> dict[str, Any]:
+        # OpenAI names text-completion chunks like the whole answer.
+        obj = ("chat.completion.chunk" if chunk else "chat.completion") if self.kind == "chat" else "text_completion"
+        prefix = "chatcmpl-" if self.kind == "chat" else "cmpl-"
+        body = {"id": prefix + self.id, "object": obj, "created": self.created, "model": self.req.model,
+                "choices": choices, "system_fingerprint": None}
+        body.update(extra)
+        return body
+
+    # --- streams --------------------------------------------------------------------------------------------------
+    async def stream(self) -> Response:
+        dispatcher = self.gw.dispatcher
+        ticket = await self.submit(stream=True)
+        # The first reply decides the status line: an error before any token is a plain HTTP error.
+        try:
+            first = await dispatcher.next_reply(ticket)
+        except BaseException:
+            dispatcher.release(ticket, finished=False)
+            raise
+        if first.kind == "error":
+            dispatcher.release(ticket, finished=True)
+            raise error_for_status(first.status or 500, first.message or "the reader reported an error")
+        return sse.response(self._events(ticket, first))
+
+    def _chunk(self, index: int, text: str | None, reason: str | None = None, role: bool = False) -> bytes:
+        if self.kind == "chat":
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+            if text is not None:
+                delta["content"] = text
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+        else:
+            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": reason}
+        extra = {"usage": None} if self.req.include_usage else {}
+        return sse.json_event(self._envelope([choice], chunk=True, **extra))
+
+    async def _events(self, ticket: Ticket, reply: Reply) -> AsyncIterator[bytes]:
+        dispatcher = self.gw.dispatcher
+        count = len(self.texts)
+        cuts = [StopCut(self.req.stops) for _ in range(count)]
+        open_ = set(range(count))  # choices whose finish chunk is not sent yet
+        finished = False
+        try:
+            for index in range(count):
+                prefix = self.prefix(index)
+                if self.kind == "chat" or prefix:
+                    yield self._chunk(index, prefix or None, role=self.kind == "chat")
+            while True:
+                if reply.kind == "token":
+                    cut = cuts[reply.index]
+                    out = cut.feed(reply.text or "") if reply.index in open_ else ""
+                    if out:
+                        yield self._chunk(reply.index, out)
+                    if cut.hit and reply.index in open_:
+                        open_.discard(reply.index)
+                        yield self._chunk(reply.index, None, "stop")
+                        if not open_ and not self.req.include_usage:
+                            break  # the rest is of no use to anyone: withdrawn from the reader below
+                elif reply.kind == "done":
+                    finished = True
+                    metadata = reply.metadata or []
+                    for index in sorted(open_):
+                        tail = cuts[index].flush()
+                        if tail:
+                            yield self._chunk(index, tail)
+                        meta = metadata[index] if index < len(metadata) else {}
+                        yield self._chunk(index, None, meta.get("finish_reason") or "stop")
+                    if self.req.include_usage:
+                        yield sse.json_event(self._envelope([], chunk=True, usage=self.usage(metadata)))
+                    break
+                else:
+                    finished = True
+                    yield error_event(error_for_status(reply.status or 500, reply.message or "reader error"))
+                    break
+                try:
+                    reply = await dispatcher.next_reply(ticket)
+                except ApiError as err:
+                    yield error_event(err)
+                    break
+        except Exception as exc:  # noqa: BLE001 — after the first byte a failure can only be an event
+            yield error_event(exc)
+        finally:
+            dispatcher.release(ticket, finished)
+        yield DONE
+
+
+def error_event(exc: BaseException) -> bytes:
+    err = as_openai_error(exc)
+    return sse.json_event(openai_error_body(err.status, err.message, err.param, err.code))

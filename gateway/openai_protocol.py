@@ -1,0 +1,313 @@
+"""Request models of the OpenAI-compatible API (port 3003), apart from the serving code.
+
+Each model validates every parameter with a message naming it, refuses what Liftoff cannot honour with a 400
+naming the parameter (tools, logit_bias, logprobs, penalties other than 0, ...) rather than ignoring it, and
+converts itself to the wire's GenerationParams fields (`params()`). `parse_openai` is the one entry: unknown
+parameters are refused as OpenAI does ("Unrecognized request argument supplied").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+
+from gateway.openai_errors import OpenAIError, invalid
+from gateway.protocol import MAX_NEW_TOKENS_LIMIT
+
+MAX_N = 128
+MAX_STOP = 16
+
+# Parameters of OpenAI's API that Liftoff cannot honour: refused (400 naming them) unless absent, null or the value
+# that means "off".
+_OFF: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []), "tool_choice": (None, "none", "auto"), "functions": (None, []),
+    "function_call": (None, "none", "auto"), "logit_bias": (None, {}), "logprobs": (None, False, 0),
+    "top_logprobs": (None, 0), "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
+    "audio": (None,), "modalities": (None, ["text"]), "prediction": (None,), "suffix": (None, ""),
+    "dimensions": (None,), "web_search_options": (None,), "reasoning_effort": (None,),
+}
+_WHY = {
+    "presence_penalty": "use repetition_penalty (> 1 penalises repeats) instead",
+    "frequency_penalty": "use repetition_penalty (> 1 penalises repeats) instead",
+    "logprobs": "log probabilities are not returned by Liftoff's readers",
+    "top_logprobs": "log probabilities are not returned by Liftoff's readers",
+    "suffix": "insertion (fill-in-the-middle) is not supported",
+    "dimensions": "embeddings come at the model's own dimension",
+}
+# Accepted and ignored: they do not change what is generated.
+_IGNORED = ("user", "store", "metadata", "service_tier", "parallel_tool_calls", "seed")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_openai(model: type[M], data: dict[str, Any]) -> M:
+    """Validate `data` as `model`; unknown and unsupported parameters are refused by name."""
+    known = set(model.model_fields) | set(_OFF) | set(_IGNORED)
+    unknown = sorted(k for k in data if k not in known)
+    if unknown:
+        raise invalid(f"Unrecognized request argument supplied: {', '.join(unknown)}", unknown[0])
+    for name in _OFF:
+        if name in data and data[name] not in _OFF[name] and name not in model.model_fields:
+            why = _WHY.get(name, "this server does not support it")
+            raise invalid(f"{name} is not supported: {why}; given {data[name]!r}"[:500], name)
+    return model.model_validate({k: v for k, v in data.items() if k in model.model_fields})
+
+
+def _rule(ok: bool, message: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{message}; given {value!r}")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: StrictBool = False
+    continuous_usage_stats: StrictBool = False  # accepted; usage comes only in the final chunk
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: StrictStr = "response"
+    description: StrictStr | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def decoding_schema(self) -> dict[str, Any] | None:
+        if self.type == "json_object":
+            return {"type": "object"}
+        if self.type == "json_schema":
+            return (self.json_schema.schema_ if self.json_schema else None) or {"type": "object"}
+        return None
+
+
+class SamplingRequest(BaseModel):
+    """What chat and text completions share: the model (a consumer group) and the sampling parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: StrictInt | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
+    # Extensions (the names vLLM uses for the same knobs).
+    top_k: StrictInt | None = None
+    min_tokens: StrictInt | None = None
+    repetition_penalty: float | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        _rule(bool(v) and not any(c in v for c in " \t\r\n{}"), "model must name a consumer group", v)
+        return v
+
+    @field_validator("max_tokens", "max_completion_tokens")
+    @classmethod
+    def _max_tokens(cls, v: int | None, info: Any) -> int | None:
+        if v is not None:
+            _rule(1 <= v <= MAX_NEW_TOKENS_LIMIT, f"{info.field_name} must be >= 1 and <= {MAX_NEW_TOKENS_LIMIT}", v)
+        return v
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v: float | None) -> float | None:
+        if v is not None:
+            _rule(0 <= v <= 2, "temperature must be >= 0 and <= 2 (0 = greedy)", v)
+        return v
+
+    @field_validator("top_p")
+    @classmethod
+    def _top_p(cls, v: float | None) -> float | None:
+        if v is not None:
+            _rule(0 < v <= 1, "top_p must be > 0 and <= 1", v)
+        return v
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, v: int | None) -> int | None:
+        if v is not None:
+            _rule(1 <= v <= MAX_N, f"n must be >= 1 and <= {MAX_N}", v)
+        return v
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        stops = [v] if isinstance(v, str) else v or []
+        _rule(len(stops) <= MAX_STOP, f"stop may hold at most {MAX_STOP} strings", v)
+        _rule(all(stops), "stop strings must not be empty", v)
+        return v
+
+    @field_validator("top_k", "min_tokens")
+    @classmethod
+    def _non_negative(cls, v: int | None, info: Any) -> int | None:
+        if v is not None:
+            _rule(v >= 0, f"{info.field_name} must be >= 0", v)
+        return v
+
+    @field_validator("repetition_penalty")
+    @classmethod
+    def _penalty(cls, v: float | None) -> float | None:
+        if v is not None:
+            _rule(0 < v <= 10, "repetition_penalty must be > 0 and <= 10 (1 = off)", v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SamplingRequest:
+        if self.stream_options is not None and not self.stream:
+            raise invalid("stream_options is only allowed when stream is true", "stream_options")
+        limit = self.max_new_tokens
+        if self.min_tokens is not None and limit is not None and self.min_tokens > limit:
+            raise invalid(f"min_tokens must be <= the token limit ({limit}); given {self.min_tokens}", "min_tokens")
+        return self
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        """max_completion_tokens (the newer name) wins over max_tokens."""
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    @property
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    @property
+    def choices_per_prompt(self) -> int:
+        return self.n or 1
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def params(self) -> dict[str, Any]:
+        """GenerationParams fields. OpenAI samples by default (temperature 1, no top-k cut); temperature 0 is
+        greedy. Metadata is always asked for: usage and finish_reason come from it."""
+        params: dict[str, Any] = {"return_metadata": True}
+        temperature = 1.0 if self.temperature is None else self.temperature
+        if temperature == 0 or self.top_k == 1:
+            params["sampling_topk"] = 1
+        else:
+            params["sampling_temperature"] = temperature
+            params["sampling_topk"] = self.top_k or 0
+            if self.top_p is not None:
+                params["sampling_topp"] = self.top_p
+        if self.max_new_tokens is not None:
+            params["max_new_tokens"] = self.max_new_tokens
+        if self.min_tokens:
+            params["min_new_tokens"] = self.min_tokens
+        if self.repetition_penalty is not None:
+            params["repetition_penalty"] = self.repetition_penalty
+        schema = self.response_format.decoding_schema() if self.response_format else None
+        if schema is not None:
+            params["json_schema"] = schema
+        return params
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: StrictStr | list[TextPart] | None = None
+    name: StrictStr | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _parts(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            for part in v:
+                kind = part.get("type") if isinstance(part, dict) else None
+                _rule(kind == "text", "only text content parts are supported (no images, audio or files)", kind)
+        return v
+
+    def template_view(self) -> dict[str, str]:
+        """{role, content} for the chat template; `developer` is OpenAI's newer name for `system`."""
+        content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatMessage]
+    add_generation_prompt: StrictBool = True  # extension: False continues the last assistant message
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _messages(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            _rule(len(v) > 0, "messages must hold at least one message", v)
+            for i, m in enumerate(v):
+                role = m.get("role") if isinstance(m, dict) else None
+                if role in ("tool", "function"):
+                    raise OpenAIError(400, f"messages[{i}].role {role!r} is not supported: tools and function "
+                                      "calling are not supported", f"messages.{i}.role")
+        return v
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+    echo: StrictBool = False
+    best_of: StrictInt | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            _rule(len(v) > 0 and all(x != [] for x in v), "prompt must not be empty", v)
+        return v
+
+    @model_validator(mode="after")
+    def _best_of(self) -> CompletionRequest:
+        if self.best_of is not None and self.best_of != self.choices_per_prompt:
+            raise invalid(f"best_of must equal n ({self.choices_per_prompt}): candidates are not ranked; "
+                          f"given {self.best_of}", "best_of")
+        return self
+
+    def prompts(self) -> list[str] | list[list[int]]:
+        """Text prompts, or token-id prompts (one list per prompt)."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if isinstance(p[0], int):
+            return [p]  # type: ignore[list-item]
+        return p  # type: ignore[return-value]
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr
+    input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+    encoding_format: Literal["float", "base64"] = "float"
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            _rule(len(v) > 0 and all(x != [] for x in v), "input must not be empty", v)
+        return v
+
+    def inputs(self) -> list[str] | list[list[int]]:
+        v = self.input
+        if isinstance(v, str):
+            return [v]
+        if isinstance(v[0], int):
+            return [v]  # type: ignore[list-item]
+        return v  # type: ignore[return-value]

@@ -1,0 +1,114 @@
+"""The tokenizer work the OpenAI port needs from one live reader of a model's consumer group.
+
+Chat messages are rendered by the model's own chat template (the `chat_template` work of one reader, picked
+round-robin from the registry), token-id inputs are turned back into text by its tokenizer (`detokenize`), and
+embedding inputs are counted with it (`tokenize`). All of it goes through the reader's direct group, as the
+inference port's /chat_template/{reader_id} does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+from gateway.context import Gateway
+from gateway.errors import ApiError
+from gateway.openai_errors import OpenAIError, from_api_error, model_not_found
+from liftoff import registry
+from liftoff.keys import Keys
+
+REGISTRY_TTL_S = 1.0  # how long a read of the registry serves the picks (a dead reader is retried once)
+
+
+class Readers:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self._read_at = -REGISTRY_TTL_S
+        self._records: list[registry.ReaderRecord] = []
+        self._turn = itertools.count()
+        self._bos: dict[str, str] = {}  # reader id → the special token its tokenizer puts before a text
+
+    async def records(self, fresh: bool = False) -> list[registry.ReaderRecord]:
+        now = time.monotonic()
+        if fresh or now - self._read_at > REGISTRY_TTL_S:
+            d = self.gw.dispatcher
+            self._records = await registry.read_registry(d.redis, d.keys, self.gw.settings.heartbeat_check_interval)
+            self._read_at = now
+        return self._records
+
+    async def live_groups(self) -> dict[str, list[registry.ReaderRecord]]:
+        """Consumer group → its live readers."""
+        groups: dict[str, list[registry.ReaderRecord]] = {}
+        for record in await self.records():
+            if record.status == "live":
+                for group in record.info.consumer_groups:
+                    groups.setdefault(group, []).append(record)
+        return dict(sorted(groups.items()))
+
+    async def pick(self, group: str, fresh: bool = False) -> str:
+        """A live reader of `group`, round-robin; 404 for a group nobody serves, 503 for one without a live reader."""
+        records = await self.records(fresh)
+        live = [r.reader_id for r in records if r.status == "live" and group in r.info.consumer_groups]
+        if not live and not fresh:
+            return await self.pick(group, fresh=True)
+        if live:
+            return live[next(self._turn) % len(live)]
+        if any(group in r.info.consumer_groups for r in records) or group in self.gw.settings.reserved_groups():
+            raise OpenAIError(503, f"model {group!r} has no live reader; try again once a reader is live", "model")
+        raise model_not_found(group, sorted(await self.live_groups()))
+
+    async def call(self, group: str, kind: str, args: dict[str, Any]) -> Any:
+        """Tokenizer work on one live reader of `group`; a reader that died since the last look is replaced once."""
+        reader_id = await self.pick(group)
+        try:
+            return await self._call(reader_id, kind, args)
+        except ApiError as err:
+            if err.status not in (404, 503):
+                raise from_api_error(err, group) from None
+        return await self._call(await self.pick(group, fresh=True), kind, args)
+
+    async def _call(self, reader_id: str, kind: str, args: dict[str, Any]) -> Any:
+        dispatcher = self.gw.dispatcher
+        ticket = await dispatcher.submit(Keys.direct_group(reader_id), [], kind=kind, args=args)
+        return (await dispatcher.outcome(ticket)).result
+
+    async def render_chat(self, group: str, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        """The conversation as prompt text, by the model's chat template.
+
+        Templates write the BOS token into the text, and the reader's tokenizer adds its own when it encodes the
+        prompt, so a leading BOS in the rendered text is dropped here: the model sees one, as it was trained.
+        """
+        reader_id = await self.pick(group)
+        args = {"inputs": [messages], "add_generation_prompt": add_generation_prompt}
+        try:
+            rendered = (await self._call(reader_id, "chat_template", args))["messages"][0]
+        except ApiError as err:
+            if err.status not in (404, 503):
+                raise from_api_error(err, group) from None
+            reader_id = await self.pick(group, fresh=True)
+            rendered = (await self._call(reader_id, "chat_template", args))["messages"][0]
+        bos = await self._bos_of(reader_id)
+        return rendered[len(bos):] if bos and rendered.startswith(bos) else rendered
+
+    async def _bos_of(self, reader_id: str) -> str:
+        if reader_id not in self._bos:
+            tokens = (await self._call(reader_id, "tokenize", {"text": ""}))["tokens"]
+            self._bos[reader_id] = tokens[0] if len(tokens) == 1 else ""
+        return self._bos[reader_id]
+
+    async def detokenize(self, group: str, prompts: list[list[int]], param: str) -> list[str]:
+        """Token-id inputs as text, by the group's tokenizer (special tokens dropped: the reader adds its own)."""
+        try:
+            results = await asyncio.gather(*(
+                self.call(group, "detokenize", {"tokens": ids, "skip_special_tokens": True}) for ids in prompts))
+        except OpenAIError as err:
+            if err.status == 400:
+                err.message, err.param = f"{param}: token ids could not be decoded: {err.message}", param
+            raise
+        return [r["text"] for r in results]
+
+    async def count_tokens(self, group: str, texts: list[str]) -> int:
+        results = await asyncio.gather(*(self.call(group, "tokenize", {"text": t}) for t in texts))
+        return sum(int(r["tokens_count"]) for r in results)
