@@ -49,10 +49,13 @@ def test_report_under_load_with_a_reader_killed(make_server: ServerFactory, redi
     worker.start()
     seen: dict[str, Any] = {}
 
-    def busy() -> bool:
+    def busy() -> bool:  # one report in which every collector has seen all six requests arrive
+        seen.clear()
         seen.update(report(server)[1])
         row = next((c for c in seen.get("consumers", {}).get("consumers", []) if c["name"] == "primary"), None)
-        return row is not None and (row["ack_pending"], row["pending"]) == (4, 2)
+        stream = next((s for s in seen.get("streams", []) if s["name"].endswith("{primary}")), None)
+        return (row is not None and (row["ack_pending"], row["pending"]) == (4, 2)
+                and stream is not None and stream["messages"] == 6)
 
     wait_for(busy, 15, "four in progress, two queued", server)
     assert seen["status"] == "ok" and seen["jobs"]["processing"] == 4 and seen["jobs"]["unprocessed"] == 2
