@@ -1,0 +1,249 @@
+#!/usr/bin/env python
+"""Generation throughput through the whole server against the same model in-process, in one run.
+
+    /work/main/.venv/bin/python bench/generation.py [--hidden 64] [--layers 2] [--duration S] [--threads N] [--quick]
+
+1. Builds the tiny random-weight Llama of the reader tests (tests/readers/tiny_models.py, byte-level BPE tokenizer;
+   hidden 64 and 2 layers by default, as bench/generation_inprocess.py) in `<tmp>/models/tiny-llama`.
+2. In the bench process, before the server starts: loads it the way the reader does (`GenerationEngine`) and
+   measures generated tokens/s, greedy, `min_new_tokens` = `max_new_tokens` = `--new-tokens` (64), for one static
+   left-padded `model.generate` of `--jobs` (32) prompts, for `model.generate` of one prompt at a time, and (for
+   reference) for the reader's engine with 32 concurrent jobs, each for `--inproc-seconds`. The same pass runs
+   again after the server has stopped (unless `--no-after`).
+3. Starts `liftoff serve` from a temporary config.toml (six free loopback ports, `repository_path = <tmp>/models`)
+   with one reader (`model_name = "tiny-llama"`, `consumer_group = "primary"`, `max_batch_size = 64`), waits for
+   `GET /healthz` = 200 on the management port, checks that a request gets its 64 tokens, then drives
+   `POST /generate {"text", "max_new_tokens": 64, "min_new_tokens": 64, "consumer_group": "primary"}` at
+   concurrency 1, 8, 32 and 64 (each with a warm-up and a fixed measured window) and stops it with SIGTERM.
+4. Prints both tables, CPU time per request by process, and the ratios at c=32: gateway / in-process static batch
+   of 32 (target >= 0.7) and gateway / in-process sequential (target >= 5), each against the better of the two
+   in-process passes.
+
+Every successful response carries exactly `--new-tokens` tokens (min = max; checked with `return_metadata` before
+measuring), so tokens/s through the gateway = responses/s x new tokens. torch uses `--threads` intra-op threads
+(default 1) in the bench process and, through LIFTOFF_TORCH_THREADS, in the reader. Timings are
+reported, never asserted: the exit status is non-zero only if the server fails to start (130 on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# As in bench/embeddings.py: the repository root instead of bench/ first on sys.path, so that `gateway` is the
+# project's package; the bench modules are imported as `bench.*`.
+if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
+elif str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench.embeddings import (  # noqa: E402  (the server harness and report helpers live there)
+    THREADS_ENV,
+    GatewayHarness,
+    InProcess,
+    Timed,
+    apply_quick,
+    common_flags,
+    conditions_json,
+    header_lines,
+    measure_all,
+    post_json,
+    print_gateway,
+    run_loop,
+    timed,
+    verdict,
+)
+
+GROUP = "primary"
+MODEL_DIR = "tiny-llama"
+
+
+def inprocess(args: argparse.Namespace, path: Path, texts: list[str]) -> list[Timed]:
+    import torch
+
+    from bench.generation_inprocess import bench_engine
+    from liftoff.settings import ReaderConfig
+    from readers.engines.generation import GenerationEngine
+
+    engine = GenerationEngine(ReaderConfig(model_name=str(path), max_batch_size=args.jobs))
+    asyncio.run(engine.load())  # applies LIFTOFF_TORCH_THREADS, loads fp32 with SDPA attention, as the reader
+    model, tok, new = engine.model, engine.tokenizer, args.new_tokens
+    batch_texts = texts[: args.jobs]
+    tok.padding_side = "left"
+    batch = tok(batch_texts, return_tensors="pt", padding=True)
+    singles = [tok(t, return_tensors="pt") for t in batch_texts]
+
+    def generate(inputs) -> int:
+        with torch.inference_mode():
+            out = model.generate(**inputs, do_sample=False, max_new_tokens=new, min_new_tokens=new,
+                                 pad_token_id=tok.pad_token_id)
+        return (out.shape[1] - inputs.input_ids.shape[1]) * out.shape[0]
+
+    def static(_i: int) -> float:
+        return generate(batch)
+
+    def sequential(i: int) -> float:
+        return generate(singles[i % len(singles)])
+
+    def engine_jobs(_i: int) -> float:
+        bench_engine(engine, batch_texts, new)  # min = max new tokens: every job generates `new`
+        return len(batch_texts) * new
+
+    try:
+        for warm in (static, sequential, engine_jobs):
+            warm(0)
+        return [
+            timed(f"static batch: generate({len(batch_texts)} prompts)", static, args.inproc_seconds, 2),
+            timed("sequential: generate(1 prompt)", sequential, args.inproc_seconds, 4),
+            timed(f"reader engine, {len(batch_texts)} concurrent jobs", engine_jobs, args.inproc_seconds, 2),
+        ]
+    finally:
+        engine.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    common_flags(p)
+    p.add_argument("--hidden", type=int, default=64, help="tiny Llama hidden size (64)")
+    p.add_argument("--layers", type=int, default=2, help="tiny Llama layers (2)")
+    p.add_argument("--new-tokens", type=int, default=64, help="new tokens per request, min = max (64)")
+    p.add_argument("--jobs", type=int, default=32, help="in-process static batch size; the headline concurrency (32)")
+    p.add_argument("--max-batch-size", type=int, default=64, help="reader max_batch_size (64)")
+    args = p.parse_args(argv)
+    apply_quick(args)
+    argv = sys.argv[1:] if argv is None else argv
+    concs = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
+    os.environ[THREADS_ENV] = str(args.threads)
+
+    import torch
+
+    from bench.generation_inprocess import prompts
+
+    torch.set_num_threads(args.threads)
+    texts = prompts(max(64, args.jobs))
+    new = args.new_tokens
+    bodies = [json.dumps({"text": t, "max_new_tokens": new, "min_new_tokens": new, "consumer_group": GROUP}).encode()
+              for t in texts]
+    tmp = Path(tempfile.mkdtemp(prefix="liftoff-bench-generate-"))
+    harness: GatewayHarness | None = None
+    code = 0
+    try:
+        sys.path.insert(0, str(REPO / "tests" / "readers"))
+        from tiny_models import build_llama
+
+        path = build_llama(tmp / "models" / MODEL_DIR, hidden=args.hidden, layers=args.layers)
+        params = sum(t.numel() for t in _weights(path))
+        inproc = InProcess()
+        if not args.skip_inprocess:
+            print(f"in-process: tiny Llama hidden {args.hidden}, {args.layers} layers, torch threads "
+                  f"{torch.get_num_threads()} ...", flush=True)
+            inproc.add("before", inprocess(args, path, texts), "tokens")
+            gc.collect()
+
+        reader = {"model_name": MODEL_DIR, "consumer_group": GROUP, "max_batch_size": args.max_batch_size}
+        harness = GatewayHarness(tmp, reader, args.threads, args.workers, repository_path=tmp / "models")
+        started = time.monotonic()
+        harness.start()
+        print(f"starting liftoff serve (temp dir {tmp}) ...", flush=True)
+        failure = harness.wait_healthy(args.start_timeout)
+        if failure:
+            print(f"FAILED TO START: {failure}", file=sys.stderr)
+            return 1
+        print(f"healthy in {time.monotonic() - started:.1f}s: {harness.describe()}", flush=True)
+        status, body = post_json(harness.port, "/generate", {"text": texts[0], "max_new_tokens": new,
+                                                             "min_new_tokens": new, "consumer_group": GROUP,
+                                                             "return_metadata": True})
+        meta = body.get("metadata") if status == 200 and isinstance(body, dict) else body
+        print(f"check: POST /generate -> {status}, metadata {meta}", flush=True)
+        if not (isinstance(meta, dict) and meta.get("generated_tokens") == new):
+            print(f"WARNING: the check request did not generate {new} tokens; tokens/s below assume it does",
+                  flush=True)
+
+        results = run_loop(measure_all(harness, "/generate", bodies, concs, args.warmup, args.duration, "tokens",
+                                       new))
+        if args.hold > 0:
+            print(f"holding the server {args.hold:g}s: {harness.describe()}", flush=True)
+            time.sleep(args.hold)
+        harness.stop()
+        if inproc and not args.no_after:
+            print("in-process again, the server stopped ...", flush=True)
+            inproc.add("after", inprocess(args, path, texts), "tokens")
+            gc.collect()
+
+        lengths = [len(ids) for ids in _tokenize(path, texts)]
+        extra = [
+            f"model: tiny random-weight Llama, hidden {args.hidden}, {args.layers} layers, {params / 1e6:.2f} M "
+            f"parameters, fp32, SDPA; torch threads {args.threads} (bench process and reader: "
+            f"{THREADS_ENV}={args.threads})",
+            f"prompts: {len(texts)} distinct, {min(lengths)}-{max(lengths)} tokens; greedy, min_new_tokens = "
+            f"max_new_tokens = {new}",
+            f"gateway: POST /generate {{\"text\": <prompt>, \"max_new_tokens\": {new}, \"min_new_tokens\": {new}, "
+            f"\"consumer_group\": \"{GROUP}\"}}, {args.workers} worker(s); reader max_batch_size "
+            f"{args.max_batch_size}; {args.warmup:g}s warm-up + {args.duration:g}s measured per concurrency",
+        ]
+        header = header_lines("bench/generation.py", argv, extra)
+        print()
+        for line in header:
+            print(line)
+        print()
+        static, sequential = inproc.best("static"), inproc.best("sequential")
+        if inproc:
+            inproc.print("tokens", args.threads)
+            print()
+        print(f"through the gateway (HTTP -> gateway -> Redis -> reader -> back); tokens/s = responses/s x {new}; "
+              "÷: over the best in-process pass")
+        refs = [("static", static), ("sequential", sequential)] if inproc else []
+        print_gateway(results, "tokens", new, refs)
+        print()
+        out: dict = {"header": header, "inprocess_tokens_per_s": inproc.as_json(),
+                     "gateway": conditions_json(results, new), "ratios": {}}
+        head = args.jobs if args.jobs in results else max(concs)
+        if inproc and head in results:
+            rate = results[head].rps * new
+            r_static = rate / static if static else float("nan")
+            r_seq = rate / sequential if sequential else float("nan")
+            print(f"gateway c={head} / in-process static batch of {args.jobs}:  {r_static:.2f}   "
+                  f"(target >= 0.7: {verdict(r_static, 0.7)})")
+            print(f"gateway c={head} / in-process sequential:          {r_seq:.2f}x  "
+                  f"(target >= 5x: {verdict(r_seq, 5.0)})")
+            out["ratios"] = {f"gateway_c{head}_over_static": round(r_static, 3),
+                             f"gateway_c{head}_over_sequential": round(r_seq, 3)}
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    finally:
+        if harness is not None:
+            harness.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return code
+
+
+def _weights(path: Path):
+    from safetensors.torch import load_file
+
+    return [t for f in sorted(path.glob("*.safetensors")) for t in load_file(str(f)).values()]
+
+
+def _tokenize(path: Path, texts: list[str]) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))(texts)["input_ids"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
