@@ -47,7 +47,6 @@ class ReplySink:
         self._reader_id = reader_id
         self._keys = keys
         self._consumer = consumer
-        self._finish = redis.register_script(FINISH)
         self.dropped = 0  # terminal replies not written: another reader had taken the request over
         self._ops: list[tuple[str, Any]] = []
         self._flushing: asyncio.Task[None] | None = None
@@ -133,8 +132,10 @@ class ReplySink:
                 stream, fields = args
                 pipe.xadd(stream, fields, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
             elif name == "finish":
+                # EVAL rather than EVALSHA: Redis caches the compiled script by its hash anyway, and EVAL needs
+                # neither the SCRIPT EXISTS round trip a pipeline makes before EVALSHA nor a reload after a restart.
                 keys, argv = args
-                await self._finish(keys=keys, args=argv, client=pipe)
+                pipe.eval(FINISH, len(keys), *keys, *argv)
                 finishes.append(index)
             else:
                 getattr(pipe, name)(*args)
