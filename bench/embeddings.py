@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Embedding throughput through the whole server against the same model in-process, in one run.
 
-    /work/main/.venv/bin/python bench/embeddings.py [--duration S] [--threads N] [--quick]
+    .venv/bin/python bench/embeddings.py [--duration S] [--threads N] [--quick]
 
 1. In the bench process, before the server starts: loads the bundled sentence-transformers/all-MiniLM-L6-v2 the
    way the reader does (`EmbeddingEngine`), then measures sentences/s for one static `encode` of `--static-batch`

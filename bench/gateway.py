@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Gateway overhead benchmark: Liftoff's full /generate path against a bare Starlette app, in one run.
 
-    /work/main/.venv/bin/python bench/gateway.py [--duration S] [--rounds N] [--workers N] [--quick]
+    .venv/bin/python bench/gateway.py [--duration S] [--rounds N] [--workers N] [--quick]
 
 Starts, on free loopback ports,
 

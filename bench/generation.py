@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generation throughput through the whole server against the same model in-process, in one run.
 
-    /work/main/.venv/bin/python bench/generation.py [--hidden 64] [--layers 2] [--duration S] [--threads N] [--quick]
+    .venv/bin/python bench/generation.py [--hidden 64] [--layers 2] [--duration S] [--threads N] [--quick]
 
 1. Builds the tiny random-weight Llama of the reader tests (tests/readers/tiny_models.py, byte-level BPE tokenizer;
    hidden 64 and 2 layers by default, as bench/generation_inprocess.py) in `<tmp>/models/tiny-llama`.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generation engine throughput in-process, against static-batch and sequential `model.generate()`, in one run.
 
-    /work/main/.venv/bin/python bench/generation_inprocess.py [--jobs 32] [--new-tokens 64] [--rounds 2]
+    .venv/bin/python bench/generation_inprocess.py [--jobs 32] [--new-tokens 64] [--rounds 2]
                                                               [--hidden 64] [--layers 2]
 
 Builds the tiny random-weight Llama of the reader tests (byte-level BPE tokenizer) in a temporary directory, then,

@@ -4,7 +4,7 @@ One route, ``POST /generate`` (the same path and request bytes as the Liftoff ru
 It does not read or parse the request body: it is the floor that gunicorn's native asgi worker and Starlette's
 routing cost, nothing more.
 
-    python -m gunicorn -k asgi -w 1 -b 127.0.0.1:8000 --no-control-socket --chdir /work/main bench.hello_app:app
+    python -m gunicorn -k asgi -w 1 -b 127.0.0.1:8000 --no-control-socket --chdir <checkout> bench.hello_app:app
 """
 
 from __future__ import annotations

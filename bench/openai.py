@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Streaming chat through the OpenAI port against the same stream on the Takeoff port, in one run.
 
-    /work/main/.venv/bin/python bench/openai.py [--duration S] [--delay-ms 10] [--words 32] [--conc 1,8,32] [--quick]
+    .venv/bin/python bench/openai.py [--duration S] [--delay-ms 10] [--words 32] [--conc 1,8,32] [--quick]
 
 1. Starts `liftoff serve` from a temporary config.toml (six free loopback ports, one gateway worker) with one echo
    reader (`consumer_group = "primary"`, `max_batch_size = 256`, `echo_token_delay_ms = --delay-ms`: one decode

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Soak test: a steady mixed load on `liftoff serve` for a bounded time, watching for lost requests and growth.
 
-    /work/main/.venv/bin/python bench/soak.py [--minutes M] [--concurrency N] [--workers N] [--quick]
+    .venv/bin/python bench/soak.py [--minutes M] [--concurrency N] [--workers N] [--quick]
 
 Starts ``liftoff serve`` on free loopback ports (embedded Redis, ``--workers`` gunicorn workers, two echo readers
 in group ``primary``), warms up, then holds ``--concurrency`` keep-alive connections busy for ``--minutes`` with a
