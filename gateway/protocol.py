@@ -16,6 +16,18 @@ from liftoff.wire import GenerationParams
 
 MAX_NEW_TOKENS_LIMIT = 32_768
 
+# field: (lowest, lowest allowed itself?, highest or None, note) — one rule per generation parameter with a range
+BOUNDS: dict[str, tuple[float, bool, float | None, str]] = {
+    "sampling_temperature": (0, True, 100, " (0 = greedy)"),
+    "sampling_topp": (0, False, 1, ""),
+    "sampling_topk": (0, True, None, ""),
+    "repetition_penalty": (0, False, 10, ""),
+    "no_repeat_ngram_size": (0, True, None, ""),
+    "max_new_tokens": (1, True, MAX_NEW_TOKENS_LIMIT, ""),
+    "min_new_tokens": (0, True, None, ""),
+    "prompt_max_tokens": (1, True, None, ""),
+}
+
 
 def _rule(ok: bool, message: str, value: Any) -> None:
     if not ok:
@@ -56,46 +68,14 @@ class GenerateRequest(BaseModel):
             _rule(bool(value) and not any(c in value for c in " \t\r\n{}"), "consumer_group must be a name", value)
         return value
 
-    @field_validator("sampling_temperature")
+    @field_validator(*BOUNDS)
     @classmethod
-    def _temperature(cls, v: float | None) -> float | None:
+    def _within_bounds(cls, v: float | None, info: Any) -> float | None:
         if v is not None:
-            _rule(0 <= v <= 100, "sampling_temperature must be >= 0 and <= 100 (0 = greedy)", v)
-        return v
-
-    @field_validator("sampling_topp")
-    @classmethod
-    def _topp(cls, v: float | None) -> float | None:
-        if v is not None:
-            _rule(0 < v <= 1, "sampling_topp must be > 0 and <= 1", v)
-        return v
-
-    @field_validator("sampling_topk", "no_repeat_ngram_size", "min_new_tokens")
-    @classmethod
-    def _non_negative(cls, v: int | None, info: Any) -> int | None:
-        if v is not None:
-            _rule(v >= 0, f"{info.field_name} must be >= 0", v)
-        return v
-
-    @field_validator("repetition_penalty")
-    @classmethod
-    def _penalty(cls, v: float | None) -> float | None:
-        if v is not None:
-            _rule(0 < v <= 10, "repetition_penalty must be > 0 and <= 10", v)
-        return v
-
-    @field_validator("max_new_tokens")
-    @classmethod
-    def _max_new(cls, v: int | None) -> int | None:
-        if v is not None:
-            _rule(1 <= v <= MAX_NEW_TOKENS_LIMIT, f"max_new_tokens must be >= 1 and <= {MAX_NEW_TOKENS_LIMIT}", v)
-        return v
-
-    @field_validator("prompt_max_tokens")
-    @classmethod
-    def _prompt_max(cls, v: int | None) -> int | None:
-        if v is not None:
-            _rule(v >= 1, "prompt_max_tokens must be >= 1", v)
+            low, inclusive, high, note = BOUNDS[info.field_name]
+            ok = (v >= low if inclusive else v > low) and (high is None or v <= high)
+            upper = f" and <= {high}" if high is not None else ""
+            _rule(ok, f"{info.field_name} must be {'>=' if inclusive else '>'} {low}{upper}{note}", v)
         return v
 
     @field_validator("regex_string")
