@@ -15,8 +15,7 @@ from typing import Any
 from liftoff import metrics
 from liftoff.settings import ReaderConfig
 from readers.engines.base import EngineLoadError
-from readers.engines.batching import DynamicBatcher
-from readers.engines.model_engine import ModelEngine
+from readers.engines.model_engine import BatchedModelEngine
 from readers.jobs import Job
 from readers.replies import ReplySink
 
@@ -25,8 +24,9 @@ log = logging.getLogger(__name__)
 ClassifyInput = str | tuple[str, str]
 
 
-class ClassificationEngine(ModelEngine):
+class ClassificationEngine(BatchedModelEngine):
     model_type = "classification"
+    thread_name = "liftoff-classify"
     kinds = frozenset({"classify"})
 
     def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
@@ -34,24 +34,13 @@ class ClassificationEngine(ModelEngine):
         super().__init__(config, repository_path, model_path)
         self.labels: list[str] = []
         self.max_length = 512
-        self._thread: Any = None
-        self._batcher: DynamicBatcher | None = None
-
-    async def load(self) -> None:
-        from readers.engines.torch_device import TorchThread
-
-        await asyncio.to_thread(self._load)
-        self._thread = TorchThread("liftoff-classify")
-        self._batcher = DynamicBatcher(self.max_batch_size, self.config.batch_duration_millis, self._classify)
 
     def _load(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from readers.engines.torch_device import configure_threads, pick_device, pick_dtype
+        from readers.engines.torch_device import pick_dtype
 
-        configure_threads()
-        device = pick_device(self.config.device)
-        self.device = str(device)
+        device = self.settle_device()
         path = self.resolved_path()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -65,7 +54,7 @@ class ClassificationEngine(ModelEngine):
         self.max_length = min(self.config.max_sequence_length or limit, limit)
         log.info("classification model %s on %s (labels %s)", path, device, self.labels)
 
-    async def _classify(self, inputs: list[ClassifyInput]) -> list[dict[str, Any]]:
+    async def process_batch(self, inputs: list[ClassifyInput]) -> list[dict[str, Any]]:
         return await self._thread.call(self._classify_sync, inputs)
 
     def _classify_sync(self, inputs: list[ClassifyInput]) -> list[dict[str, Any]]:

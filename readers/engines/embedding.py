@@ -8,45 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
-from typing import Any
 
 from liftoff import metrics
-from liftoff.settings import ReaderConfig
 from readers.engines.base import EngineLoadError
-from readers.engines.batching import DynamicBatcher
-from readers.engines.model_engine import ModelEngine
+from readers.engines.model_engine import BatchedModelEngine
 from readers.jobs import Job
 from readers.replies import ReplySink
 
 log = logging.getLogger(__name__)
 
 
-class EmbeddingEngine(ModelEngine):
+class EmbeddingEngine(BatchedModelEngine):
     model_type = "embedding"
+    thread_name = "liftoff-embed"
     kinds = frozenset({"embed"})
-
-    def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
-                 model_path: str | Path | None = None) -> None:
-        super().__init__(config, repository_path, model_path)
-        self._thread: Any = None
-        self._batcher: DynamicBatcher | None = None
-
-    async def load(self) -> None:
-        from readers.engines.torch_device import TorchThread
-
-        await asyncio.to_thread(self._load)
-        self._thread = TorchThread("liftoff-embed")
-        self._batcher = DynamicBatcher(self.max_batch_size, self.config.batch_duration_millis, self._encode)
 
     def _load(self) -> None:
         from sentence_transformers import SentenceTransformer
 
-        from readers.engines.torch_device import configure_threads, pick_device
 
-        configure_threads()
-        device = pick_device(self.config.device)
-        self.device = str(device)
+        device = self.settle_device()
         path = self.resolved_path()
         try:
             self.model = SentenceTransformer(str(path), device=str(device), local_files_only=True)
@@ -60,7 +41,7 @@ class EmbeddingEngine(ModelEngine):
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         log.info("embedding model %s on %s (dimension %s)", path, device, dimension())
 
-    async def _encode(self, texts: list[str]) -> list[list[float]]:
+    async def process_batch(self, texts: list[str]) -> list[list[float]]:
         return await self._thread.call(self._encode_sync, texts)
 
     def _encode_sync(self, texts: list[str]) -> list[list[float]]:

@@ -57,11 +57,9 @@ class GenerationEngine(ModelEngine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from readers.engines.torch_device import configure_threads, pick_device, pick_dtype
+        from readers.engines.torch_device import pick_dtype
 
-        configure_threads()
-        device = pick_device(self.config.device)
-        self.device = str(device)
+        device = self.settle_device()
         path = self.resolved_path()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import abc
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from liftoff.settings import ReaderConfig
 from readers.engines.base import Engine
+from readers.engines.batching import DynamicBatcher
 from readers.engines.tokenizer_tools import TokenizerHelpers
 from readers.models import resolve_model
 
@@ -21,8 +24,45 @@ class ModelEngine(TokenizerHelpers, Engine):
         self.model: Any = None
         self.tokenizer: Any = None
 
+    def settle_device(self) -> Any:
+        """Apply the CPU thread setting and pick the torch device this reader runs on (call from load's thread)."""
+        from readers.engines.torch_device import configure_threads, pick_device
+
+        configure_threads()
+        device = pick_device(self.config.device)
+        self.device = str(device)
+        return device
+
     def resolved_path(self) -> Path:
         """The model's directory; resolving may download it, so call this off the event loop (from load)."""
         if self.model_path is None:
             self.model_path = resolve_model(self.config.model_name, self.repository_path, self.config.access_token)
         return self.model_path
+
+
+class BatchedModelEngine(ModelEngine):
+    """Engines that answer a whole batch in one call (embeddings, classification): requests arriving within
+    batch_duration_millis are merged, up to max_batch_size inputs, and run on one torch thread."""
+
+    thread_name = "liftoff-batch"
+
+    def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
+                 model_path: str | Path | None = None) -> None:
+        super().__init__(config, repository_path, model_path)
+        self._thread: Any = None
+        self._batcher: DynamicBatcher | None = None
+
+    async def load(self) -> None:
+        from readers.engines.torch_device import TorchThread
+
+        await asyncio.to_thread(self._load)
+        self._thread = TorchThread(self.thread_name)
+        self._batcher = DynamicBatcher(self.max_batch_size, self.config.batch_duration_millis, self.process_batch)
+
+    @abc.abstractmethod
+    def _load(self) -> None:
+        """Load the model (runs off the event loop)."""
+
+    @abc.abstractmethod
+    async def process_batch(self, inputs: list[Any]) -> list[Any]:
+        """One result per input, in order."""
