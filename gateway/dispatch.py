@@ -173,6 +173,19 @@ class Dispatcher:
         raise_for_reply(reply)
         return reply
 
+    async def first_reply(self, ticket: Ticket) -> Reply:
+        """The first reply of a stream, which decides its status line: an error before any token is raised as a
+        plain HTTP error (and the ticket released) instead of being sent after a 200."""
+        try:
+            first = await self.next_reply(ticket)
+        except BaseException:
+            self.release(ticket, finished=False)
+            raise
+        if first.kind == "error":
+            self.release(ticket, finished=True)
+            raise_for_reply(first)
+        return first
+
     def _withdraw(self, ticket: Ticket) -> None:
         """Nobody waits for `ticket` any more: delete its entry if no reader took it yet, and tell the reader that
         did, so that its generation leaves the batch."""

@@ -11,7 +11,7 @@ from starlette.routing import Route
 from gateway import sse
 from gateway.context import Gateway
 from gateway.dispatch import Ticket
-from gateway.errors import ApiError, error_for_status, raise_for_reply
+from gateway.errors import ApiError, error_for_status
 from gateway.generate_asgi import GenerateApp
 from gateway.parsing import parse_body
 from gateway.port_app import port_app
@@ -37,15 +37,7 @@ def create_inference_app(gw: Gateway) -> ASGIApp:
 
     async def generate_stream(request: Request) -> Response:
         req, ticket = await submit(request, stream=True)
-        # The first reply decides the status line: an error before any token is a plain HTTP error.
-        try:
-            first = await dispatcher.next_reply(ticket)
-        except BaseException:
-            dispatcher.release(ticket, finished=False)
-            raise
-        if first.kind == "error":
-            dispatcher.release(ticket, finished=True)
-            raise_for_reply(first)
+        first = await dispatcher.first_reply(ticket)
         return sse.response(stream_events(req, ticket, first))
 
     async def stream_events(req: GenerateRequest, ticket: Ticket, reply: Reply) -> AsyncIterator[bytes]:

@@ -144,15 +144,7 @@ class Completion:
     async def stream(self) -> Response:
         dispatcher = self.gw.dispatcher
         ticket = await self.submit(stream=True)
-        # The first reply decides the status line: an error before any token is a plain HTTP error.
-        try:
-            first = await dispatcher.next_reply(ticket)
-        except BaseException:
-            dispatcher.release(ticket, finished=False)
-            raise
-        if first.kind == "error":
-            dispatcher.release(ticket, finished=True)
-            raise error_for_status(first.status or 500, first.message or "the reader reported an error")
+        first = await dispatcher.first_reply(ticket)
         return sse.response(self._events(ticket, first))
 
     def _chunk(self, index: int, text: str | None, reason: str | None = None, role: bool = False) -> bytes:

@@ -34,6 +34,12 @@ def _rule(ok: bool, message: str, value: Any) -> None:
         raise ValueError(f"{message}; given {value!r}")
 
 
+def _non_empty_texts(value: str | list[str]) -> str | list[str]:
+    if isinstance(value, list):
+        _rule(len(value) > 0, "text must be a string or a non-empty list of strings", value)
+    return value
+
+
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -57,9 +63,7 @@ class GenerateRequest(BaseModel):
     @field_validator("text")
     @classmethod
     def _text(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list):
-            _rule(len(value) > 0, "text must be a string or a non-empty list of strings", value)
-        return value
+        return _non_empty_texts(value)
 
     @field_validator("consumer_group")
     @classmethod
@@ -128,9 +132,7 @@ class EmbedRequest(BaseModel):
     @field_validator("text")
     @classmethod
     def _text(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list):
-            _rule(len(value) > 0, "text must be a string or a non-empty list of strings", value)
-        return value
+        return _non_empty_texts(value)
 
 
 class ClassifyRequest(BaseModel):
