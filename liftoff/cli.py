@@ -98,7 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _with_primary_model(settings: Settings, model: str) -> Settings:
     readers = [r for r in settings.readers if r.consumer_group != "primary"]
     primary = next((r for r in settings.readers if r.consumer_group == "primary"), ReaderConfig())
-    readers.insert(0, primary.model_copy(update={"model_name": model}))
+    # A model named on the command line is what the user wants served: no silent fallback when it can't be had.
+    readers.insert(0, primary.model_copy(update={"model_name": model, "fallback_model_name": None}))
     return settings.model_copy(update={"readers": readers})
 
 

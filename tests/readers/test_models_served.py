@@ -120,6 +120,19 @@ def test_offline_missing_model_fails_cleanly(make_server: ServerFactory, tmp_pat
     wait_for(lambda: "not restarting" in server.log(), 30, "the supervisor giving up on it", server)
 
 
+def test_a_reader_with_a_fallback_serves_it_and_says_why(make_server: ServerFactory, tmp_path: Path) -> None:
+    """The shipped `primary` on an offline machine: the hub model can't be had, the echo fallback serves."""
+    server = make_server(readers=[{"model_name": "someone/not-here", "fallback_model_name": "echo",
+                                   "reader_id": "fb", "consumer_group": "primary"}],
+                         repository_path=str(tmp_path))
+    entry = server.status()["status"]["live_readers"]["fb"]
+    assert entry["model_name"] == "echo"
+    assert "someone/not-here" in entry["error"] and "liftoff serve --model" in entry["error"]
+    r = post(server, "/generate", {"text": "hello world"})
+    assert r.status_code == 200 and r.json()["text"] == "hello world"
+    assert "serving the fallback model 'echo'" in server.log()
+
+
 def test_a_loaded_reader_calibrates_the_fit_engine(model_server: Server) -> None:
     r = httpx.get(model_server.mgmt + "/api/v1/models/tiny-llama", timeout=30)
     assert r.status_code == 200, r.text
