@@ -8,10 +8,10 @@
    step per token at a model's pace) and waits for `GET /healthz` = 200 on the management port.
 2. For each concurrency, runs back to back (a warm-up whose requests are not counted, then `--duration` seconds):
    * **openai**: `POST /v1/chat/completions {"model": "primary", "messages": [one user message of --words words],
-     "stream": true, "stream_options": {"include_usage": true}}` on the OpenAI port: the chat template is rendered
-     by the reader first, then the rendered text streams back token by token;
+     "stream": true, "stream_options": {"include_usage": true}}` on the OpenAI port: the reader that takes it
+     renders the chat template, then streams the rendered text back token by token;
    * **takeoff**: `POST /generate_stream {"text": <that rendered text>}` on the inference port: the same tokens,
-     without the template round trip and the chunk envelope.
+     without the template and the chunk envelope.
 3. Prints per condition: responses/s, streamed tokens/s, time to first token (p50, p95: the first content-bearing
    event) and total latency (p50), then the ratios openai / takeoff. Figures are reported, never asserted.
 """

@@ -41,8 +41,7 @@ def openai_routes(gw: Gateway) -> list[Route]:
     async def chat_completions(request: Request) -> Response:
         req = parse_openai(ChatCompletionRequest, await read_json_object(request))
         messages = [m.template_view() for m in req.messages]
-        prompt = await readers.render_chat(req.model, messages, req.add_generation_prompt)
-        return await respond(Completion(gw, "chat", req, [prompt]))
+        return await respond(Completion(gw, "chat", req, [], chat=messages))
 
     async def completions(request: Request) -> Response:
         req = parse_openai(CompletionRequest, await read_json_object(request))

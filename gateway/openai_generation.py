@@ -81,8 +81,9 @@ class Completion:
     gw: Gateway
     kind: Kind
     req: SamplingRequest
-    prompts: list[str]
+    prompts: list[str]  # text completions; empty for a chat
     echo: bool = False
+    chat: list[dict[str, Any]] | None = None  # a chat's messages, rendered by the reader that takes the request
     id: str = field(default_factory=lambda: secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -91,19 +92,26 @@ class Completion:
         return self.req.choices_per_prompt
 
     @property
-    def texts(self) -> list[str]:
-        return [p for p in self.prompts for _ in range(self.n)]
+    def count(self) -> int:
+        """Choices in all: `n` per prompt (per conversation for a chat)."""
+        return self.n * (1 if self.chat is not None else len(self.prompts))
 
     async def submit(self, stream: bool) -> Ticket:
         settings = self.gw.settings
-        check_count(len(self.texts), settings.max_user_batch_size)
-        for i, prompt in enumerate(self.prompts):
-            size = len(prompt.encode())
+        check_count(self.count, settings.max_user_batch_size)
+        what = "messages" if self.chat is not None else "prompt {}"
+        sizes = [sum(len(str(m.get("content") or "").encode()) for m in self.chat)] if self.chat is not None \
+            else [len(p.encode()) for p in self.prompts]
+        for i, size in enumerate(sizes):
             if size > settings.max_prompt_string_bytes:
-                raise error_for_status(400, f"prompt {i} is {size} bytes; the limit (max_prompt_string_bytes) is "
-                                       f"{settings.max_prompt_string_bytes}")
-        return await self.gw.dispatcher.submit(self.req.model, self.texts, self.req.params(), stream=stream,
-                                               batched=True)
+                raise error_for_status(400, f"{what.format(i)} is {size} bytes; the limit (max_prompt_string_bytes) "
+                                       f"is {settings.max_prompt_string_bytes}")
+        texts = [p for p in self.prompts for _ in range(self.n)]
+        work: dict[str, Any] = {}
+        if self.chat is not None:
+            work = {"chats": [self.chat] * self.n, "add_generation_prompt": self.req.add_generation_prompt}
+        return await self.gw.dispatcher.submit(self.req.model, texts, self.req.params(), stream=stream,
+                                               batched=True, **work)
 
     def usage(self, metadata: list[dict[str, Any]] | None) -> dict[str, int]:
         meta = metadata or []
@@ -160,7 +168,7 @@ class Completion:
 
     async def _events(self, ticket: Ticket, reply: Reply) -> AsyncIterator[bytes]:
         dispatcher = self.gw.dispatcher
-        count = len(self.texts)
+        count = self.count
         cuts = [StopCut(self.req.stops) for _ in range(count)]
         open_ = set(range(count))  # choices whose finish chunk is not sent yet
         finished = False

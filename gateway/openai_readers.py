@@ -1,9 +1,9 @@
 """The tokenizer work the OpenAI port needs from one live reader of a model's consumer group.
 
-Chat messages are rendered by the model's own chat template (the `chat_template` work of one reader, picked
-round-robin from the registry), token-id inputs are turned back into text by its tokenizer (`detokenize`), and
-embedding inputs are counted with it (`tokenize`). All of it goes through the reader's direct group, as the
-inference port's /chat_template/{reader_id} does.
+Token-id inputs are turned back into text by the tokenizer of one reader of the group (`detokenize`, the reader
+picked round-robin from the registry), and embedding inputs are counted with it (`tokenize`). All of it goes
+through the reader's direct group, as the inference port's /tokenize/{reader_id} does. (Chat messages are not
+rendered here: they travel in the generation work item and the reader that takes it renders them.)
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ class Readers:
         self._read_at = -REGISTRY_TTL_S
         self._records: list[registry.ReaderRecord] = []
         self._turn = itertools.count()
-        self._bos: dict[str, str] = {}  # reader id → the special token its tokenizer puts before a text
 
     async def records(self, fresh: bool = False) -> list[registry.ReaderRecord]:
         now = time.monotonic()
@@ -73,30 +72,6 @@ class Readers:
         dispatcher = self.gw.dispatcher
         ticket = await dispatcher.submit(Keys.direct_group(reader_id), [], kind=kind, args=args)
         return (await dispatcher.outcome(ticket)).result
-
-    async def render_chat(self, group: str, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
-        """The conversation as prompt text, by the model's chat template.
-
-        Templates write the BOS token into the text, and the reader's tokenizer adds its own when it encodes the
-        prompt, so a leading BOS in the rendered text is dropped here: the model sees one, as it was trained.
-        """
-        reader_id = await self.pick(group)
-        args = {"inputs": [messages], "add_generation_prompt": add_generation_prompt}
-        try:
-            rendered = (await self._call(reader_id, "chat_template", args))["messages"][0]
-        except ApiError as err:
-            if err.status not in (404, 503):
-                raise from_api_error(err, group) from None
-            reader_id = await self.pick(group, fresh=True)
-            rendered = (await self._call(reader_id, "chat_template", args))["messages"][0]
-        bos = await self._bos_of(reader_id)
-        return rendered[len(bos):] if bos and rendered.startswith(bos) else rendered
-
-    async def _bos_of(self, reader_id: str) -> str:
-        if reader_id not in self._bos:
-            tokens = (await self._call(reader_id, "tokenize", {"text": ""}))["tokens"]
-            self._bos[reader_id] = tokens[0] if len(tokens) == 1 else ""
-        return self._bos[reader_id]
 
     async def detokenize(self, group: str, prompts: list[list[int]], param: str) -> list[str]:
         """Token-id inputs as text, by the group's tokenizer (special tokens dropped: the reader adds its own)."""

@@ -58,6 +58,10 @@ class WorkItem(BaseModel):
     texts: list[str]  # prompts (or texts to embed / classify); one per user-batch item
     pairs: list[list[str]] | None = None  # classify: text pairs (cross-encoders), instead of texts
     args: dict[str, Any] | None = None  # tokenizer work: its arguments (tokens, conversations, flags)
+    # generate: conversations (lists of {role, content}) the reader renders with its model's chat template into
+    # `texts`, one per batch item, ending with the assistant's turn when add_generation_prompt (the OpenAI port's chat)
+    chats: list[list[dict[str, Any]]] | None = None
+    add_generation_prompt: bool = True
     batched: bool = False  # the user sent a list (affects only the response shape at the gateway)
     params: GenerationParams = Field(default_factory=GenerationParams)
     enqueued_ms: int  # epoch milliseconds when the gateway wrote it
@@ -160,6 +164,8 @@ def encode_work(
     kind: str = "generate",
     pairs: list[list[str]] | None = None,
     args: dict[str, Any] | None = None,
+    chats: list[list[dict[str, Any]]] | None = None,
+    add_generation_prompt: bool = True,
 ) -> dict[bytes, bytes]:
     """The entry `encode(WorkItem(...))` writes, built without a model (the gateway's hot path).
 
@@ -174,6 +180,9 @@ def encode_work(
         item["pairs"] = pairs
     if args is not None:
         item["args"] = args
+    if chats is not None:
+        item["chats"] = chats
+        item["add_generation_prompt"] = add_generation_prompt
     return {FIELD: orjson.dumps(item)}
 
 

@@ -6,6 +6,7 @@ import abc
 from typing import Any
 
 from liftoff.settings import ReaderConfig
+from liftoff.wire import WorkItem
 from readers.jobs import Job
 from readers.replies import ReplySink
 
@@ -40,6 +41,16 @@ class Engine(abc.ABC):
     def tokenizer_op(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
         """`tokenize` → {tokens, tokens_count}; `detokenize` → {text}; `chat_template` → {messages}."""
         raise EngineRequestError(400, f"this reader's engine ({type(self).__name__}) has no tokenizer")
+
+
+    def prompt_texts(self, item: WorkItem) -> list[str]:
+        """A generate item's prompts: its texts, or its chats rendered by the model's chat template (one hop for the
+        OpenAI port's chat: the gateway need not ask a reader for the rendering first). EngineRequestError(422)
+        when a conversation can't be rendered."""
+        if item.chats is None:
+            return item.texts
+        args = {"inputs": item.chats, "add_generation_prompt": item.add_generation_prompt}
+        return list(self.tokenizer_op("chat_template", args)["messages"])
 
 
 class EngineRequestError(Exception):

@@ -47,7 +47,12 @@ class EchoEngine(Engine):
     model_type = "generation"
 
     async def run(self, jobs: list[Job], sink: ReplySink) -> None:
-        rows = [self._row(job) for job in jobs]
+        rows = []
+        for job in jobs:
+            try:
+                rows.append(self._row(job))
+            except EngineRequestError as exc:
+                sink.error(job, exc.status, str(exc))
         delay_s = self.config.echo_token_delay_ms / 1000
         while rows:
             for row in rows:
@@ -76,14 +81,17 @@ class EchoEngine(Engine):
             if any(not isinstance(t, str) for t in args["tokens"]):
                 raise EngineRequestError(422, "the echo tokenizer has no token ids; send tokens as strings")
             return {"text": "".join(args["tokens"])}
-        prompt = "assistant: " if args["add_generation_prompt"] else ""
-        chats = ["".join(f"{m['role']}: {m['content']}\n" for m in chat) + prompt for chat in args["inputs"]]
+        prompt = "assistant: " if args.get("add_generation_prompt", True) else ""
+        try:
+            chats = ["".join(f"{m['role']}: {m['content']}\n" for m in chat) + prompt for chat in args["inputs"]]
+        except (KeyError, TypeError) as exc:
+            raise EngineRequestError(422, f"chat_template: every message needs a role and a content ({exc})") from exc
         return {"messages": chats}
 
     def _row(self, job: Job) -> _Row:
         params = job.item.params
         outputs, prompt_tokens = [], []
-        for text in job.item.texts:
+        for text in self.prompt_texts(job.item):
             tokens = tokenize(text)
             if params.prompt_max_tokens is not None:
                 tokens = tokens[-params.prompt_max_tokens :]

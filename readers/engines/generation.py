@@ -18,7 +18,7 @@ from typing import Any
 
 from liftoff import metrics
 from liftoff.settings import ReaderConfig
-from readers.engines.base import EngineLoadError
+from readers.engines.base import EngineLoadError, EngineRequestError
 from readers.engines.constrained import Grammars, constrained
 from readers.engines.generation_batch import Event, Request, Row, Scheduler
 from readers.engines.model_engine import ModelEngine
@@ -159,13 +159,14 @@ class GenerationEngine(ModelEngine):
         for job in jobs:
             try:
                 out.append(self._prepare(job))
-            except PromptError as exc:
+            except (PromptError, EngineRequestError) as exc:
                 out.append(str(exc))
         return out
 
     def _prepare(self, job: Job) -> list[Row]:
         item, params = job.item, job.item.params
-        if not item.texts:
+        texts = self.prompt_texts(item)
+        if not texts:
             raise PromptError("text: no prompt given")
         if params.lora_id:
             raise PromptError("lora_id: LoRA adapters are not supported by this reader")
@@ -175,11 +176,13 @@ class GenerationEngine(ModelEngine):
             raise PromptError("json_schema / regex_string: constrained decoding is not supported by this reader")
         sampling = RowSampling(params.sampling_temperature, params.sampling_topk, params.sampling_topp,
                                params.repetition_penalty)
-        request = Request(job=job, sink=None, rows_left=len(item.texts), texts=[""] * len(item.texts),
-                          metadata=[{} for _ in item.texts])
+        request = Request(job=job, sink=None, rows_left=len(texts), texts=[""] * len(texts),
+                          metadata=[{} for _ in texts])
         rows = []
-        for index, text in enumerate(item.texts):
-            prompt = self._prompt_ids(text, params.use_chat_template, params.prompt_max_tokens, index, len(item.texts))
+        for index, text in enumerate(texts):
+            ids = self.templated_ids(text) if item.chats is not None else \
+                self.tokenize_ids(text, use_chat_template=params.use_chat_template)
+            prompt = self._prompt_ids(ids, params.prompt_max_tokens, index, len(texts))
             enforcer = None
             if constrained(params):
                 assert self.grammars is not None
@@ -196,9 +199,8 @@ class GenerationEngine(ModelEngine):
             ))
         return rows
 
-    def _prompt_ids(self, text: str, chat: bool, keep_last: int | None, index: int, count: int) -> list[int]:
+    def _prompt_ids(self, ids: list[int], keep_last: int | None, index: int, count: int) -> list[int]:
         where = f"text[{index}]" if count > 1 else "text"
-        ids = self.tokenize_ids(text, use_chat_template=chat)
         if keep_last is not None and keep_last > 0:
             ids = ids[-keep_last:]
         if not ids:

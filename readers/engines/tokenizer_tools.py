@@ -108,13 +108,19 @@ class TokenizerHelpers:
     def tokenize_ids(self, text: str, use_chat_template: bool = False, skip_special_tokens: bool = False) -> list[int]:
         """Token ids of `text` (after the chat template when asked; the template adds its own special tokens)."""
         if use_chat_template:
-            text = self.chat_prompt(text)
-        with self._lock():
-            ids = list(self.tokenizer(text, add_special_tokens=not use_chat_template)["input_ids"])
+            ids = self.templated_ids(self.chat_prompt(text))
+        else:
+            with self._lock():
+                ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
         if skip_special_tokens:
             special = set(self.tokenizer.all_special_ids)
             ids = [i for i in ids if i not in special]
         return ids
+
+    def templated_ids(self, rendered: str) -> list[int]:
+        """Token ids of text a chat template rendered: the template wrote the special tokens it wants already."""
+        with self._lock():
+            return list(self.tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
     def tokenize(self, text: str, use_chat_template: bool = False, skip_special_tokens: bool = False) -> list[str]:
         """Token strings of `text`, as the tokenizer's vocabulary spells them."""

@@ -27,3 +27,12 @@ def test_absent_parameters_take_their_defaults_at_the_reader() -> None:
 def test_undecodable_entries_still_name_their_sender() -> None:
     assert wire.peek_ids({wire.FIELD: b'{"id": "w:3", "reply_to": "r", "v": 99}'}) == ("w:3", "r")
     assert wire.peek_ids({b"other": b"x"}) == (None, None)
+
+
+def test_chats_travel_to_the_reader_with_their_flag() -> None:
+    chats = [[{"role": "user", "content": "hi"}]]
+    fast = wire.encode_work(id="w:4", reply_to="r", stream=False, texts=[], batched=True, params={},
+                            enqueued_ms=1, deadline_ms=2, chats=chats, add_generation_prompt=False)
+    item = wire.decode_work(fast)
+    assert item.chats == chats and item.add_generation_prompt is False
+    assert wire.decode_work(fast) == wire.decode_work(wire.encode(item))

@@ -308,6 +308,13 @@ def test_completion_and_embedding_refusals(client: openai.OpenAI) -> None:
         client.embeddings.create(model="primary", input="x")
 
 
+def test_chat_on_a_model_that_does_not_generate_is_the_readers_400(client: openai.OpenAI) -> None:
+    """Chats are rendered by the reader that takes them: an embedding reader refuses the work, in one hop."""
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="embed", messages=[{"role": "user", "content": "hi"}])
+    assert "does not serve generate" in exc.value.body["message"]  # type: ignore[index]
+
+
 def test_envelope_for_malformed_bodies_and_unknown_routes(server: Server) -> None:
     base = server.port_url("openai_port")
     r = httpx.post(base + "/v1/chat/completions", content=b"{not json", timeout=10,
