@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Streaming chat through the OpenAI port against the same stream on the Takeoff port, in one run.
 
-    .venv/bin/python bench/openai.py [--duration S] [--delay-ms 10] [--words 32] [--conc 1,8,32] [--quick]
+    .venv/bin/python bench/openai.py [--duration S] [--delay-ms 10] [--words 32] [--conc 1,8,32] [--rounds 2]
+                                     [--client raw|httpx] [--quick]
 
 1. Starts `liftoff serve` from a temporary config.toml (six free loopback ports, one gateway worker) with one echo
    reader (`consumer_group = "primary"`, `max_batch_size = 256`, `echo_token_delay_ms = --delay-ms`: one decode
    step per token at a model's pace) and waits for `GET /healthz` = 200 on the management port.
-2. For each concurrency, runs back to back (a warm-up whose requests are not counted, then `--duration` seconds):
+2. For each concurrency, runs `--rounds` windows of each condition, alternating which goes first (each window a
+   warm-up whose requests are not counted, then `--duration` seconds), with a keep-alive connection per client:
    * **openai**: `POST /v1/chat/completions {"model": "primary", "messages": [one user message of --words words],
      "stream": true, "stream_options": {"include_usage": true}}` on the OpenAI port: the reader that takes it
      renders the chat template, then streams the rendered text back token by token;
@@ -14,6 +16,8 @@
      without the template and the chunk envelope.
 3. Prints per condition: responses/s, streamed tokens/s, time to first token (p50, p95: the first content-bearing
    event) and total latency (p50), then the ratios openai / takeoff. Figures are reported, never asserted.
+   The client scans bytes rather than decoding events (`RawConnection`: it shares the machine's cores with the
+   server); `--client httpx` decodes every event as JSON, as an OpenAI client would.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -95,9 +100,14 @@ class Result:
     errors: int = 0
     window_s: float = 0.0
 
+    def merged(self, other: Result) -> Result:
+        return Result(self.ttft_s + other.ttft_s, self.total_s + other.total_s, self.tokens + other.tokens,
+                      self.errors + other.errors, self.window_s + other.window_s)
+
 
 async def one_stream(client: httpx.AsyncClient, url: str, body: dict[str, object],
                      openai: bool) -> tuple[float, float, int]:
+    """One stream through httpx, each event parsed as an OpenAI client would (`--client httpx`)."""
     started = time.perf_counter()
     first = None
     tokens = 0
@@ -126,27 +136,92 @@ async def one_stream(client: httpx.AsyncClient, url: str, body: dict[str, object
     return (first or ended) - started, ended - started, tokens
 
 
+_CHUNKED_END = b"\r\n0\r\n\r\n"
+_OPENAI_TEXT = re.compile(rb'"content":"[^"]')  # a delta that carries text (the role chunk's content is "")
+
+
+class RawConnection:
+    """A keep-alive HTTP/1.1 connection that writes one prepared request and reads the chunked answer as bytes.
+
+    The default client (`--client raw`): on a two-core machine the client shares the CPUs with the server, and with
+    httpx about half of the client's CPU went to decoding lines and events, which came back as extra milliseconds of
+    time to first token, more for the OpenAI port's larger chunks. Scanning bytes measures the server instead.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def stream(self, request: bytes, openai: bool) -> tuple[float, float, int]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        started = time.perf_counter()
+        self.writer.write(request)
+        buf, first = b"", None
+        while not buf.endswith(_CHUNKED_END):
+            data = await self.reader.read(65536)
+            if not data:
+                self.writer = None
+                raise RuntimeError("the server closed the connection")
+            buf += data
+            if first is None and _has_text(buf, openai):
+                first = time.perf_counter()
+        ended = time.perf_counter()
+        head, _, events = buf.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200") or b'"error"' in events or b"event: error" in events:
+            raise RuntimeError(buf[:300].decode(errors="replace"))
+        tokens = len(_OPENAI_TEXT.findall(events)) if openai else events.count(b"data:")
+        return (first or ended) - started, ended - started, tokens
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _has_text(buf: bytes, openai: bool) -> bool:
+    _, sep, events = buf.partition(b"\r\n\r\n")
+    return bool(sep) and (_OPENAI_TEXT.search(events) is not None if openai else b"data:" in events)
+
+
+def raw_request(url: str, body: dict[str, object]) -> bytes:
+    path = "/" + url.split("/", 3)[3]
+    payload = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\n\r\n").encode() + payload
+
+
 async def measure(url: str, body: dict[str, object], openai: bool, conc: int, warmup_s: float,
-                  duration_s: float) -> Result:
+                  duration_s: float, client_kind: str = "raw") -> Result:
     result = Result()
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    request = raw_request(url, body)
+    port = int(url.split(":")[2].split("/")[0])
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         loop = asyncio.get_running_loop()
         start = loop.time()
         measure_from, end = start + warmup_s, start + warmup_s + duration_s
 
         async def worker() -> None:
-            while loop.time() < end:
-                began = loop.time()
-                try:
-                    ttft, total, tokens = await one_stream(client, url, body, openai)
-                except (RuntimeError, httpx.HTTPError):
-                    result.errors += 1
-                    continue
-                if began >= measure_from and loop.time() <= end:
-                    result.ttft_s.append(ttft)
-                    result.total_s.append(total)
-                    result.tokens += tokens
+            conn = RawConnection(port)
+            try:
+                while loop.time() < end:
+                    began = loop.time()
+                    try:
+                        if client_kind == "raw":
+                            ttft, total, tokens = await conn.stream(request, openai)
+                        else:
+                            ttft, total, tokens = await one_stream(client, url, body, openai)
+                    except (RuntimeError, OSError, httpx.HTTPError):
+                        result.errors += 1
+                        continue
+                    if began >= measure_from and loop.time() <= end:
+                        result.ttft_s.append(ttft)
+                        result.total_s.append(total)
+                        result.tokens += tokens
+            finally:
+                conn.close()
 
         await asyncio.gather(*(worker() for _ in range(conc)))
     result.window_s = duration_s
@@ -167,10 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=int, default=10, help="echo reader pause per decode step")
     parser.add_argument("--words", type=int, default=32, help="words in the user message")
     parser.add_argument("--conc", default="1,8,32", help="comma-separated concurrencies")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="windows per condition, alternating which port goes first (drift hits both alike)")
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                        help="raw: byte-scanning HTTP/1.1 client (default); httpx: parse every event as JSON")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s windows, c=1,8")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup, args.conc = 2.0, 0.5, "1,8"
+        args.duration, args.warmup, args.conc, args.rounds = 2.0, 0.5, "1,8", 1
     concs = [int(c) for c in args.conc.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="liftoff-bench-openai-"))
     proc, ports = start_server(tmp, args.delay_ms)
@@ -184,15 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         takeoff_body = {"text": rendered}
         print(f"liftoff OpenAI-port streaming bench: echo reader, {args.delay_ms} ms per token, "
               f"{args.words}-word message ({len(rendered.split()) + 1} streamed tokens), {args.duration:g} s windows, "
-              f"1 gateway worker, {os.cpu_count()} CPUs")
+              f"x {args.rounds} rounds, {args.client} client, 1 gateway worker, {os.cpu_count()} CPUs")
         print(f"{'condition':<16}{'resp/s':>9}{'tok/s':>10}{'ttft p50':>11}{'ttft p95':>11}{'total p50':>11}"
               f"{'err':>5}")
         rows: dict[tuple[str, int], Result] = {}
+        conditions = [("openai", openai_url, openai_body, True), ("takeoff", takeoff_url, takeoff_body, False)]
         for conc in concs:
-            for name, url, body, is_openai in (("openai", openai_url, openai_body, True),
-                                                ("takeoff", takeoff_url, takeoff_body, False)):
-                res = asyncio.run(measure(url, body, is_openai, conc, args.warmup, args.duration))
-                rows[(name, conc)] = res
+            for round_ in range(args.rounds):
+                for name, url, body, is_openai in conditions[:: 1 if round_ % 2 == 0 else -1]:
+                    res = asyncio.run(measure(url, body, is_openai, conc, args.warmup, args.duration, args.client))
+                    rows[(name, conc)] = rows[(name, conc)].merged(res) if (name, conc) in rows else res
+            for name, *_ in conditions:
+                res = rows[(name, conc)]
                 print(f"{name + f' c={conc}':<16}{len(res.total_s) / res.window_s:>9.1f}"
                       f"{res.tokens / res.window_s:>10.0f}{pct(res.ttft_s, 0.5) * 1000:>9.1f}ms"
                       f"{pct(res.ttft_s, 0.95) * 1000:>9.1f}ms{pct(res.total_s, 0.5) * 1000:>9.1f}ms{res.errors:>5}")

@@ -167,53 +167,74 @@ class Completion:
         return sse.json_event(self._envelope([choice], chunk=True, **extra))
 
     async def _events(self, ticket: Ticket, reply: Reply) -> AsyncIterator[bytes]:
+        """The stream's bytes, one write per reply: the role chunks go out with the first token, a choice's finish
+        chunk with its last token, so that the client's first text costs one send (each send is a trip through
+        the worker's event loop, behind every other stream's tokens)."""
         dispatcher = self.gw.dispatcher
-        count = self.count
-        cuts = [StopCut(self.req.stops) for _ in range(count)]
-        open_ = set(range(count))  # choices whose finish chunk is not sent yet
+        out: list[bytes] = []
         finished = False
         try:
-            for index in range(count):
+            for index in range(self.count):
                 prefix = self.prefix(index)
                 if self.kind == "chat" or prefix:
-                    yield self._chunk(index, prefix or None, role=self.kind == "chat")
+                    out.append(self._chunk(index, prefix or None, role=self.kind == "chat"))
+            state = _StreamState(self.count, self.req.stops)
             while True:
-                if reply.kind == "token":
-                    cut = cuts[reply.index]
-                    out = cut.feed(reply.text or "") if reply.index in open_ else ""
-                    if out:
-                        yield self._chunk(reply.index, out)
-                    if cut.hit and reply.index in open_:
-                        open_.discard(reply.index)
-                        yield self._chunk(reply.index, None, "stop")
-                        if not open_ and not self.req.include_usage:
-                            break  # the rest is of no use to anyone: withdrawn from the reader below
-                elif reply.kind == "done":
-                    finished = True
-                    metadata = reply.metadata or []
-                    for index in sorted(open_):
-                        tail = cuts[index].flush()
-                        if tail:
-                            yield self._chunk(index, tail)
-                        meta = metadata[index] if index < len(metadata) else {}
-                        yield self._chunk(index, None, meta.get("finish_reason") or "stop")
-                    if self.req.include_usage:
-                        yield sse.json_event(self._envelope([], chunk=True, usage=self.usage(metadata)))
-                    break
-                else:
-                    finished = True
-                    yield error_event(error_for_status(reply.status or 500, reply.message or "reader error"))
-                    break
+                finished = self._consume(reply, state, out)
+                if out:
+                    yield b"".join(out)
+                    out.clear()
+                if finished or (not state.open_ and not self.req.include_usage):
+                    break  # when every choice has hit a stop string, the rest is withdrawn from the reader below
                 try:
                     reply = await dispatcher.next_reply(ticket)
                 except ApiError as err:
                     yield error_event(err)
                     break
         except Exception as exc:  # noqa: BLE001 — after the first byte a failure can only be an event
-            yield error_event(exc)
+            yield b"".join(out) + error_event(exc)
         finally:
             dispatcher.release(ticket, finished)
         yield DONE
+
+    def _consume(self, reply: Reply, state: _StreamState, out: list[bytes]) -> bool:
+        """Append the chunks one reply makes to `out`; True when it was the terminal reply."""
+        if reply.kind == "token":
+            cut = state.cuts[reply.index]
+            text = cut.feed(reply.text or "") if reply.index in state.open_ else ""
+            if text:
+                out.append(self._chunk(reply.index, text))
+            if cut.hit and reply.index in state.open_:
+                state.open_.discard(reply.index)
+                out.append(self._chunk(reply.index, None, "stop"))
+            return False
+        if reply.kind == "done":
+            metadata = reply.metadata or []
+            for index in sorted(state.open_):
+                tail = state.cuts[index].flush()
+                if tail:
+                    out.append(self._chunk(index, tail))
+                meta = metadata[index] if index < len(metadata) else {}
+                out.append(self._chunk(index, None, meta.get("finish_reason") or "stop"))
+            if self.req.include_usage:
+                out.append(sse.json_event(self._envelope([], chunk=True, usage=self.usage(metadata))))
+            return True
+        out.append(error_event(error_for_status(reply.status or 500, reply.message or "reader error")))
+        return True
+
+
+@dataclass
+class _StreamState:
+    """Per choice of a stream: its stop-string cut, and whether its finish chunk is still to be sent."""
+
+    count: int
+    stops: list[str]
+    cuts: list[StopCut] = field(init=False)
+    open_: set[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cuts = [StopCut(self.stops) for _ in range(self.count)]
+        self.open_ = set(range(self.count))
 
 
 def error_event(exc: BaseException) -> bytes:
