@@ -17,9 +17,10 @@
    (target >= 0.8) and gateway at c=64 / in-process one at a time (target >= 5), each against the better of the
    two in-process passes. The server is stopped with SIGTERM before the second in-process pass.
 
-torch uses `--threads` intra-op threads (default 1) in the bench process and, through LIFTOFF_TORCH_THREADS, in
-the reader: on a small shared machine more threads than free cores make every op wait for a descheduled partner
-thread (see bench/README.md). Timings are reported, never asserted: the exit status is non-zero
+torch uses `--threads` intra-op threads in the bench process and, through LIFTOFF_TORCH_THREADS, in the reader:
+by default torch's own choice, one per core, which is how a reader runs unless `cpu_threads` says otherwise (for
+MiniLM here, batches run 1.4-1.7x faster on two threads than on one, single sentences about as fast; see
+bench/README.md). Timings are reported, never asserted: the exit status is non-zero
 only if the server fails to start (130 on Ctrl-C).
 
 The server harness below (`GatewayHarness`, `BodiesRun`, `InProcess`, the report helpers) is shared with
@@ -414,14 +415,15 @@ def conditions_json(results: dict[int, Result], per_request: float) -> list[dict
     } for conc, res in results.items()]
 
 
-def common_flags(p: argparse.ArgumentParser) -> None:
+def common_flags(p: argparse.ArgumentParser, threads: int = 1) -> None:
     p.add_argument("--duration", type=float, default=8.0, help="measured seconds per concurrency (8)")
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each concurrency (2)")
     p.add_argument("--inproc-seconds", type=float, default=5.0,
                    help="seconds per in-process condition, at least one call each (5)")
     p.add_argument("--concurrency", default=CONCURRENCY, help=f"comma-separated connection counts ({CONCURRENCY})")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads, in-process and in the reader (LIFTOFF_TORCH_THREADS) (1)")
+    p.add_argument("--threads", type=int, default=threads,
+                   help=f"torch intra-op threads, in-process and in the reader (LIFTOFF_TORCH_THREADS); 0: torch's "
+                        f"default, one per core, as a reader runs unless told otherwise ({threads})")
     p.add_argument("--workers", type=int, default=1, help="gateway workers (1)")
     p.add_argument("--quick", action="store_true", help="smoke run: 0.5 s warm-up, 2 s per concurrency, "
                                                         "1.5 s per in-process condition")
@@ -479,7 +481,7 @@ def inprocess(args: argparse.Namespace, texts: list[str], tmp: Path) -> list[Tim
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    common_flags(p)
+    common_flags(p, threads=0)
     p.add_argument("--static-batch", type=int, default=64, help="in-process static batch size (64)")
     p.add_argument("--max-batch-size", type=int, default=64, help="reader max_batch_size (64)")
     p.add_argument("--batch-ms", type=int, default=5, help="reader batch_duration_millis (5)")
@@ -487,10 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     apply_quick(args)
     argv = sys.argv[1:] if argv is None else argv
     concs = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
-    os.environ[THREADS_ENV] = str(args.threads)
-
     import torch
 
+    args.threads = args.threads or torch.get_num_threads()
+    os.environ[THREADS_ENV] = str(args.threads)
     torch.set_num_threads(args.threads)
     texts = sentences(256)
     bodies = [json.dumps({"text": t, "consumer_group": GROUP}).encode() for t in texts]

@@ -123,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     apply_quick(args)
     argv = sys.argv[1:] if argv is None else argv
     concs = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
-    os.environ[THREADS_ENV] = str(args.threads)
-
     import torch
 
     from bench.generation_inprocess import prompts
 
+    args.threads = args.threads or torch.get_num_threads()
+    os.environ[THREADS_ENV] = str(args.threads)
     torch.set_num_threads(args.threads)
     texts = prompts(max(64, args.jobs))
     new = args.new_tokens
