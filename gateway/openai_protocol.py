@@ -36,7 +36,7 @@ _WHY = {
     "dimensions": "embeddings come at the model's own dimension",
 }
 # Accepted and ignored: they do not change what is generated.
-_IGNORED = ("user", "store", "metadata", "service_tier", "parallel_tool_calls", "seed")
+_IGNORED = ("user", "store", "metadata", "service_tier", "parallel_tool_calls")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -104,6 +104,7 @@ class SamplingRequest(BaseModel):
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
+    seed: StrictInt | None = None  # choice i of the request samples from a generator seeded with seed + i
     # Extensions (the names vLLM uses for the same knobs).
     top_k: StrictInt | None = None
     min_tokens: StrictInt | None = None
@@ -209,6 +210,8 @@ class SamplingRequest(BaseModel):
             params["min_new_tokens"] = self.min_tokens
         if self.repetition_penalty is not None:
             params["repetition_penalty"] = self.repetition_penalty
+        if self.seed is not None:
+            params["seed"] = self.seed
         schema = self.response_format.decoding_schema() if self.response_format else None
         if schema is not None:
             params["json_schema"] = schema

@@ -38,6 +38,7 @@ class GenerationParams(BaseModel):
     use_chat_template: bool = False
     return_metadata: bool = False
     lora_id: str | None = None
+    seed: int | None = None  # sampling draws from a generator seeded with this (batch item i: seed + i)
 
 
 WorkKind = Literal["generate", "embed", "classify", "tokenize", "detokenize", "chat_template"]

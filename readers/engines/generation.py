@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,7 @@ class GenerationEngine(ModelEngine):
         if constrained(params) and not (self.grammars and self.grammars.available):
             raise PromptError("json_schema / regex_string: constrained decoding is not supported by this reader")
         sampling = RowSampling(params.sampling_temperature, params.sampling_topk, params.sampling_topp,
-                               params.repetition_penalty)
+                               params.repetition_penalty, params.seed)
         request = Request(job=job, sink=None, rows_left=len(texts), texts=[""] * len(texts),
                           metadata=[{} for _ in texts])
         rows = []
@@ -191,7 +192,8 @@ class GenerationEngine(ModelEngine):
                 except ValueError as exc:
                     raise PromptError(str(exc)) from exc
             rows.append(Row(
-                request=request, index=index, prompt=prompt, sampling=sampling,
+                request=request, index=index, prompt=prompt,
+                sampling=sampling if params.seed is None else replace(sampling, seed=params.seed + index),
                 max_new=max(1, params.max_new_tokens), min_new=max(0, params.min_new_tokens), stream=item.stream,
                 no_repeat=NoRepeatNGrams(params.no_repeat_ngram_size, prompt) if params.no_repeat_ngram_size > 0
                 else None,

@@ -25,6 +25,7 @@ class RowSampling:
     top_k: int = 1
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    seed: int | None = None  # None: the process's random generator
 
     @property
     def greedy(self) -> bool:
@@ -47,6 +48,7 @@ class SlotSampling:
         self._greedy_host = [True] * slots
         self._penalty_host = [False] * slots
         self._plain_host = [True] * slots  # no top-k / top-p cut
+        self._generators: list[torch.Generator | None] = [None] * slots  # rows with a seed draw from their own
 
     def set_row(self, slot: int, params: RowSampling, prompt_ids: list[int]) -> None:
         greedy = params.greedy
@@ -57,6 +59,11 @@ class SlotSampling:
         self.penalty[slot] = params.repetition_penalty
         self._greedy_host[slot] = greedy
         self._plain_host[slot] = params.top_k <= 0 and params.top_p >= 1.0
+        generator = None
+        if params.seed is not None and not greedy:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(params.seed % 2**63)
+        self._generators[slot] = generator
         uses_penalty = params.repetition_penalty != 1.0
         self._penalty_host[slot] = uses_penalty
         if uses_penalty:
@@ -71,8 +78,8 @@ class SlotSampling:
             tensor[dst] = tensor[src]
         if self.seen is not None:
             self.seen[dst] = self.seen[src]
-        for host in (self._greedy_host, self._penalty_host, self._plain_host):
-            host[dst] = host[src]
+        for host in (self._greedy_host, self._penalty_host, self._plain_host, self._generators):
+            host[dst] = host[src]  # type: ignore[index]
 
     def observe(self, start: int, tokens: torch.Tensor) -> None:
         """Record the tokens just chosen for slots start..start+len(tokens) (for the repetition penalty)."""
@@ -112,7 +119,7 @@ class SlotSampling:
         if all(self._greedy_host[start:end]):
             return best
         sampled = sample(logits, self.temperature[start:end], self.top_k[start:end], self.top_p[start:end],
-                         plain=all(self._plain_host[start:end]))
+                         plain=all(self._plain_host[start:end]), generators=self._generators[start:end])
         return torch.where(self.greedy[start:end], best, sampled)
 
 
@@ -123,28 +130,37 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
 
 
 def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
-           plain: bool = False) -> torch.Tensor:
-    """One token per row from softmax(logits / temperature), cut to each row's top-k and then top-p."""
+           plain: bool = False, generators: list[torch.Generator | None] | None = None) -> torch.Tensor:
+    """One token per row from softmax(logits / temperature), cut to each row's top-k and then top-p; a row with a
+    generator draws from it alone, so that its tokens do not depend on the rows it shares the batch with."""
     scaled = logits / temperature[:, None]
     if plain:
         probs = torch.softmax(scaled, dim=-1)
-        return _multinomial(probs)
+        return _multinomial(probs, generators)
     ordered, order = scaled.sort(dim=-1, descending=True)
     ranks = torch.arange(ordered.shape[1], device=ordered.device)
     ordered = ordered.masked_fill(ranks[None, :] >= top_k[:, None], NEG_INF)
     probs = torch.softmax(ordered, dim=-1)
     before = probs.cumsum(dim=-1) - probs  # mass of the more likely tokens; the first token always stays
     probs = probs.masked_fill(before >= top_p[:, None], 0.0)
-    choice = _multinomial(probs)
+    choice = _multinomial(probs, generators)
     return order.gather(1, choice[:, None]).squeeze(1)
 
 
-def _multinomial(probs: torch.Tensor) -> torch.Tensor:
+def _multinomial(probs: torch.Tensor, generators: list[torch.Generator | None] | None = None) -> torch.Tensor:
     probs = torch.nan_to_num(probs, nan=0.0)
     empty = probs.sum(dim=-1) <= 0
     if bool(empty.any()):
         probs[empty, 0] = 1.0
-    return torch.multinomial(probs, 1).squeeze(1)
+    if not generators or all(g is None for g in generators):
+        return torch.multinomial(probs, 1).squeeze(1)
+    # argmax(p / E) with E ~ Exp(1) draws index i with probability p_i (the exponential race); each seeded row
+    # draws its own E from its generator, the others from the process's.
+    race = torch.empty_like(probs).exponential_()
+    for row, generator in enumerate(generators):
+        if generator is not None:
+            race[row].exponential_(generator=generator)
+    return (probs / race).argmax(dim=-1)
 
 
 class NoRepeatNGrams:

@@ -171,6 +171,23 @@ def test_llama_chat_template_greedy_and_stream(client: openai.OpenAI, server: Se
     assert first.usage.completion_tokens <= 12
 
 
+def test_llama_seed_makes_sampling_repeatable(client: openai.OpenAI) -> None:
+    """temperature 1 over a random model's vocabulary: without a seed two answers differ; with one they repeat,
+    whatever else shares the batch, and the n choices of one request differ from each other."""
+    messages = [{"role": "user", "content": "tell me something"}]
+
+    def ask(seed: int | None, n: int = 1) -> list[str]:
+        answer = client.chat.completions.create(model="llama", messages=messages, temperature=1.0,  # type: ignore[arg-type]
+                                                max_tokens=16, seed=seed, n=n, extra_body={"min_tokens": 16})
+        return [c.message.content or "" for c in answer.choices]
+
+    assert ask(None) != ask(None)
+    first = ask(7)
+    assert ask(7) == first and ask(8) != first
+    pair = ask(7, n=2)
+    assert pair[0] == first[0] and pair[1] != pair[0]
+
+
 def test_llama_response_format(client: openai.OpenAI) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     r = client.chat.completions.create(

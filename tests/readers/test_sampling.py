@@ -27,6 +27,23 @@ def test_low_temperature_sharpens() -> None:
     assert sum(p[1] == 0 for p in picks) < 200
 
 
+def test_a_seeded_row_draws_from_its_own_generator_with_the_right_distribution() -> None:
+    logits = torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1]] * 2))
+    ones, ks = torch.ones(2), torch.tensor([4, 4])
+
+    def draws(seed: int, plain: bool) -> list[int]:
+        g = torch.Generator()
+        g.manual_seed(seed)
+        torch.manual_seed(seed + 1000)  # the unseeded row's draws differ between the calls below
+        return [int(sample(logits, ones, ks, ones, plain=plain, generators=[g, None])[0]) for _ in range(2000)]
+
+    for plain in (True, False):
+        first = draws(3, plain)
+        assert draws(3, plain) == first and draws(4, plain) != first
+        freq = [first.count(i) / len(first) for i in range(4)]
+        assert all(abs(f - p) < 0.04 for f, p in zip(freq, [0.4, 0.3, 0.2, 0.1], strict=True)), freq
+
+
 def test_greedy_rows_and_repetition_penalty_in_one_batch() -> None:
     state = SlotSampling(2, 4, torch.device("cpu"))
     state.set_row(0, RowSampling(temperature=0.0), [])
