@@ -160,7 +160,7 @@ class RawConnection:
         started = time.perf_counter()
         self.writer.write(request)
         buf, first = b"", None
-        while not buf.endswith(_CHUNKED_END):
+        while not _complete(buf):
             data = await self.reader.read(65536)
             if not data:
                 self.writer = None
@@ -178,6 +178,17 @@ class RawConnection:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _complete(buf: bytes) -> bool:
+    """A whole answer: a chunked stream's last chunk, or (an error answer) as many bytes as content-length says."""
+    if buf.endswith(_CHUNKED_END):
+        return True
+    head, sep, body = buf.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return match is not None and len(body) >= int(match.group(1))
 
 
 def _has_text(buf: bytes, openai: bool) -> bool:

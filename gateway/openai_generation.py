@@ -167,9 +167,9 @@ class Completion:
         return sse.json_event(self._envelope([choice], chunk=True, **extra))
 
     async def _events(self, ticket: Ticket, reply: Reply) -> AsyncIterator[bytes]:
-        """The stream's bytes, one write per reply: the role chunks go out with the first token, a choice's finish
-        chunk with its last token, so that the client's first text costs one send (each send is a trip through
-        the worker's event loop, behind every other stream's tokens)."""
+        """The stream's bytes, one write per reply from the reader: the role chunks go out with the first token (and
+        a choice cut by a stop string finishes in the same write), so that the client's first text costs one send
+        (each send is a trip through the worker's event loop, behind every other stream's tokens)."""
         dispatcher = self.gw.dispatcher
         out: list[bytes] = []
         finished = False

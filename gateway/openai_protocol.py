@@ -104,7 +104,8 @@ class SamplingRequest(BaseModel):
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
-    seed: StrictInt | None = None  # choice i of the request samples from a generator seeded with seed + i
+    # Choice i of the request samples from a generator seeded with seed + i; OpenAI documents an int64.
+    seed: StrictInt | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     # Extensions (the names vLLM uses for the same knobs).
     top_k: StrictInt | None = None
     min_tokens: StrictInt | None = None

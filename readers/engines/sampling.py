@@ -143,7 +143,11 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     probs = torch.softmax(ordered, dim=-1)
     before = probs.cumsum(dim=-1) - probs  # mass of the more likely tokens; the first token always stays
     probs = probs.masked_fill(before >= top_p[:, None], 0.0)
-    choice = _multinomial(probs, generators)
+    if generators and any(g is not None for g in generators):
+        # Seeded rows draw over vocabulary order, as in the plain path, so that a row's tokens do not depend on
+        # whether a neighbour in the batch made this step take the sorted path.
+        return _multinomial(torch.zeros_like(probs).scatter_(1, order, probs), generators)
+    choice = _multinomial(probs)
     return order.gather(1, choice[:, None]).squeeze(1)
 
 

@@ -305,6 +305,7 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
     ({"stop": ["ok", ""]}, "stop"),
     ({"extra_body": {"no_such_thing": 1}}, "no_such_thing"),
     ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ({"seed": 2**64}, "seed"),
 ])
 def test_bad_parameters_are_400_naming_them(client: openai.OpenAI, kwargs: dict[str, object], param: str) -> None:
     with pytest.raises(openai.BadRequestError) as exc:

@@ -44,6 +44,21 @@ def test_a_seeded_row_draws_from_its_own_generator_with_the_right_distribution()
         assert all(abs(f - p) < 0.04 for f, p in zip(freq, [0.4, 0.3, 0.2, 0.1], strict=True)), freq
 
 
+def test_a_seeded_rows_tokens_do_not_depend_on_its_neighbours_cut() -> None:
+    """A neighbour's top-p sends the step down the sorted path; the seeded row must pick as on the plain path."""
+    logits = torch.randn(2, 50)
+
+    def picks(neighbour_top_p: float) -> list[int]:
+        g = torch.Generator()
+        g.manual_seed(11)
+        top_p = torch.tensor([1.0, neighbour_top_p])
+        plain = neighbour_top_p >= 1.0
+        return [int(sample(logits, torch.ones(2), torch.tensor([50, 50]), top_p, plain=plain,
+                           generators=[g, None])[0]) for _ in range(200)]
+
+    assert picks(1.0) == picks(0.5)
+
+
 def test_greedy_rows_and_repetition_penalty_in_one_batch() -> None:
     state = SlotSampling(2, 4, torch.device("cpu"))
     state.set_row(0, RowSampling(temperature=0.0), [])
