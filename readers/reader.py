@@ -13,6 +13,7 @@ that disconnect are announced on a pub/sub channel; their jobs are marked cancel
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -111,21 +112,22 @@ class Reader:
             await self.redis.aclose()
 
     async def _serve(self) -> int:
-        rss_before = _rss()
         cfg = self.opts.config
+        failure = ""
         try:
             self.engine = await self._load(cfg)
         except EngineLoadError as exc:
+            failure = str(exc)  # the exception (and the frames of a half-loaded model) go with this block
+        if self.engine is None:
             if not cfg.fallback_model_name or self.opts.echo:
-                log.error("reader %s: cannot load model: %s", self.opts.reader_id, exc)
-                self.info.state, self.info.error = "failed", str(exc)
+                log.error("reader %s: cannot load model: %s", self.opts.reader_id, failure)
+                self.info.state, self.info.error = "failed", failure
                 await self._beat()
                 return EXIT_MODEL_LOAD_ERROR
-            self.engine = await self._fall_back(cfg, exc)
+            self.engine = await self._fall_back(cfg, failure)
             if self.engine is None:
                 return EXIT_MODEL_LOAD_ERROR
         self.info.model_type = self.engine.model_type
-        self._loaded_rss = _rss() - rss_before
         await self._calibrate()
         groups = [*self.opts.groups, Keys.direct_group(self.opts.reader_id)]  # the last: work for this reader only
         self.consumers = [
@@ -148,6 +150,9 @@ class Reader:
         return EXIT_OK
 
     async def _load(self, cfg: ReaderConfig) -> Engine:
+        """The loaded engine; its memory (RSS growth) is kept for the fit engine's calibration."""
+        gc.collect()  # what a failed attempt left behind must not count as this model's memory
+        rss_before = _rss()
         try:
             engine = await load_engine(cfg, self.opts.echo, self.opts.repository_path)
             await engine.load()
@@ -156,9 +161,10 @@ class Reader:
         except Exception as exc:
             log.exception("reader %s: loading %s failed", self.opts.reader_id, cfg.model_name)
             raise EngineLoadError(f"loading the model failed: {type(exc).__name__}: {exc}") from exc
+        self._loaded_rss = _rss() - rss_before
         return engine
 
-    async def _fall_back(self, cfg: ReaderConfig, why: EngineLoadError) -> Engine | None:
+    async def _fall_back(self, cfg: ReaderConfig, why: str) -> Engine | None:
         """Serve `fallback_model_name` instead, saying why in the log and in /status (the reader's `error`)."""
         fallback = cfg.fallback_model_name or "echo"
         notice = (f"serving the fallback model {fallback!r} because {cfg.model_name!r} cannot be loaded: {why}. "
