@@ -15,7 +15,9 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-WIRE_VERSION = 1
+# 2: work items may carry `chats` (rendered by the reader) and `params.seed`. A reader serves every version up to
+# its own (each adds optional fields only); an older reader refuses newer items instead of misreading them.
+WIRE_VERSION = 2
 FIELD = b"d"
 
 

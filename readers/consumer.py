@@ -127,8 +127,8 @@ class GroupConsumer:
         for entry_id, fields in entries:
             try:
                 item = wire.decode_work(fields)
-                if item.v != WIRE_VERSION:
-                    raise ValueError(f"wire version {item.v} is not {WIRE_VERSION}")
+                if not 1 <= item.v <= WIRE_VERSION:
+                    raise ValueError(f"wire version {item.v} is not one this reader knows (1 to {WIRE_VERSION})")
             except ValueError as exc:
                 request_id, reply_to = wire.peek_ids(fields)
                 log.error("undecodable entry %s in %s: %s", entry_id, self.stream, exc)
