@@ -4,7 +4,8 @@ in OpenAI's chunk format.
 Stop strings are applied here, at the gateway: an answer is cut before the first stop string and finishes with
 `stop`; a stream holds back text that could still become a stop string and forwards nothing of a choice after its
 stop string. Usage comes from the readers' metadata (always requested): prompt tokens once per prompt, completion
-tokens as generated (past a stop string too: the model did generate them). A stream never raises after its first
+tokens as generated (past a stop string too: the model did generate them). Log probabilities, when asked for, go
+out with the text of their tokens and end where a stop string cuts it. A stream never raises after its first
 byte: a failure becomes a `data: {"error": ...}` event, and every stream ends with `data: [DONE]`.
 """
 
@@ -74,6 +75,29 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[: min(found)], True) if found else (text, False)
 
 
+class LogprobQueue:
+    """One choice's log-probability entries, each placed at its offset in the choice's text (the running length of
+    the tokens' own texts), so that they go out with the text they belong to and stop where a stop string cuts."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, dict[str, Any]]] = []  # (offset, entry)
+        self.end = 0
+        self.taken = 0
+
+    def add(self, entries: list[dict[str, Any]] | None) -> None:
+        for entry in entries or []:
+            self.entries.append((self.end, entry))
+            self.end += len(entry.get("token", ""))
+
+    def take(self, upto: int | None = None) -> list[tuple[int, dict[str, Any]]]:
+        """The entries not yet taken that start before text offset `upto` (all of them when None)."""
+        stop = self.taken
+        while stop < len(self.entries) and (upto is None or self.entries[stop][0] < upto):
+            stop += 1
+        out, self.taken = self.entries[self.taken:stop], stop
+        return out
+
+
 @dataclass
 class Completion:
     """One request's answer as it is built: the prompts, `n` choices per prompt, and the reader's metadata."""
@@ -130,14 +154,37 @@ class Completion:
         for index, raw in enumerate(texts):
             text, stopped = cut_at_stop(raw, self.req.stops)
             reason = "stop" if stopped else (metadata[index].get("finish_reason") if index < len(metadata) else None)
-            choices.append(self._choice(index, self.prefix(index) + text, reason or "stop"))
+            logprobs = None
+            if self.wants_logprobs:
+                queue = LogprobQueue()
+                queue.add(reply.logprobs[index] if reply.logprobs and index < len(reply.logprobs) else [])
+                logprobs = self._logprobs(queue.take(len(text) if stopped else None))
+            choices.append(self._choice(index, self.prefix(index) + text, reason or "stop", logprobs))
         return json_response(self._envelope(choices, usage=self.usage(metadata)))
 
-    def _choice(self, index: int, text: str, reason: str | None) -> dict[str, Any]:
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.req.logprob_count() is not None
+
+    def _logprobs(self, placed: list[tuple[int, dict[str, Any]]]) -> dict[str, Any] | None:
+        """A choice's `logprobs`: chat's {"content": [entries]}, or the completions API's legacy columns."""
+        if not self.wants_logprobs:
+            return None
         if self.kind == "chat":
-            return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None,
+            return {"content": [entry for _, entry in placed], "refusal": None}
+        return {
+            "tokens": [entry["token"] for _, entry in placed],
+            "token_logprobs": [entry["logprob"] for _, entry in placed],
+            "top_logprobs": [{top["token"]: top["logprob"] for top in entry.get("top_logprobs", [])}
+                             for _, entry in placed],
+            "text_offset": [offset for offset, _ in placed],
+        }
+
+    def _choice(self, index: int, text: str, reason: str | None, logprobs: dict[str, Any] | None) -> dict[str, Any]:
+        if self.kind == "chat":
+            return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
                     "finish_reason": reason}
-        return {"index": index, "text": text, "logprobs": None, "finish_reason": reason}
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
 
     def _envelope(self, choices: list[dict[str, Any]], chunk: bool = False, **extra: Any) -> dict[str, Any]:
         # OpenAI names text-completion chunks like the whole answer.
@@ -155,14 +202,16 @@ class Completion:
         first = await dispatcher.first_reply(ticket)
         return sse.response(self._events(ticket, first))
 
-    def _chunk(self, index: int, text: str | None, reason: str | None = None, role: bool = False) -> bytes:
+    def _chunk(self, index: int, text: str | None, reason: str | None = None, role: bool = False,
+               logprobs: list[tuple[int, dict[str, Any]]] | None = None) -> bytes:
+        lp = self._logprobs(logprobs) if logprobs else None
         if self.kind == "chat":
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
             if text is not None:
                 delta["content"] = text
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+            choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": reason}
         else:
-            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": reason}
+            choice = {"index": index, "text": text or "", "logprobs": lp, "finish_reason": reason}
         extra = {"usage": None} if self.req.include_usage else {}
         return sse.json_event(self._envelope([choice], chunk=True, **extra))
 
@@ -200,11 +249,15 @@ class Completion:
     def _consume(self, reply: Reply, state: _StreamState, out: list[bytes]) -> bool:
         """Append the chunks one reply makes to `out`; True when it was the terminal reply."""
         if reply.kind == "token":
-            cut = state.cuts[reply.index]
-            text = cut.feed(reply.text or "") if reply.index in state.open_ else ""
-            if text:
-                out.append(self._chunk(reply.index, text))
-            if cut.hit and reply.index in state.open_:
+            if reply.index not in state.open_:
+                return False
+            cut, queue = state.cuts[reply.index], state.logprobs[reply.index]
+            queue.add(reply.logprobs)
+            text = cut.feed(reply.text or "")
+            placed = queue.take(cut.sent) if self.wants_logprobs else []
+            if text or placed:
+                out.append(self._chunk(reply.index, text, logprobs=placed))
+            if cut.hit:
                 state.open_.discard(reply.index)
                 out.append(self._chunk(reply.index, None, "stop"))
             return False
@@ -212,8 +265,9 @@ class Completion:
             metadata = reply.metadata or []
             for index in sorted(state.open_):
                 tail = state.cuts[index].flush()
-                if tail:
-                    out.append(self._chunk(index, tail))
+                placed = state.logprobs[index].take() if self.wants_logprobs else []
+                if tail or placed:
+                    out.append(self._chunk(index, tail, logprobs=placed))
                 meta = metadata[index] if index < len(metadata) else {}
                 out.append(self._chunk(index, None, meta.get("finish_reason") or "stop"))
             if self.req.include_usage:
@@ -230,10 +284,12 @@ class _StreamState:
     count: int
     stops: list[str]
     cuts: list[StopCut] = field(init=False)
+    logprobs: list[LogprobQueue] = field(init=False)
     open_: set[int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.cuts = [StopCut(self.stops) for _ in range(self.count)]
+        self.logprobs = [LogprobQueue() for _ in range(self.count)]
         self.open_ = set(range(self.count))
 
 

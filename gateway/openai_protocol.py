@@ -1,7 +1,7 @@
 """Request models of the OpenAI-compatible API (port 3003), apart from the serving code.
 
 Each model validates every parameter with a message naming it, refuses what Liftoff cannot honour with a 400
-naming the parameter (tools, logit_bias, logprobs, penalties other than 0, ...) rather than ignoring it, and
+naming the parameter (tools, logit_bias, penalties other than 0, ...) rather than ignoring it, and
 converts itself to the wire's GenerationParams fields (`params()`). `parse_openai` is the one entry: unknown
 parameters are refused as OpenAI does ("Unrecognized request argument supplied").
 """
@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from gateway.openai_errors import OpenAIError, invalid
 from gateway.protocol import MAX_NEW_TOKENS_LIMIT
+from liftoff.wire import MAX_TOP_LOGPROBS
 
 MAX_N = 128
 MAX_STOP = 16
@@ -22,16 +23,14 @@ MAX_STOP = 16
 # that means "off".
 _OFF: dict[str, tuple[Any, ...]] = {
     "tools": (None, []), "tool_choice": (None, "none", "auto"), "functions": (None, []),
-    "function_call": (None, "none", "auto"), "logit_bias": (None, {}), "logprobs": (None, False, 0),
-    "top_logprobs": (None, 0), "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
+    "function_call": (None, "none", "auto"), "logit_bias": (None, {}),
+    "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
     "audio": (None,), "modalities": (None, ["text"]), "prediction": (None,), "suffix": (None, ""),
     "dimensions": (None,), "web_search_options": (None,), "reasoning_effort": (None,),
 }
 _WHY = {
     "presence_penalty": "use repetition_penalty (> 1 penalises repeats) instead",
     "frequency_penalty": "use repetition_penalty (> 1 penalises repeats) instead",
-    "logprobs": "log probabilities are not returned by Liftoff's readers",
-    "top_logprobs": "log probabilities are not returned by Liftoff's readers",
     "suffix": "insertion (fill-in-the-middle) is not supported",
     "dimensions": "embeddings come at the model's own dimension",
 }
@@ -57,6 +56,12 @@ def parse_openai(model: type[M], data: dict[str, Any]) -> M:
 def _rule(ok: bool, message: str, value: Any) -> None:
     if not ok:
         raise ValueError(f"{message}; given {value!r}")
+
+
+def _param_rule(ok: bool, message: str, value: Any, param: str) -> None:
+    """A rule across fields, refused with the parameter named (a model validator's errors carry no field)."""
+    if not ok:
+        raise invalid(f"{message}; given {value!r}", param)
 
 
 class StreamOptions(BaseModel):
@@ -193,6 +198,10 @@ class SamplingRequest(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    def logprob_count(self) -> int | None:
+        """None: no log probabilities; k: each token's, with the k most likely alternatives."""
+        return None
+
     def params(self) -> dict[str, Any]:
         """GenerationParams fields. OpenAI samples by default (temperature 1, no top-k cut); temperature 0 is
         greedy. Metadata is always asked for: usage and finish_reason come from it."""
@@ -213,6 +222,8 @@ class SamplingRequest(BaseModel):
             params["repetition_penalty"] = self.repetition_penalty
         if self.seed is not None:
             params["seed"] = self.seed
+        if self.logprob_count() is not None:
+            params["logprobs"] = self.logprob_count()
         schema = self.response_format.decoding_schema() if self.response_format else None
         if schema is not None:
             params["json_schema"] = schema
@@ -250,7 +261,20 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage]
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = None
     add_generation_prompt: StrictBool = True  # extension: False continues the last assistant message
+
+    @model_validator(mode="after")
+    def _logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None:
+            _param_rule(0 <= self.top_logprobs <= MAX_TOP_LOGPROBS,
+                        f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", self.top_logprobs, "top_logprobs")
+            _param_rule(bool(self.logprobs), "top_logprobs needs logprobs: true", self.top_logprobs, "top_logprobs")
+        return self
+
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @field_validator("messages", mode="before")
     @classmethod
@@ -269,6 +293,19 @@ class CompletionRequest(SamplingRequest):
     prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
     echo: StrictBool = False
     best_of: StrictInt | None = None
+    logprobs: StrictInt | None = None  # the legacy form: how many alternatives per token (OpenAI allows 5)
+
+    @model_validator(mode="after")
+    def _logprobs(self) -> CompletionRequest:
+        if self.logprobs is not None:
+            _param_rule(0 <= self.logprobs <= MAX_TOP_LOGPROBS, f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}",
+                        self.logprobs, "logprobs")
+            _param_rule(not self.echo, "logprobs with echo (log probabilities of the prompt) is not supported",
+                        self.logprobs, "logprobs")
+        return self
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod

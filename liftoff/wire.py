@@ -15,9 +15,11 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-# 2: work items may carry `chats` (rendered by the reader) and `params.seed`. A reader serves every version up to
-# its own (each adds optional fields only); an older reader refuses newer items instead of misreading them.
+# 2: work items may carry `chats` (rendered by the reader), `params.seed` and `params.logprobs`. A reader serves
+# every version up to its own (each adds optional fields only); an older reader refuses newer items instead of
+# misreading them.
 WIRE_VERSION = 2
+MAX_TOP_LOGPROBS = 20  # most alternatives a request may ask for per generated token (params.logprobs)
 FIELD = b"d"
 
 
@@ -41,6 +43,7 @@ class GenerationParams(BaseModel):
     return_metadata: bool = False
     lora_id: str | None = None
     seed: int | None = None  # sampling draws from a generator seeded with this (batch item i: seed + i)
+    logprobs: int | None = None  # None: none; k: each generated token's log probability and the k most likely
 
 
 WorkKind = Literal["generate", "embed", "classify", "tokenize", "detokenize", "chat_template"]
@@ -93,6 +96,10 @@ class Reply(BaseModel):
     texts: list[str] | None = None
     result: Any = None  # embed: one vector per input; classify: one {label, score, scores} per input
     metadata: list[dict[str, Any]] | None = None  # per batch item, when return_metadata
+    # When params.logprobs is set: `token`, the entries of the tokens behind `text`; `done` of a request that did not
+    # stream, one list of entries per batch item. An entry: {token, logprob, bytes, top_logprobs: [{token, logprob,
+    # bytes}, ...]}, log probabilities of the model's own distribution (before temperature and penalties).
+    logprobs: list[Any] | None = None
     status: int | None = None
     message: str | None = None
     reader_id: str | None = None

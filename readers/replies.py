@@ -54,8 +54,8 @@ class ReplySink:
         self._idle.set()
         self.terminal_sent = 0
 
-    def token(self, job: Job, index: int, text: str) -> None:
-        self._reply(job, Reply(id=job.item.id, kind="token", index=index, text=text))
+    def token(self, job: Job, index: int, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
+        self._reply(job, Reply(id=job.item.id, kind="token", index=index, text=text, logprobs=logprobs))
 
     def done(
         self,
@@ -63,8 +63,10 @@ class ReplySink:
         texts: list[str] | None,
         metadata: list[dict[str, Any]] | None = None,
         result: Any = None,
+        logprobs: list[list[dict[str, Any]]] | None = None,
     ) -> None:
-        self._finish_job(job, Reply(id=job.item.id, kind="done", texts=texts, metadata=metadata, result=result))
+        self._finish_job(job, Reply(id=job.item.id, kind="done", texts=texts, metadata=metadata, result=result,
+                                    logprobs=logprobs))
 
     def error(self, job: Job, status: int, message: str) -> None:
         job.failed = True

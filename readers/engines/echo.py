@@ -14,6 +14,7 @@ from typing import Any
 from liftoff import metrics
 from liftoff.wire import now_ms
 from readers.engines.base import Engine, EngineRequestError
+from readers.engines.logprobs import entry
 from readers.jobs import Job
 from readers.replies import ReplySink
 
@@ -62,7 +63,8 @@ class EchoEngine(Engine):
                 if row.job.item.stream:
                     for index, out in enumerate(row.outputs):
                         if row.step < len(out):
-                            sink.token(row.job, index, out[row.step])
+                            token = out[row.step]
+                            sink.token(row.job, index, token, self._logprobs(row.job, [token]))
                 if row.first_token_ms is None:
                     row.first_token_ms = now_ms()
                 row.step += 1
@@ -113,4 +115,15 @@ class EchoEngine(Engine):
             for prompt, out in zip(row.prompt_tokens, row.outputs, strict=True)
         ]
         metrics.observe_job_metadata(job.group, metadata)
-        sink.done(job, None if job.item.stream else texts, metadata if job.item.params.return_metadata else None)
+        logprobs = None if job.item.stream or job.item.params.logprobs is None else \
+            [self._logprobs(job, out) or [] for out in row.outputs]
+        sink.done(job, None if job.item.stream else texts, metadata if job.item.params.return_metadata else None,
+                  logprobs=logprobs)
+
+    @staticmethod
+    def _logprobs(job: Job, tokens: list[str]) -> list[dict[str, Any]] | None:
+        """The echo "model" is certain of every token: log probability 0, and it is its own most likely one."""
+        k = job.item.params.logprobs
+        if k is None:
+            return None
+        return [entry(token, 0.0, [(token, 0.0)] if k > 0 else []) for token in tokens]

@@ -141,13 +141,14 @@ class GenerationEngine(ModelEngine):
             if job.finished:
                 continue
             if event[0] == "token":
-                request.sink.token(job, event[2], event[3])
+                request.sink.token(job, event[2], event[3], event[4] or None)
                 continue
             try:
                 if event[0] == "done":
                     texts = None if job.item.stream else request.texts
                     metrics.observe_job_metadata(job.group, request.metadata)
-                    request.sink.done(job, texts, request.metadata if job.item.params.return_metadata else None)
+                    request.sink.done(job, texts, request.metadata if job.item.params.return_metadata else None,
+                                      logprobs=request.logprobs)
                 else:
                     request.sink.error(job, event[2], event[3])
             finally:
@@ -178,7 +179,8 @@ class GenerationEngine(ModelEngine):
         sampling = RowSampling(params.sampling_temperature, params.sampling_topk, params.sampling_topp,
                                params.repetition_penalty, params.seed)
         request = Request(job=job, sink=None, rows_left=len(texts), texts=[""] * len(texts),
-                          metadata=[{} for _ in texts])
+                          metadata=[{} for _ in texts],
+                          logprobs=None if params.logprobs is None or item.stream else [[] for _ in texts])
         rows = []
         for index, text in enumerate(texts):
             ids = self.templated_ids(text) if item.chats is not None else \
@@ -198,6 +200,7 @@ class GenerationEngine(ModelEngine):
                 no_repeat=NoRepeatNGrams(params.no_repeat_ngram_size, prompt) if params.no_repeat_ngram_size > 0
                 else None,
                 enforcer=enforcer, detok=IncrementalDetokenizer(self.tokenizer) if item.stream else None,
+                logprobs=params.logprobs,
             ))
         return rows
 

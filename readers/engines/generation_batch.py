@@ -21,6 +21,7 @@ import torch
 
 from liftoff.wire import now_ms
 from readers.engines.constrained import allowed_tokens
+from readers.engines.logprobs import TokenTexts, step_entries
 from readers.engines.sampling import NoRepeatNGrams, RowSampling, SlotSampling
 from readers.engines.slot_cache import SlotCache
 from readers.engines.tokenizer_tools import IncrementalDetokenizer, decode_all
@@ -41,6 +42,7 @@ class Request:
     rows_left: int
     texts: list[str] = field(default_factory=list)
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    logprobs: list[list[dict[str, Any]]] | None = None  # per row, when asked for and the request does not stream
     future: Any = None  # asyncio.Future, resolved on the event loop when the terminal reply is sent
     failed: bool = False
     cancel_reason: str | None = None
@@ -58,6 +60,8 @@ class Row:
     no_repeat: NoRepeatNGrams | None = None
     enforcer: Any = None
     detok: IncrementalDetokenizer | None = None
+    logprobs: int | None = None  # None: no log probabilities; k: the chosen token's and the k most likely
+    pending: list[dict[str, Any]] = field(default_factory=list)  # entries of tokens whose text is not out yet
     generated: list[int] = field(default_factory=list)
     slot: int = -1
     start: int = 0  # first cache column holding this row's prompt (columns before it are padding)
@@ -81,6 +85,7 @@ class Scheduler:
         self.eos = set(eos_ids)
         self.eos_ids = torch.tensor(sorted(self.eos), dtype=torch.long, device=device)
         self.emit = emit
+        self.token_texts = TokenTexts(tokenizer)
         # Left padding in a prefill puts a row's tokens after up to max_length - 1 padding columns, so a slot may
         # span up to twice the sequence limit (capacity still grows only as far as rows actually reach).
         self.cache = SlotCache(max_rows, 2 * max_length, device)
@@ -227,22 +232,34 @@ class Scheduler:
         banned = [(i, r.no_repeat.banned()) for i, r in enumerate(rows) if r.no_repeat is not None]
         banned = [(i, ids) for i, ids in banned if ids]
         allowed = [(i, allowed_tokens(r.enforcer, r.generated)) for i, r in enumerate(rows) if r.enforcer is not None]
+        wants = [i for i, r in enumerate(rows) if r.logprobs is not None]
+        # The model's own distribution, taken before `choose` applies penalties and masks (in place).
+        logprobs = torch.log_softmax(logits[wants].float(), dim=-1) if wants else None
         chosen = self.sampling.choose(logits, base, ban_eos, self.eos_ids, banned, allowed)
         self.sampling.observe(base, chosen)
+        tokens = chosen.tolist()
+        entries: dict[int, dict[str, Any]] = {}
+        if logprobs is not None:
+            step = step_entries(self.token_texts, logprobs, [tokens[i] for i in wants],
+                                [rows[i].logprobs or 0 for i in wants])
+            entries = dict(zip(wants, step, strict=True))
         now = now_ms()
-        for row, token in zip(rows, chosen.tolist(), strict=True):
+        for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
             if row.first_token_ms is None:
                 row.first_token_ms = now
             if token in self.eos and len(row.generated) >= row.min_new:
                 self._finish(row, "stop", events)
                 continue
             row.generated.append(token)
+            if i in entries:
+                row.pending.append(entries[i])
             if row.no_repeat is not None:
                 row.no_repeat.add(token)
             if row.detok is not None:
                 text = row.detok.add(token)
                 if text:
-                    events.append(("token", row.request, row.index, text))
+                    events.append(("token", row.request, row.index, text, row.pending))
+                    row.pending = []
             if len(row.generated) >= row.max_new or len(row.prompt) + len(row.generated) >= self.max_length:
                 self._finish(row, "length", events)
         self._compact()
@@ -254,10 +271,13 @@ class Scheduler:
             return
         if row.detok is not None:
             tail = row.detok.flush()
-            if tail:
-                events.append(("token", request, row.index, tail))
+            if tail or row.pending:
+                events.append(("token", request, row.index, tail, row.pending))
+                row.pending = []
         job = request.job
         request.texts[row.index] = "" if row.stream else decode_all(self.tokenizer, row.generated)
+        if request.logprobs is not None:
+            request.logprobs[row.index], row.pending = row.pending, []
         request.metadata[row.index] = {
             "prompt_tokens": len(row.prompt),
             "generated_tokens": len(row.generated),

@@ -138,6 +138,57 @@ def test_chat_stream_stops_forwarding_at_a_stop_string(client: openai.OpenAI) ->
         assert not any(s in texts[0] for s in stop)
 
 
+def _stream_logprobs(stream: openai.Stream) -> list[object]:  # type: ignore[type-arg]
+    return [e for chunk in stream for c in chunk.choices if c.logprobs and c.logprobs.content
+            for e in c.logprobs.content]
+
+
+def test_chat_logprobs_follow_the_text_plain_streamed_and_cut(client: openai.OpenAI) -> None:
+    """The echo reader is certain of every token: log probability 0, itself the most likely."""
+    for stop in (None, ["lo to"]):
+        plain = client.chat.completions.create(model="primary", messages=ECHO_CHAT, logprobs=True,  # type: ignore[arg-type]
+                                               top_logprobs=1, stop=stop)
+        choice = plain.choices[0]
+        assert choice.logprobs is not None and choice.logprobs.content
+        entries, content = choice.logprobs.content, choice.message.content or ""
+        joined = "".join(e.token for e in entries)
+        # Cut by a stop string, the answer keeps every token that begins before the cut (the last one whole).
+        assert joined == content if stop is None else joined.startswith(content) and \
+            len(joined) - len(entries[-1].token) < len(content)
+        assert all(e.logprob == 0.0 and [t.token for t in e.top_logprobs] == [e.token] for e in entries)
+        assert all(bytes(e.bytes or []) == e.token.encode() for e in entries)
+        streamed = _stream_logprobs(client.chat.completions.create(
+            model="primary", messages=ECHO_CHAT, logprobs=True, top_logprobs=1, stop=stop, stream=True))  # type: ignore[arg-type]
+        assert [e.token for e in streamed] == [e.token for e in entries]  # type: ignore[attr-defined]
+    without = client.chat.completions.create(model="primary", messages=ECHO_CHAT)  # type: ignore[arg-type]
+    assert without.choices[0].logprobs is None
+
+
+def test_completion_logprobs_in_the_legacy_columns(client: openai.OpenAI) -> None:
+    answer = client.completions.create(model="primary", prompt="one two three", logprobs=2, max_tokens=8)
+    lp = answer.choices[0].logprobs
+    assert lp is not None and "".join(lp.tokens or []) == answer.choices[0].text == "one two three"
+    assert lp.token_logprobs == [0.0, 0.0, 0.0] and lp.text_offset == [0, 3, 7]
+    assert lp.top_logprobs == [{" two" if i == 1 else t: 0.0} for i, t in enumerate(["one", " two", " three"])]
+
+
+def test_llama_logprobs_are_the_models(client: openai.OpenAI) -> None:
+    """Greedy: each chosen token is the model's most likely one; the alternatives come in falling order."""
+    messages = [{"role": "user", "content": "hello there"}]
+    plain = client.chat.completions.create(model="llama", messages=messages, temperature=0, max_tokens=10,  # type: ignore[arg-type]
+                                           logprobs=True, top_logprobs=3)
+    entries = plain.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert entries and len(entries) <= 10
+    for e in entries:
+        tops = [t.logprob for t in e.top_logprobs]
+        assert len(tops) == 3 and tops == sorted(tops, reverse=True) and all(t <= 0 for t in tops)
+        assert e.top_logprobs[0].token == e.token and e.logprob == pytest.approx(tops[0])
+    streamed = _stream_logprobs(client.chat.completions.create(
+        model="llama", messages=messages, temperature=0, max_tokens=10, logprobs=True, top_logprobs=3,  # type: ignore[arg-type]
+        stream=True))
+    assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e.token, round(e.logprob, 4)) for e in entries]  # type: ignore[attr-defined]
+
+
 def test_async_client_chat_and_stream(aclient: openai.AsyncOpenAI) -> None:
     async def run() -> None:
         answers = await asyncio.gather(*(aclient.chat.completions.create(
@@ -299,7 +350,8 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
     ({"max_tokens": 0}, "max_tokens"),
     ({"presence_penalty": 0.5}, "presence_penalty"),
     ({"frequency_penalty": 1}, "frequency_penalty"),
-    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"logit_bias": {"1": 5}}, "logit_bias"),
     ({"stop": ["ok", ""]}, "stop"),

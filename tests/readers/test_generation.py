@@ -171,6 +171,22 @@ def test_streamed_tokens_join_to_the_final_text(engine: GenerationEngine) -> Non
     assert sink.streamed("batch", 1) == text_of(engine, PROMPTS[1], max_new_tokens=25)
 
 
+def test_logprobs_streamed_or_not_one_entry_per_generated_token(engine: GenerationEngine) -> None:
+    """Rows with and without log probabilities share the batch; the entries are the same streamed or not."""
+    jobs = [make_job("plain", PROMPTS[0], max_new_tokens=12, logprobs=2, return_metadata=True),
+            make_job("streamed", PROMPTS[0], stream=True, max_new_tokens=12, logprobs=2),
+            make_job("none", PROMPTS[1], max_new_tokens=12)]
+    sink = generate(engine, *jobs)
+    plain, streamed = sink.logprobs[("plain", 0)], sink.logprobs[("streamed", 0)]
+    assert len(plain) == sink.finals["plain"][2][0]["generated_tokens"]
+    assert [(e["token"], round(e["logprob"], 5)) for e in plain] == \
+        [(e["token"], round(e["logprob"], 5)) for e in streamed]
+    for e in plain:
+        assert len(e["top_logprobs"]) == 2 and e["top_logprobs"][0]["token"] == e["token"]  # greedy
+        assert e["top_logprobs"][0]["logprob"] >= e["top_logprobs"][1]["logprob"] and e["logprob"] <= 0
+    assert ("none", 0) not in sink.logprobs
+
+
 def test_a_short_request_joins_a_running_batch_and_leaves_first(engine: GenerationEngine) -> None:
     alone = text_of(engine, PROMPTS[2], max_new_tokens=5)
 

@@ -100,16 +100,21 @@ class CollectingSink:
         self.events: list[tuple] = []
         self.tokens: dict[tuple[str, int], list[str]] = {}
         self.finals: dict[str, tuple] = {}
+        self.logprobs: dict[tuple[str, int], list[dict]] = {}  # (request id, index) -> entries, streamed or not
 
-    def token(self, job, index: int, text: str) -> None:
+    def token(self, job, index: int, text: str, logprobs=None) -> None:
         self.events.append(("token", job.item.id, index, text))
         self.tokens.setdefault((job.item.id, index), []).append(text)
+        if logprobs:
+            self.logprobs.setdefault((job.item.id, index), []).extend(logprobs)
 
-    def done(self, job, texts, metadata=None, result=None) -> None:
+    def done(self, job, texts, metadata=None, result=None, logprobs=None) -> None:
         assert job.item.id not in self.finals, f"second terminal reply for {job.item.id}"
         job.finished = True
         self.events.append(("done", job.item.id))
         self.finals[job.item.id] = ("done", texts, metadata, result)
+        for index, entries in enumerate(logprobs or []):
+            self.logprobs[(job.item.id, index)] = entries
 
     def error(self, job, status: int, message: str) -> None:
         assert job.item.id not in self.finals, f"second terminal reply for {job.item.id}"
