@@ -23,13 +23,14 @@ from gateway import sse
 from gateway.context import Gateway
 from gateway.dispatch import Ticket
 from gateway.errors import ApiError, error_for_status
-from gateway.openai_errors import as_openai_error, openai_error_body
+from gateway.openai_errors import as_openai_error, invalid, openai_error_body
 from gateway.openai_protocol import SamplingRequest
 from gateway.requests import check_count
 from gateway.responses import json_response
-from liftoff.wire import Reply
+from liftoff.wire import GenerationParams, Reply
 
 Kind = Literal["chat", "text"]
+LOGPROB_BUDGET = 1_000_000  # choices x tokens x (alternatives + 1) in one answer: about 60 MB of entries at most
 DONE = b"data: [DONE]\n\n"
 
 
@@ -76,8 +77,9 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 
 
 class LogprobQueue:
-    """One choice's log-probability entries, each placed at its offset in the choice's text (the running length of
-    the tokens' own texts), so that they go out with the text they belong to and stop where a stop string cuts."""
+    """One choice's log-probability entries, each placed at the offset in the choice's text where its token's text
+    begins (the reader says where), so that they go out with the text they belong to and stop where a stop string
+    cuts it."""
 
     def __init__(self) -> None:
         self.entries: list[tuple[int, dict[str, Any]]] = []  # (offset, entry)
@@ -86,8 +88,9 @@ class LogprobQueue:
 
     def add(self, entries: list[dict[str, Any]] | None) -> None:
         for entry in entries or []:
-            self.entries.append((self.end, entry))
-            self.end += len(entry.get("token", ""))
+            offset = entry.pop("offset", self.end)  # the reader's offset in the real text; not part of the answer
+            self.entries.append((offset, entry))
+            self.end = offset + len(entry.get("token", ""))
 
     def take(self, upto: int | None = None) -> list[tuple[int, dict[str, Any]]]:
         """The entries not yet taken that start before text offset `upto` (all of them when None)."""
@@ -130,6 +133,7 @@ class Completion:
             if size > settings.max_prompt_string_bytes:
                 raise error_for_status(400, f"{what.format(i)} is {size} bytes; the limit (max_prompt_string_bytes) "
                                        f"is {settings.max_prompt_string_bytes}")
+        self._check_logprob_budget()
         texts = [p for p in self.prompts for _ in range(self.n)]
         work: dict[str, Any] = {}
         if self.chat is not None:
@@ -161,6 +165,19 @@ class Completion:
                 logprobs = self._logprobs(queue.take(len(text) if stopped else None))
             choices.append(self._choice(index, self.prefix(index) + text, reason or "stop", logprobs))
         return json_response(self._envelope(choices, usage=self.usage(metadata)))
+
+    def _check_logprob_budget(self) -> None:
+        """Each entry with k alternatives is ~60 bytes per token considered: bound what one answer may carry."""
+        k = self.req.logprob_count()
+        if k is None:
+            return
+        tokens = self.req.max_new_tokens or GenerationParams.model_fields["max_new_tokens"].default
+        considered = self.count * tokens * (k + 1)
+        if considered > LOGPROB_BUDGET:
+            param = "top_logprobs" if self.kind == "chat" else "logprobs"
+            raise invalid(f"{param}: {self.count} choices x {tokens} tokens x {k + 1} log probabilities each is "
+                          f"{considered}, more than one answer may carry ({LOGPROB_BUDGET}); ask for fewer choices, "
+                          f"tokens or alternatives", param)
 
     @property
     def wants_logprobs(self) -> bool:

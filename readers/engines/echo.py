@@ -64,7 +64,8 @@ class EchoEngine(Engine):
                     for index, out in enumerate(row.outputs):
                         if row.step < len(out):
                             token = out[row.step]
-                            sink.token(row.job, index, token, self._logprobs(row.job, [token]))
+                            offset = sum(len(t) for t in out[: row.step])
+                            sink.token(row.job, index, token, self._logprobs(row.job, [token], offset))
                 if row.first_token_ms is None:
                     row.first_token_ms = now_ms()
                 row.step += 1
@@ -121,9 +122,13 @@ class EchoEngine(Engine):
                   logprobs=logprobs)
 
     @staticmethod
-    def _logprobs(job: Job, tokens: list[str]) -> list[dict[str, Any]] | None:
+    def _logprobs(job: Job, tokens: list[str], offset: int = 0) -> list[dict[str, Any]] | None:
         """The echo "model" is certain of every token: log probability 0, and it is its own most likely one."""
         k = job.item.params.logprobs
         if k is None:
             return None
-        return [entry(token, 0.0, [(token, 0.0)] if k > 0 else []) for token in tokens]
+        out = []
+        for token in tokens:
+            out.append({**entry(token, 0.0, [(token, 0.0)] if k > 0 else []), "offset": offset})
+            offset += len(token)
+        return out

@@ -199,7 +199,8 @@ class GenerationEngine(ModelEngine):
                 max_new=max(1, params.max_new_tokens), min_new=max(0, params.min_new_tokens), stream=item.stream,
                 no_repeat=NoRepeatNGrams(params.no_repeat_ngram_size, prompt) if params.no_repeat_ngram_size > 0
                 else None,
-                enforcer=enforcer, detok=IncrementalDetokenizer(self.tokenizer) if item.stream else None,
+                enforcer=enforcer,
+                detok=IncrementalDetokenizer(self.tokenizer) if item.stream or params.logprobs is not None else None,
                 logprobs=params.logprobs,
             ))
         return rows

@@ -59,9 +59,10 @@ class Row:
     stream: bool
     no_repeat: NoRepeatNGrams | None = None
     enforcer: Any = None
-    detok: IncrementalDetokenizer | None = None
+    detok: IncrementalDetokenizer | None = None  # streams, and rows with log probabilities (for text offsets)
     logprobs: int | None = None  # None: no log probabilities; k: the chosen token's and the k most likely
     pending: list[dict[str, Any]] = field(default_factory=list)  # entries of tokens whose text is not out yet
+    emitted: int = 0  # characters of text the detokenizer has given so far
     generated: list[int] = field(default_factory=list)
     slot: int = -1
     start: int = 0  # first cache column holding this row's prompt (columns before it are padding)
@@ -233,14 +234,17 @@ class Scheduler:
         banned = [(i, ids) for i, ids in banned if ids]
         allowed = [(i, allowed_tokens(r.enforcer, r.generated)) for i, r in enumerate(rows) if r.enforcer is not None]
         wants = [i for i, r in enumerate(rows) if r.logprobs is not None]
+        picks = None if len(wants) in (0, len(rows)) else torch.tensor(wants, device=logits.device)
         # The model's own distribution, taken before `choose` applies penalties and masks (in place).
-        logprobs = torch.log_softmax(logits[wants].float(), dim=-1) if wants else None
+        logprobs = None
+        if wants:
+            logprobs = torch.log_softmax((logits if picks is None else logits.index_select(0, picks)).float(), -1)
         chosen = self.sampling.choose(logits, base, ban_eos, self.eos_ids, banned, allowed)
         self.sampling.observe(base, chosen)
         tokens = chosen.tolist()
         entries: dict[int, dict[str, Any]] = {}
         if logprobs is not None:
-            step = step_entries(self.token_texts, logprobs, [tokens[i] for i in wants],
+            step = step_entries(self.token_texts, logprobs, chosen if picks is None else chosen.index_select(0, picks),
                                 [rows[i].logprobs or 0 for i in wants])
             entries = dict(zip(wants, step, strict=True))
         now = now_ms()
@@ -252,12 +256,14 @@ class Scheduler:
                 continue
             row.generated.append(token)
             if i in entries:
+                entries[i]["offset"] = row.emitted  # where the token's text begins in the row's text
                 row.pending.append(entries[i])
             if row.no_repeat is not None:
                 row.no_repeat.add(token)
             if row.detok is not None:
                 text = row.detok.add(token)
-                if text:
+                row.emitted += len(text)
+                if text and row.stream:
                     events.append(("token", row.request, row.index, text, row.pending))
                     row.pending = []
             if len(row.generated) >= row.max_new or len(row.prompt) + len(row.generated) >= self.max_length:
@@ -271,7 +277,8 @@ class Scheduler:
             return
         if row.detok is not None:
             tail = row.detok.flush()
-            if tail or row.pending:
+            row.emitted += len(tail)
+            if row.stream and (tail or row.pending):
                 events.append(("token", request, row.index, tail, row.pending))
                 row.pending = []
         job = request.job

@@ -189,6 +189,30 @@ def test_llama_logprobs_are_the_models(client: openai.OpenAI) -> None:
     assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e.token, round(e.logprob, 4)) for e in entries]  # type: ignore[attr-defined]
 
 
+def test_llama_logprobs_are_placed_in_the_text_and_cut_with_it(client: openai.OpenAI) -> None:
+    """Offsets come from the reader's text (the tokens decoded together), so a stop string cuts the entries exactly
+    where it cuts the text, multi-byte characters and all."""
+    ask = {"model": "llama", "prompt": "Le café 日本語", "temperature": 0, "max_tokens": 24, "logprobs": 1}
+    whole = client.completions.create(**ask)  # type: ignore[call-overload]
+    text, lp = whole.choices[0].text, whole.choices[0].logprobs
+    assert lp is not None and lp.text_offset and len(lp.tokens or []) == whole.usage.completion_tokens  # type: ignore[union-attr]
+    assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0 and lp.text_offset[-1] < len(text)
+    stop = text[len(text) // 2:][:2]
+    if not stop.strip():
+        pytest.skip("the random model's greedy text has no usable stop string here")
+    cut = client.completions.create(**ask, stop=[stop])  # type: ignore[call-overload]
+    kept = cut.choices[0].text
+    assert kept == text[: text.find(stop)]
+    assert cut.choices[0].logprobs.text_offset == [o for o in lp.text_offset if o < len(kept)]  # type: ignore[union-attr]
+
+
+def test_logprob_budget_is_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="primary", messages=ECHO_CHAT, logprobs=True, top_logprobs=20,  # type: ignore[arg-type]
+                                       n=100, max_tokens=1000)
+    assert exc.value.body["param"] == "top_logprobs"  # type: ignore[index]
+
+
 def test_async_client_chat_and_stream(aclient: openai.AsyncOpenAI) -> None:
     async def run() -> None:
         answers = await asyncio.gather(*(aclient.chat.completions.create(
