@@ -19,6 +19,7 @@ from liftoff.wire import ReaderInfo
 
 Status = Literal["live", "loading", "dead"]
 DEAD_AFTER_HEARTBEATS = 3  # a reader silent for this many heartbeat_check_intervals is dead
+STARTING_GRACE_S = 120.0  # a reader its supervisor announced counts as loading this long before its first beat
 
 
 def heartbeat_period_s(check_interval_s: int) -> float:
@@ -50,8 +51,27 @@ def classify(info: ReaderInfo, heartbeat: bytes | None, never_dead: bool) -> Sta
     if info.state == "failed":
         return "dead"
     if heartbeat is None and not never_dead:
-        return "dead"
+        return "loading" if _announced(info) else "dead"
     return "loading" if info.state == "loading" else "live"
+
+
+def _announced(info: ReaderInfo) -> bool:
+    """Announced by its supervisor (see `announce_starting`) and not yet beating, within the grace period."""
+    return info.state == "loading" and info.last_heartbeat_s is None and \
+        time.time() - info.registered_s < STARTING_GRACE_S
+
+
+async def announce_starting(redis: Redis, keys: Keys, info: ReaderInfo) -> None:
+    """Registry entry for a reader process about to start: loading until it registers itself (which takes seconds of
+    imports), so that /healthz does not report ready while a configured reader has not even appeared yet."""
+    if await redis.exists(keys.heartbeat(info.reader_id)):
+        return  # that id is beating elsewhere: its own entry stands (the new process will refuse to start)
+    info.state, info.last_heartbeat_s = "loading", None
+    pipe = redis.pipeline(transaction=False)
+    pipe.hset(keys.readers, info.reader_id, info.model_dump_json())
+    for group in info.consumer_groups:
+        pipe.sadd(keys.groups, group)
+    await pipe.execute()
 
 
 async def read_registry(redis: Redis, keys: Keys, check_interval_s: int) -> list[ReaderRecord]:

@@ -26,6 +26,7 @@ from liftoff.keys import Keys
 from liftoff.process import child_preexec, compute_backoff
 from liftoff.redis_client import connect
 from liftoff.settings import RESOLVED_ENV, ReaderConfig, Settings
+from liftoff.wire import ReaderInfo
 from management import reader_store
 from management.auth import management_bind
 from management.auto_device import AutoPlacementError, place_reader
@@ -154,7 +155,7 @@ class Supervisor:
         for reader_id, config in wanted.items():
             if reader_id not in self.readers:
                 self.readers[reader_id] = ReaderProcess(reader_id, config)
-                self._start_reader(self.readers[reader_id])
+                await self._start_reader(self.readers[reader_id])
         for reader_id, reader in self.readers.items():
             reader.removed = reader_id not in wanted
 
@@ -164,7 +165,7 @@ class Supervisor:
             if reader.removed:
                 del self.readers[reader.reader_id]
             elif reader.restart_at is not None and now >= reader.restart_at:
-                self._start_reader(reader)
+                await self._start_reader(reader)
             return
         code = reader.proc.poll()
         if code is None:
@@ -216,7 +217,17 @@ class Supervisor:
     def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)  # noqa: PLW1509 (no threads here)
 
-    def _start_reader(self, reader: ReaderProcess) -> None:
+    async def _start_reader(self, reader: ReaderProcess) -> None:
+        config = reader.config
+        try:
+            await registry.announce_starting(self.redis, self.keys, ReaderInfo(
+                consumer_groups=[config.consumer_group], consumer_name=reader.reader_id, device=config.device,
+                model_name="echo" if self.settings.echo else config.model_name,
+                model_type=config.model_type or "generation", pids=[], supervised=True, reader_id=reader.reader_id,
+                heartbeat_interval_s=float(self.settings.heartbeat_check_interval), config=config.model_dump(),
+                hostname=socket.gethostname()))
+        except Exception as exc:  # noqa: BLE001 — the reader registers itself anyway; readiness is merely early
+            log.warning("could not announce reader %s in the registry: %s", reader.reader_id, exc)
         argv = [
             sys.executable, "-m", "readers",
             "--config-json", reader.config.model_dump_json(),

@@ -127,3 +127,14 @@ def test_reserved_group_wait_is_bounded(make_server: ServerFactory) -> None:
     assert r.status_code == 503
     assert "became live" in r.json()["error"]
     assert time.monotonic() - started < 5
+
+
+def test_healthz_waits_for_every_configured_reader(make_server: ServerFactory) -> None:
+    """The supervisor announces each reader before starting it: an echo reader is up in a second, the MiniLM one
+    only after torch is imported, and /healthz must not say ready in between."""
+    server = make_server(readers=[
+        {"model_name": "echo", "consumer_group": "primary", "reader_id": "quick"},
+        {"model_name": "sentence-transformers/all-MiniLM-L6-v2", "consumer_group": "embed", "reader_id": "slow"},
+    ])
+    status = server.status()["status"]
+    assert set(status["live_readers"]) == {"quick", "slow"}, status
