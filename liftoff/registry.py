@@ -104,12 +104,17 @@ async def write_heartbeat(redis: Redis, keys: Keys, reader_id: str, info: Reader
     await pipe.execute()
 
 
-async def mark_exited(redis: Redis, keys: Keys, reader_id: str, reason: str) -> None:
-    """Called by the supervisor when a reader process exits: it is dead now, not after its heartbeat expires."""
+async def mark_exited(redis: Redis, keys: Keys, reader_id: str, reason: str, pid: int | None = None) -> None:
+    """Called by the supervisor when a reader process exits: it is dead now, not after its heartbeat expires.
+
+    With `pid`, only an entry of that process (or one announced and not yet registered) is marked: a process that
+    refused to start because its id is live elsewhere must not take the live reader's entry down with it."""
     blob = await redis.hget(keys.readers, reader_id)
     if blob is None:
         return
     info = ReaderInfo.model_validate_json(blob)
+    if pid is not None and info.pids and pid not in info.pids:
+        return
     info.state = "failed"
     info.error = f"{info.error} ({reason})" if info.error else reason  # keep the reader's own account first
     pipe = redis.pipeline(transaction=False)

@@ -171,12 +171,12 @@ class Supervisor:
         if code is None:
             return
         reason = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        reader.proc = None
+        pid, reader.proc = reader.proc.pid, None
         if reader.removed:
             log.info("reader %s removed (%s)", reader.reader_id, reason)
             await self._deregister(reader.reader_id)
             return
-        await self._mark_exited(reader.reader_id, reason)
+        await self._mark_exited(reader.reader_id, reason, pid)
         if code in NO_RESTART_CODES:
             reader.gave_up = True
             log.error("reader %s %s (%s); not restarting it", reader.reader_id, reason, NO_RESTART_CODES[code])
@@ -188,9 +188,9 @@ class Supervisor:
         reader.restart_at = now + delay
         log.warning("reader %s %s; restarting in %.1fs", reader.reader_id, reason, delay)
 
-    async def _mark_exited(self, reader_id: str, reason: str) -> None:
+    async def _mark_exited(self, reader_id: str, reason: str, pid: int) -> None:
         try:
-            await registry.mark_exited(self.redis, self.keys, reader_id, reason)
+            await registry.mark_exited(self.redis, self.keys, reader_id, reason, pid)
         except Exception as exc:  # noqa: BLE001 — the heartbeat TTL marks it dead anyway
             log.warning("could not mark reader %s dead in the registry: %s", reader_id, exc)
 

@@ -138,3 +138,28 @@ def test_healthz_waits_for_every_configured_reader(make_server: ServerFactory) -
     ])
     status = server.status()["status"]
     assert set(status["live_readers"]) == {"quick", "slow"}, status
+
+
+def test_a_duplicate_reader_id_leaves_the_live_reader_alone(make_server: ServerFactory, redis_url: str,
+                                                           tmp_path: Path) -> None:
+    """A supervised reader whose id is live elsewhere refuses to start; marking it exited must not mark the live
+    one dead (nor must announcing it overwrite the live one's entry)."""
+    import redis as redis_lib
+
+    from liftoff.keys import Keys
+
+    namespace = "dup-id"
+    by_hand = start_reader(redis_url, namespace, tmp_path, "--model", "echo", "--reader-id", "dup")
+    try:
+        client = redis_lib.Redis.from_url(redis_url)
+        wait_for(lambda: client.exists(Keys(namespace).heartbeat("dup")), 30, "the reader started by hand")
+        server = make_server(readers=[{"model_name": "echo", "reader_id": "dup"}], redis_namespace=namespace,
+                             wait_healthy=False)
+        wait_for(lambda: "not restarting" in server.log(), 30, "the duplicate refusing to start", server)
+        for _ in range(3):  # across a few heartbeats: still the hand-started one, still live
+            live = server.status()["status"]["live_readers"]
+            assert list(live) == ["dup"] and live["dup"]["pids"] == [by_hand.pid], live
+            time.sleep(0.5)
+    finally:
+        by_hand.terminate()
+        by_hand.wait(15)
