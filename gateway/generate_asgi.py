@@ -18,7 +18,7 @@ from gateway.errors import ApiError, PayloadTooLarge
 from gateway.middleware import too_large_message
 from gateway.parsing import parse_json_object, validate
 from gateway.protocol import GenerateRequest
-from gateway.requests import check_limits
+from gateway.requests import generate_answer, submit_generate
 from gateway.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -52,18 +52,9 @@ class GenerateApp:
         await _send_json(send, status, answer, headers)
 
     async def generate(self, raw: bytes) -> dict[str, Any]:
-        settings, dispatcher = self.gw.settings, self.gw.dispatcher
         req = validate(GenerateRequest, parse_json_object(raw))
-        check_limits(req, settings.max_user_batch_size, settings.max_prompt_string_bytes)
-        ticket = await dispatcher.submit(
-            req.consumer_group or "primary", req.texts, req.params(), stream=False, batched=req.batched
-        )
-        reply = await dispatcher.outcome(ticket)
-        texts = reply.texts or []
-        answer: dict[str, Any] = {"text": texts if req.batched else texts[0]}
-        if reply.metadata is not None:
-            answer["metadata"] = reply.metadata if req.batched else reply.metadata[0]
-        return answer
+        reply = await self.gw.dispatcher.outcome(await submit_generate(self.gw, req))
+        return generate_answer(req, reply)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         for name, value in scope["headers"]:

@@ -16,7 +16,7 @@ from gateway.generate_asgi import GenerateApp
 from gateway.parsing import parse_body
 from gateway.port_app import port_app
 from gateway.protocol import ClassifyRequest, EmbedRequest, GenerateRequest
-from gateway.requests import check_count, check_limits
+from gateway.requests import check_count, submit_generate
 from gateway.responses import json_response
 from gateway.tokenizer_routes import tokenizer_routes
 from gateway.types import ASGIApp
@@ -30,10 +30,7 @@ def create_inference_app(gw: Gateway) -> ASGIApp:
 
     async def submit(request: Request, stream: bool) -> tuple[GenerateRequest, Ticket]:
         req = await parse_body(request, GenerateRequest)
-        check_limits(req, settings.max_user_batch_size, settings.max_prompt_string_bytes)
-        group = req.consumer_group or "primary"
-        ticket = await dispatcher.submit(group, req.texts, req.params(), stream=stream, batched=req.batched)
-        return req, ticket
+        return req, await submit_generate(gw, req, stream)
 
     async def generate_stream(request: Request) -> Response:
         req, ticket = await submit(request, stream=True)

@@ -1,9 +1,16 @@
-"""Request limits shared by the inference routes."""
+"""What every route that takes a Takeoff generation request shares: the limits, the dispatch, the answer's shape."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from gateway.errors import Unprocessable
 from gateway.protocol import GenerateRequest
+
+if TYPE_CHECKING:
+    from gateway.context import Gateway
+    from gateway.dispatch import Ticket
+    from liftoff.wire import Reply
 
 
 def check_count(count: int, max_batch: int) -> None:
@@ -18,3 +25,20 @@ def check_limits(req: GenerateRequest, max_batch: int, max_prompt_bytes: int) ->
         if size > max_prompt_bytes:
             where = f"text[{index}]" if req.batched else "text"
             raise Unprocessable(f"{where} is {size} bytes; the limit (max_prompt_string_bytes) is {max_prompt_bytes}")
+
+
+async def submit_generate(gw: Gateway, req: GenerateRequest, stream: bool = False) -> Ticket:
+    """Check `req` against the server's limits and queue it for its consumer group (`primary` when it names none)."""
+    settings = gw.settings
+    check_limits(req, settings.max_user_batch_size, settings.max_prompt_string_bytes)
+    return await gw.dispatcher.submit(req.consumer_group or "primary", req.texts, req.params(), stream=stream,
+                                      batched=req.batched)
+
+
+def generate_answer(req: GenerateRequest, reply: Reply) -> dict[str, Any]:
+    """The /generate answer: `text` (a list for a user batch) and, when asked for, `metadata` shaped alike."""
+    texts = reply.texts or []
+    answer: dict[str, Any] = {"text": texts if req.batched else texts[0]}
+    if reply.metadata is not None:
+        answer["metadata"] = reply.metadata if req.batched else reply.metadata[0]
+    return answer

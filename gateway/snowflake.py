@@ -24,7 +24,7 @@ from gateway.context import Gateway
 from gateway.errors import ApiError, from_validation
 from gateway.parsing import read_json_object
 from gateway.protocol import EmbedRequest, GenerateRequest
-from gateway.requests import check_count, check_limits
+from gateway.requests import check_count, generate_answer, submit_generate
 from gateway.responses import json_response
 
 
@@ -65,15 +65,7 @@ def snowflake_routes(gw: Gateway) -> list[Route]:
 
     async def generate(arg: Any) -> dict[str, Any]:
         req: GenerateRequest = _request(GenerateRequest, arg)
-        check_limits(req, settings.max_user_batch_size, settings.max_prompt_string_bytes)
-        ticket = await dispatcher.submit(req.consumer_group or "primary", req.texts, req.params(),
-                                         batched=req.batched)
-        reply = await dispatcher.outcome(ticket)
-        texts = reply.texts or []
-        result: dict[str, Any] = {"text": texts if req.batched else texts[0]}
-        if reply.metadata is not None:
-            result["metadata"] = reply.metadata if req.batched else reply.metadata[0]
-        return result
+        return generate_answer(req, await dispatcher.outcome(await submit_generate(gw, req)))
 
     async def embed(arg: Any) -> dict[str, Any]:
         req: EmbedRequest = _request(EmbedRequest, arg)

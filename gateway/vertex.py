@@ -28,7 +28,7 @@ from gateway.errors import ApiError, from_validation
 from gateway.health import healthz_route
 from gateway.parsing import read_json_object
 from gateway.protocol import EmbedRequest, GenerateRequest
-from gateway.requests import check_count, check_limits
+from gateway.requests import check_count, submit_generate
 from gateway.responses import json_response
 
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "INVALID_ARGUMENT",
@@ -96,9 +96,7 @@ def vertex_routes(gw: Gateway, environ: Mapping[str, str] = os.environ) -> list[
 
     async def one_generation(index: int, req: GenerateRequest) -> dict[str, Any]:
         try:
-            check_limits(req, settings.max_user_batch_size, settings.max_prompt_string_bytes)
-            ticket = await dispatcher.submit(req.consumer_group or "primary", req.texts, req.params())
-            reply = await dispatcher.outcome(ticket)
+            reply = await dispatcher.outcome(await submit_generate(gw, req))
         except ApiError as err:
             raise VertexError(err.status, f"instances[{index}]: {err.message}", err.headers) from None
         prediction: dict[str, Any] = {"text": (reply.texts or [""])[0]}
