@@ -64,8 +64,10 @@ class EchoEngine(Engine):
                     for index, out in enumerate(row.outputs):
                         if row.step < len(out):
                             token = out[row.step]
-                            offset = sum(len(t) for t in out[: row.step])
-                            sink.token(row.job, index, token, self._logprobs(row.job, [token], offset))
+                            logprobs = None
+                            if row.job.item.params.logprobs is not None:  # the offset only when it is asked for
+                                logprobs = self._logprobs(row.job, [token], sum(len(t) for t in out[: row.step]))
+                            sink.token(row.job, index, token, logprobs)
                 if row.first_token_ms is None:
                     row.first_token_ms = now_ms()
                 row.step += 1
