@@ -38,14 +38,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from time import perf_counter_ns
 
 REPO = Path(__file__).resolve().parents[1]
 # Run as `python bench/embeddings.py`, sys.path[0] is bench/, where bench/gateway.py would shadow the project's
@@ -64,17 +62,16 @@ from bench.gateway import (  # noqa: E402
     Server,
     _machine_busy_ticks,
     child_env,
-    cpu_snapshot,
     free_ports,
     git_revision,
-    liftoff_binary,
+    launch_liftoff,
+    measure_window,
 )
 
 THREADS_ENV = "LIFTOFF_TORCH_THREADS"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 GROUP = "embed"
 CONCURRENCY = "1,8,32,64"
-PORT_NAMES = ["port", "management_port", "vertex_port", "openai_port", "snowflake_port", "internal_port"]
 
 # Single sentences of the length of a search query or a line of a support ticket: 16 x 16 = 256 distinct ones,
 # 14-22 words (18-26 tokens with the special tokens) each.
@@ -176,9 +173,8 @@ class GatewayHarness:
         self.server: Server | None = None
         self.stopped = False
 
-    def config_text(self) -> str:
-        lines = [f"{name} = {port}" for name, port in zip(PORT_NAMES, self.ports, strict=True)]
-        lines += [
+    def settings(self) -> list[str]:
+        lines = [
             'host = "127.0.0.1"',
             f"state_dir = {json.dumps(str(self.tmp / 'state'))}",
             f"repository_path = {json.dumps(str(self.repository_path))}",
@@ -190,22 +186,13 @@ class GatewayHarness:
             "[[readers]]",
         ]
         lines += [f"{key} = {json.dumps(value)}" for key, value in self.reader.items()]
-        return "\n".join(lines) + "\n"
+        return lines
 
     def start(self) -> None:
-        config = self.tmp / "config.toml"
-        config.write_text(self.config_text())
         env = child_env()  # without the caller's LIFTOFF_* variables
         env[THREADS_ENV] = str(self.threads)
         env.setdefault("HF_HUB_OFFLINE", "1")
-        log_path = self.tmp / "liftoff.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [liftoff_binary(), "serve", "--config", str(config)],
-                cwd=self.tmp, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.server = Server("liftoff", "echo", self.port, proc, log_path)  # kind "echo": a liftoff process tree
+        self.server = launch_liftoff(self.tmp, self.ports, self.settings(), env, name="liftoff")
 
     def wait_healthy(self, timeout_s: float) -> str | None:
         """None once the management /healthz is 200, else why not."""
@@ -240,21 +227,10 @@ async def measure(harness: GatewayHarness, path: str, bodies: list[bytes], conc:
     assert server is not None
     result = Result(f"c={conc}", conc)
     run = BodiesRun(harness.port, conc, path, bodies)
-    await run.open()
-    server.refresh_groups()
-    run.start()
-    await asyncio.sleep(warmup_s)
-    before = cpu_snapshot(server.groups)
-    run.start_ns = perf_counter_ns()
-    await asyncio.sleep(duration_s)
-    run.end_ns = perf_counter_ns()
-    after = cpu_snapshot(server.groups)
-    await run.stop(drain_s=30.0)
-    result.seconds = (run.end_ns - run.start_ns) / 1e9
+    result.seconds, result.cpu_ticks = await measure_window(server, run, warmup_s, duration_s, drain_s=30.0)
     result.lat = run.lat
     result.errors = run.errors
     result.round_rps = [len(run.lat) / result.seconds]
-    result.cpu_ticks = {role: ticks - before.get(role, 0) for role, ticks in after.items()}
     if run.first_error:
         result.notes.append(run.first_error[:300])
     return result

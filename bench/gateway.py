@@ -389,10 +389,28 @@ def liftoff_binary() -> str:
     return str(REPO / ".venv" / "bin" / "liftoff")
 
 
+PORT_NAMES = ["port", "management_port", "vertex_port", "openai_port", "snowflake_port", "internal_port"]
+
+
+def launch_liftoff(tmp: Path, ports: list[int], settings: list[str], env: dict[str, str] | None = None,
+                   name: str = "liftoff echo") -> Server:
+    """`liftoff serve` from `<tmp>/config.toml`: the six `ports` in PORT_NAMES order, then the `settings` lines
+    (TOML, `[[readers]]` tables included); its output goes to `<tmp>/liftoff.log`. It does not wait for it."""
+    lines = [f"{key} = {port}" for key, port in zip(PORT_NAMES, ports, strict=True)] + settings
+    config = tmp / "config.toml"
+    config.write_text("\n".join(lines) + "\n")
+    log_path = tmp / "liftoff.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [liftoff_binary(), "serve", "--config", str(config)],
+            cwd=tmp, env=env or child_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Server(name, "echo", ports[0], proc, log_path)  # kind "echo": a liftoff process tree
+
+
 def start_liftoff(tmp: Path, ports: list[int], workers: int) -> Server:
-    names = ["port", "management_port", "vertex_port", "openai_port", "snowflake_port", "internal_port"]
-    lines = [f"{name} = {port}" for name, port in zip(names, ports, strict=True)]
-    lines += [
+    return launch_liftoff(tmp, ports, [
         'host = "127.0.0.1"',
         f'state_dir = "{tmp / "state"}"',
         f"workers = {workers}",
@@ -402,17 +420,7 @@ def start_liftoff(tmp: Path, ports: list[int], workers: int) -> Server:
         'model_name = "echo"',
         'consumer_group = "primary"',
         "max_batch_size = 64",
-    ]
-    config = tmp / "config.toml"
-    config.write_text("\n".join(lines) + "\n")
-    log_path = tmp / "liftoff.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [liftoff_binary(), "serve", "--config", str(config)],
-            cwd=tmp, env=child_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Server("liftoff echo", "echo", ports[0], proc, log_path)
+    ])
 
 
 def start_bare(tmp: Path, port: int, workers: int) -> Server:
@@ -477,8 +485,10 @@ class Result:
         return ordered[int(rank) - 1] / 1e6
 
 
-async def measure(server: Server, conc: int, warmup_s: float, duration_s: float, result: Result) -> None:
-    run = Run(server.port, conc)
+async def measure_window(server: Server, run: Run, warmup_s: float, duration_s: float,
+                         drain_s: float) -> tuple[float, dict[str, int]]:
+    """Open `run`'s connections, warm up, then measure a window: its seconds, and CPU ticks by process role in it.
+    `run` keeps the window's latencies and errors."""
     await run.open()
     server.refresh_groups()
     run.start()
@@ -488,15 +498,20 @@ async def measure(server: Server, conc: int, warmup_s: float, duration_s: float,
     await asyncio.sleep(duration_s)
     run.end_ns = perf_counter_ns()
     after = cpu_snapshot(server.groups)
-    await run.stop(drain_s=10.0)
-    window = (run.end_ns - run.start_ns) / 1e9
+    await run.stop(drain_s=drain_s)
+    return (run.end_ns - run.start_ns) / 1e9, {role: ticks - before.get(role, 0) for role, ticks in after.items()}
+
+
+async def measure(server: Server, conc: int, warmup_s: float, duration_s: float, result: Result) -> None:
+    run = Run(server.port, conc)
+    window, cpu = await measure_window(server, run, warmup_s, duration_s, drain_s=10.0)
     result.lat.extend(run.lat)
     result.seconds += window
     result.errors += run.errors
     result.round_rps.append(len(run.lat) / window)
     result.round_p50.append(Result("", conc, lat=run.lat).pct(50))
-    for role, ticks in after.items():
-        result.cpu_ticks[role] = result.cpu_ticks.get(role, 0) + ticks - before.get(role, 0)
+    for role, ticks in cpu.items():
+        result.cpu_ticks[role] = result.cpu_ticks.get(role, 0) + ticks
     if run.first_error and len(result.notes) < 3:
         result.notes.append(run.first_error[:300])
 

@@ -28,10 +28,7 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,51 +42,23 @@ if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
 
 import httpx  # noqa: E402
 
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from bench.gateway import PORT_NAMES, Server, free_ports, http_status, launch_liftoff  # noqa: E402
 
 
-def start_server(tmp: Path, delay_ms: int) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
-    names = ["port", "management_port", "vertex_port", "openai_port", "snowflake_port", "internal_port"]
-    ports = dict(zip(names, free_ports(6), strict=True))
-    lines = [f"{k} = {v}" for k, v in ports.items()]
-    lines += ['host = "127.0.0.1"', f'state_dir = "{tmp / "state"}"', 'log_level = "WARNING"',
-              'reserved_consumers = ""', "workers = 1", "", "[[readers]]", 'model_name = "echo"',
-              'consumer_group = "primary"', "max_batch_size = 256", f"echo_token_delay_ms = {delay_ms}"]
-    (tmp / "config.toml").write_text("\n".join(lines) + "\n")
-    log = open(tmp / "serve.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "liftoff", "serve", "--config", str(tmp / "config.toml")],
-                            cwd=tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+def start_server(tmp: Path, delay_ms: int) -> tuple[Server, dict[str, int]]:
+    ports = free_ports(6)
+    server = launch_liftoff(tmp, ports, [
+        'host = "127.0.0.1"', f'state_dir = "{tmp / "state"}"', 'log_level = "WARNING"', 'reserved_consumers = ""',
+        "workers = 1", "", "[[readers]]", 'model_name = "echo"', 'consumer_group = "primary"', "max_batch_size = 256",
+        f"echo_token_delay_ms = {delay_ms}"])
+    named = dict(zip(PORT_NAMES, ports, strict=True))
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            if httpx.get(f"http://127.0.0.1:{ports['management_port']}/healthz", timeout=2).status_code == 200:
-                return proc, ports
-        except httpx.TransportError:
-            pass
+    while time.monotonic() < deadline and server.proc.poll() is None:
+        if http_status(named["management_port"], "GET", "/healthz") == 200:
+            return server, named
         time.sleep(0.2)
-    stop_server(proc)
-    sys.exit(f"the server did not become healthy:\n{(tmp / 'serve.log').read_text()[-3000:]}")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    server.stop(30)
+    sys.exit(f"the server did not become healthy:\n{server.log_tail(60)}")
 
 
 @dataclass
@@ -263,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         args.duration, args.warmup, args.conc, args.rounds = 2.0, 0.5, "1,8", 1
     concs = [int(c) for c in args.conc.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="liftoff-bench-openai-"))
-    proc, ports = start_server(tmp, args.delay_ms)
+    server, ports = start_server(tmp, args.delay_ms)
     try:
         message = " ".join(f"word{i}" for i in range(args.words))
         rendered = f"user: {message}\nassistant: "  # the echo reader's chat template
@@ -296,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             ttft = statistics.median(o.ttft_s) / statistics.median(t.ttft_s) if o.ttft_s and t.ttft_s else float("nan")
             print(f"  c={conc:<4} responses/s {thr:5.2f}x   ttft p50 {ttft:5.2f}x")
     finally:
-        stop_server(proc)
+        server.refresh_groups()  # so that stop() can reap anything of the tree that outlives its supervisor
+        server.stop(30)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

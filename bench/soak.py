@@ -33,7 +33,6 @@ import platform
 import random
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,10 +57,9 @@ from bench.gateway import (  # noqa: E402
     CLK_TCK,
     Server,
     _machine_busy_ticks,
-    child_env,
     free_ports,
     git_revision,
-    liftoff_binary,
+    launch_liftoff,
     wait_ready,
 )
 from liftoff.keys import Keys  # noqa: E402
@@ -347,9 +345,7 @@ def parse_sse(body: bytes) -> tuple[str, list[str]]:
 
 # --- the server --------------------------------------------------------------------------------------------------
 def start_liftoff(tmp: Path, ports: list[int], workers: int) -> Server:
-    names = ["port", "management_port", "vertex_port", "openai_port", "snowflake_port", "internal_port"]
-    lines = [f"{name} = {port}" for name, port in zip(names, ports, strict=True)]
-    lines += [
+    lines = [
         'host = "127.0.0.1"',
         f'state_dir = "{tmp / "state"}"',
         f'redis_namespace = "{NAMESPACE}"',
@@ -368,16 +364,7 @@ def start_liftoff(tmp: Path, ports: list[int], workers: int) -> Server:
             "echo_token_delay_ms = 2",
             "max_batch_size = 16",
         ]
-    config = tmp / "config.toml"
-    config.write_text("\n".join(lines) + "\n")
-    log_path = tmp / "liftoff.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [liftoff_binary(), "serve", "--config", str(config)],
-            cwd=tmp, env=child_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Server("liftoff echo", "echo", ports[0], proc, log_path)
+    return launch_liftoff(tmp, ports, lines)
 
 
 class Tree:
