@@ -92,9 +92,8 @@ def _moe_offload(model: ModelSpec, quants: tuple[str, ...], specs: SystemSpecs, 
         return None
     vram = specs.total_gpu_vram_gb
     for quant in quants:
-        on_gpu = memory_gb(model, quant, context, runtime) - (model.params_b - model.active_params_b) * BYTES_PER_PARAM[
-            quant]
         offloaded = (model.params_b - model.active_params_b) * BYTES_PER_PARAM[quant]
+        on_gpu = memory_gb(model, quant, context, runtime) - offloaded
         if on_gpu <= vram and offloaded <= specs.available_ram_gb:
             return _Placement("moe_offload", QuantChoice(quant, context, on_gpu), vram, offloaded)
     return None
@@ -115,22 +114,22 @@ def _place(model: ModelSpec, specs: SystemSpecs, context: int, runtime: str) -> 
         choice = best_quant(model, quants, pooled, context, runtime)
         if choice is not None:
             return _Placement("cpu_offload", choice, pooled), True
-        smallest = quants[-1]
-        return _Placement("gpu", QuantChoice(smallest, context, memory_gb(model, smallest, context, runtime)),
-                          vram), False
+        return _too_big("gpu", model, quants[-1], context, runtime, vram)
     if runtime == "mlx":
         # MLX runs only on Apple silicon's unified memory: elsewhere nothing fits.
-        quant = quant_ladder(runtime, "cpu", specs)[-1]
-        return _Placement("cpu_only", QuantChoice(quant, context, memory_gb(model, quant, context, runtime)),
-                          0.0), False
+        return _too_big("cpu_only", model, quant_ladder(runtime, "cpu", specs)[-1], context, runtime, 0.0)
     quants = quant_ladder(runtime, "cpu", specs)
     ram = specs.available_ram_gb
     choice = best_quant(model, quants, ram, context, runtime)
     if choice is not None:
         return _Placement("cpu_only", choice, ram), True
-    smallest = quants[-1]
-    return _Placement("cpu_only", QuantChoice(smallest, context, memory_gb(model, smallest, context, runtime)),
-                      ram), False
+    return _too_big("cpu_only", model, quants[-1], context, runtime, ram)
+
+
+def _too_big(mode: str, model: ModelSpec, quant: str, context: int, runtime: str,
+             budget_gb: float) -> tuple[_Placement, bool]:
+    """A model that fits no way: placed at its smallest quantization, with what that would take, and not fitting."""
+    return _Placement(mode, QuantChoice(quant, context, memory_gb(model, quant, context, runtime)), budget_gb), False
 
 
 def analyze(model: ModelSpec, specs: SystemSpecs, runtime: str = "transformers", max_context: int | None = None,
