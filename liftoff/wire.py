@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 # 2: work items may carry `chats` (rendered by the reader), `params.seed` and `params.logprobs`. A reader serves
 # every version up to its own (each adds optional fields only); an older reader refuses newer items instead of
 # misreading them.
+# The `alive` reply kind came without a new version: work items did not change, so a bump would only make older
+# readers refuse the work of newer gateways. An older reader sends no beats (a newer gateway then treats its silences
+# as it always did); an older gateway logs each beat as an undecodable reply and drops it.
 WIRE_VERSION = 2
 MAX_TOP_LOGPROBS = 20  # most alternatives a request may ask for per generated token (params.logprobs)
 FIELD = b"d"
@@ -74,7 +77,7 @@ class WorkItem(BaseModel):
     deadline_ms: int  # epoch milliseconds after which nobody waits for the answer
 
 
-ReplyKind = Literal["token", "done", "error"]
+ReplyKind = Literal["token", "done", "error", "alive"]
 
 
 class Reply(BaseModel):
@@ -84,6 +87,9 @@ class Reply(BaseModel):
     ``done``: the terminal success; ``texts`` holds the full outputs unless the request streamed (then None);
     ``result`` holds what non-generative engines return.
     ``error``: the terminal failure, with the HTTP ``status`` the client should get and a ``message`` for people.
+    ``alive``: no content, only a sign of life: the reader is still working on this stream (its engine is making
+    progress) but has had nothing to send for a while. It restarts the gateway's silence clock like a token does and
+    never reaches the client (see readers.liveness). Sent only for streams that have had a reply already.
     """
 
     model_config = ConfigDict(extra="ignore")

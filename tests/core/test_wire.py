@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from liftoff import wire
 from liftoff.wire import GenerationParams, WorkItem
@@ -36,3 +37,14 @@ def test_chats_travel_to_the_reader_with_their_flag() -> None:
     item = wire.decode_work(fast)
     assert item.chats == chats and item.add_generation_prompt is False
     assert wire.decode_work(fast) == wire.decode_work(wire.encode(item))
+
+
+def test_a_beat_is_a_reply_of_its_own_kind() -> None:
+    beat = wire.Reply(id="w:5", kind="alive", attempt=2, reader_id="r-0")
+    assert wire.decode_reply(wire.encode(beat)) == beat
+
+
+def test_a_reply_kind_this_version_does_not_know_is_refused_not_guessed() -> None:
+    # How a gateway older than `alive` takes a beat: a ValueError, which its reply listener logs and drops.
+    with pytest.raises(ValueError):
+        wire.decode_reply({wire.FIELD: b'{"v": 2, "id": "w:6", "kind": "newer"}'})
