@@ -129,36 +129,45 @@ class Dispatcher:
         return ticket
 
     async def next_reply(self, ticket: Ticket) -> Reply:
-        """The next reply for `ticket`, or a timeout error once its deadline passes.
+        """The next token or terminal reply for `ticket`, or a timeout error once its deadline passes.
 
-        Once a stream has started, its reader may be silent for at most reader_message_timeout_ms between tokens;
-        past that it is taken as stuck for this request, which ends with an error (and is withdrawn from it).
+        Once a stream has started, its reader may go without a sign of life for at most reader_message_timeout_ms:
+        a token or an `alive` beat (which a busy reader sends while its engine makes progress) restarts the clock;
+        past it the reader is taken as stuck for this request, which ends with an error (and is withdrawn from it).
+        Beats are consumed here, never returned; before the first token, and for requests that don't stream, they
+        are simply dropped (the request deadline bounds those).
         """
-        stall_s = self.settings.reader_message_timeout_ms / 1000 if ticket.tokens_seen else None
-        deadline = ticket.deadline if stall_s is None else asyncio.get_running_loop().time() + stall_s
-        try:
-            async with asyncio.timeout_at(deadline):
-                reply = await ticket.queue.get()
-        except TimeoutError:
-            if stall_s is None:
-                raise self._timeout_error(ticket) from None
-            self._withdraw(ticket)
-            raise GatewayTimeout(
-                f"the reader went silent for over {self.settings.reader_message_timeout_ms} ms in the middle of the "
-                f"stream (reader_message_timeout_ms), after {ticket.tokens_seen} tokens"
-            ) from None
-        if ticket.tokens_seen and reply.attempt != ticket.attempt:
-            # Its reader died mid-stream and another took the request over: replaying would duplicate text.
-            self._withdraw(ticket)
-            message = (f"the reader serving this stream stopped after {ticket.tokens_seen} tokens; the stream ends "
-                       "here rather than being replayed")
-            return Reply(id=ticket.id, kind="error", status=503, message=message)
-        if reply.kind == "token":
-            # A stream is bounded by its silences, not its length: each token restarts the clock.
-            ticket.tokens_seen += 1
-            ticket.attempt = reply.attempt
-            ticket.deadline = asyncio.get_running_loop().time() + self.settings.request_timeout_s
-        return reply
+        while True:
+            stall_s = self.settings.reader_message_timeout_ms / 1000 if ticket.tokens_seen else None
+            deadline = ticket.deadline if stall_s is None else asyncio.get_running_loop().time() + stall_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    reply = await ticket.queue.get()
+            except TimeoutError:
+                if stall_s is None:
+                    raise self._timeout_error(ticket) from None
+                self._withdraw(ticket)
+                raise GatewayTimeout(
+                    f"the reader went silent for over {self.settings.reader_message_timeout_ms} ms in the middle of "
+                    f"the stream (reader_message_timeout_ms), after {ticket.tokens_seen} tokens"
+                ) from None
+            if ticket.tokens_seen and reply.attempt != ticket.attempt:
+                # Its reader died mid-stream and another took the request over: replaying would duplicate text.
+                self._withdraw(ticket)
+                message = (f"the reader serving this stream stopped after {ticket.tokens_seen} tokens; the stream "
+                           "ends here rather than being replayed")
+                return Reply(id=ticket.id, kind="error", status=503, message=message)
+            kind = reply.kind
+            if kind == "token":
+                # A stream is bounded by its silences, not its length: each token restarts the clock.
+                ticket.tokens_seen += 1
+                ticket.attempt = reply.attempt
+                ticket.deadline = asyncio.get_running_loop().time() + self.settings.request_timeout_s
+                return reply
+            if kind != "alive":
+                return reply
+            if ticket.tokens_seen:  # the reader is working on it: the next wait starts a fresh silence clock
+                ticket.deadline = asyncio.get_running_loop().time() + self.settings.request_timeout_s
 
     async def outcome(self, ticket: Ticket) -> Reply:
         """The terminal reply of a request that does not stream (raised as an ApiError when it is an error)."""
