@@ -127,6 +127,7 @@ def _reader(args: argparse.Namespace) -> int:
         grace_s=settings.shutdown_grace_s,
         max_deliveries=settings.max_deliveries,
         repository_path=settings.repository_path,
+        reader_message_timeout_ms=settings.reader_message_timeout_ms,
     )
     return run_async(Reader(options).run())
 

@@ -18,6 +18,7 @@ class Job:
     deliveries: int = 1  # 1 on first delivery; more when reclaimed from a reader that died
     cancelled: bool = False  # the client went away; engines end the job at their next step
     failed: bool = False  # set by the reply sink when the terminal reply is an error
+    last_reply_s: float | None = None  # time.monotonic() of the last reply the sink queued for it; None: none yet
 
     @property
     def expired(self) -> bool:

@@ -8,6 +8,7 @@ consumer name, so whatever a dead predecessor left pending is reclaimed explicit
 It stops on SIGTERM or when asked through Redis (`DELETE /reader/{id}`): it stops reading, lets in-flight work
 finish within the grace period while still heartbeating, then deregisters. A second signal exits at once. Clients
 that disconnect are announced on a pub/sub channel; their jobs are marked cancelled and the engine drops them.
+While the engine makes progress, streams it has nothing to send for get `alive` beats (see `readers.liveness`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from readers.engines import Engine, EngineLoadError, load_engine
 from readers.engines.base import EngineRequestError
 from readers.engines.echo import EchoEngine
 from readers.jobs import Job
+from readers.liveness import keep_alive
 from readers.replies import ReplySink
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class ReaderOptions:
     grace_s: float = 30.0
     max_deliveries: int = 3
     repository_path: str = "./artefacts"
+    reader_message_timeout_ms: int = 500  # the gateway's silence limit for a started stream, which beats keep within
 
 
 class Reader:
@@ -140,12 +143,17 @@ class Reader:
         self.info.state = "live"
         await self._beat()
         log.info("reader %s live: model %s, groups %s", self.opts.reader_id, self.info.model_name, self.opts.groups)
+        beats = asyncio.create_task(
+            keep_alive(self.inflight, self.sink, self.engine, self.opts.reader_message_timeout_ms))
         reading = [asyncio.create_task(c.run()) for c in self.consumers]
         await self._stop.wait()
         self.info.state = "stopping"
         self._slot_freed.set()  # wake consumers waiting for a slot, so that they see the stop
         await asyncio.gather(*reading, return_exceptions=True)  # each returns within READ_BLOCK_MS
-        await self._drain()
+        try:
+            await self._drain()  # streams still running keep their beats while they finish
+        finally:
+            beats.cancel()
         self.engine.close()
         return EXIT_OK
 

@@ -1,7 +1,8 @@
 """Replies from a reader to gateway workers, coalesced into one pipeline per event-loop turn.
 
-Engines call `token`, `done` and `error` synchronously; the sink queues token XADDs and, for terminal replies, one
-call of the `FINISH` script, and flushes them together in one MULTI/EXEC. The script writes the terminal reply,
+Engines call `token`, `done` and `error` synchronously (the reader's liveness task, `alive`); the sink queues token
+and beat XADDs and, for terminal replies, one call of the `FINISH` script, and flushes them together in one
+MULTI/EXEC. The script writes the terminal reply,
 acknowledges and deletes the request entry and counts the outcome, but only while this reader's consumer still owns
 the entry: a reader that was taken for dead and whose work was reclaimed by another (a long pause, a partition)
 drops its late answer instead of answering twice. A reader killed mid-flush leaves the entry pending, to be
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import redis.exceptions
@@ -53,6 +55,7 @@ class ReplySink:
         self._idle = asyncio.Event()
         self._idle.set()
         self.terminal_sent = 0
+        self.stalled = False  # a flush is waiting for Redis to come back (nothing queued now gets out before it)
 
     def token(self, job: Job, index: int, text: str, logprobs: list[dict[str, Any]] | None = None) -> None:
         self._reply(job, Reply(id=job.item.id, kind="token", index=index, text=text, logprobs=logprobs))
@@ -72,6 +75,10 @@ class ReplySink:
         job.failed = True
         self._finish_job(job, Reply(id=job.item.id, kind="error", status=status, message=message))
 
+    def alive(self, job: Job) -> None:
+        """A sign of life for a stream that is being worked on but has nothing to send (see readers.liveness)."""
+        self._reply(job, Reply(id=job.item.id, kind="alive"))
+
     def error_raw(self, reply_to: str, request_id: str, status: int, message: str) -> None:
         """Answer an entry that could not be decoded into a Job (but whose sender is known)."""
         reply = Reply(id=request_id, kind="error", status=status, message=message, reader_id=self._reader_id)
@@ -87,6 +94,7 @@ class ReplySink:
     def _reply(self, job: Job, reply: Reply) -> None:
         reply.reader_id = self._reader_id
         reply.attempt = job.deliveries
+        job.last_reply_s = time.monotonic()
         self._queue(("xadd", (job.item.reply_to, wire.encode(reply))))
 
     def _finish_job(self, job: Job, reply: Reply) -> None:
@@ -114,9 +122,11 @@ class ReplySink:
                     try:
                         await self._send(ops)
                         attempt = 0
+                        self.stalled = False
                         break
                     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                         # Replies are kept and re-sent when Redis is back; the gateway bounds how long it waits.
+                        self.stalled = True
                         delay = compute_backoff(attempt, base_s=0.1, cap_s=5.0)
                         log.warning("reply flush failed (%s); retrying in %.1fs", exc, delay)
                         attempt += 1

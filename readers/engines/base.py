@@ -31,6 +31,18 @@ class Engine(abc.ABC):
         """Decode speed reached so far (generated tokens per second of decoding), for the fit engine's calibration."""
         return None
 
+    def last_progress(self) -> float | None:
+        """The `time.monotonic()` of this engine's last sign of progress on its work (a model step, a layer of
+        one), or None when the engine gives no such signal.
+
+        The reader keeps the streams it is working on alive at the gateway (`alive` replies, readers.liveness) only
+        while this is None or no older than reader_message_timeout_ms: an engine whose step hangs goes silent and
+        its streams are timed out. Called on the event loop thread, possibly while the engine's own threads run, so
+        it must be cheap and must not lock (reading one float attribute is enough). An engine that answers None is
+        taken as progressing whenever the reader's event loop runs.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027 — engines without threads or devices need not override it
         """Release threads and devices; called once the reader has drained."""
 

@@ -2,6 +2,9 @@
 
 It batches like a generation engine: every step emits the next token of every running request, requests that are
 cancelled leave at the next step, and `echo_token_delay_ms` sets the pace of a step (0: as fast as possible).
+
+Its pause between tokens is an asyncio sleep on the reader's event loop, so it has no progress signal of its own
+(`last_progress` is None): while the loop runs it is working, and its streams are kept alive however slow its pace.
 """
 
 from __future__ import annotations

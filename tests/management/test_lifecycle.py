@@ -7,16 +7,18 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 import redis
 
 from liftoff.embedded_redis import EmbeddedRedis
 
-from conftest import ServerFactory
+from conftest import ServerFactory, _factory
 from support import Server, parse_sse, start_reader, wait_for
 
 WORDS = " ".join(f"w{i}" for i in range(9))  # ten tokens with the request's own first word
@@ -231,15 +233,44 @@ def test_redis_restart_under_load(make_server: ServerFactory, tmp_path: Path) ->
     assert all(code == 200 for t, code in outcomes if t > resumed + 0.5)
 
 
-def test_a_reader_silent_mid_stream_is_timed_out(make_server: ServerFactory) -> None:
-    server = make_server(readers=[{"model_name": "echo", "echo_token_delay_ms": 1500}], reserved_consumers="",
-                         reader_message_timeout_ms=300)
+SILENCE_MS = 300  # reader_message_timeout_ms of the paced server: its reader's pause between tokens is 3 times that
+
+
+@pytest.fixture(scope="module")
+def paced_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
+    """An echo reader far slower than the silence limit: it is busy between tokens, not stuck."""
+    servers: list[Server] = []
+    make = _factory(tmp_path_factory.mktemp("paced"), redis_url, servers)
+    yield make(readers=[{"model_name": "echo", "echo_token_delay_ms": 3 * SILENCE_MS}], reserved_consumers="",
+               reader_message_timeout_ms=SILENCE_MS)
+    for server in servers:
+        server.stop()
+
+
+def test_a_busy_reader_is_not_timed_out(paced_server: Server) -> None:
     started = time.monotonic()
-    r = httpx.post(server.url + "/generate_stream", json={"text": "one two three"}, timeout=30)
-    events = parse_sse(r.text)
-    assert events[0] == ("message", "one")
-    assert events[-1][0] == "error" and "reader_message_timeout_ms" in events[-1][1]
-    assert time.monotonic() - started < 1.5
+    r = httpx.post(paced_server.url + "/generate_stream", json={"text": "one two three"}, timeout=30)
+    assert parse_sse(r.text) == [("message", "one"), ("message", " two"), ("message", " three")]
+    assert time.monotonic() - started > 2 * 3 * SILENCE_MS / 1000  # two silences, each 3 times the limit
+
+
+def test_a_reader_silent_mid_stream_is_timed_out(paced_server: Server) -> None:
+    pid = paced_server.reader_pid("primary-0")
+    events: list[str] = []
+    with httpx.stream("POST", paced_server.url + "/generate_stream", json={"text": "one two three"},
+                      timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(lines) == "data: one"
+        os.kill(pid, signal.SIGSTOP)  # stopped, not busy: no more tokens and no more beats
+        stopped = time.monotonic()
+        try:
+            events = list(lines)
+            silent_s = time.monotonic() - stopped
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    body = "\n".join(events)
+    assert "event: error" in body and "reader_message_timeout_ms" in body and "after 1 tokens" in body, body
+    assert silent_s < (SILENCE_MS + 400) / 1000, f"caught {silent_s:.2f}s after the reader stopped"
 
 
 def test_a_reader_that_comes_back_does_not_answer_twice(
