@@ -38,6 +38,11 @@ REFERENCE_CONFIG_FIELDS = (
 )
 
 Device = str  # "cpu", "cuda", "cuda:N" or "auto"; checked by ReaderConfig.device's validator
+# A reader's `dtype` names and the torch dtype each stands for ("auto": fp32 on CPU, bf16 on a GPU with native
+# bf16, else fp16); readers.engines.torch_device turns them into torch dtypes.
+DTYPE_NAMES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16"}
+DTYPE_CHOICES = "auto, float32 (fp32), bfloat16 (bf16), float16 (fp16)"
 
 
 class ReaderConfig(BaseModel):
@@ -61,6 +66,8 @@ class ReaderConfig(BaseModel):
     batch_duration_millis: int = Field(default=100, ge=0, le=60_000)
     access_token: str | None = None
     tensor_parallel: int | None = Field(default=None, ge=1)
+    # Weight quantisation applied at load ("int8": int8 weight-only); the reader refuses, by name, any other value
+    # (readers.engines.load_options). None: the weights as saved, a model saved quantized loading as it is.
     quant_type: str | None = None
     max_sequence_length: int | None = Field(default=None, ge=1)
     nvlink_unavailable: bool | None = None
@@ -70,12 +77,31 @@ class ReaderConfig(BaseModel):
     disable_paged_attention: bool | None = None
     page_cache_size: str | int | None = None
     model_type: Literal["generation", "embedding", "classification"] | None = None  # None: read from the model
-    dtype: str | None = None  # torch dtype to load with; None: bf16/fp16 on GPU, fp32 on CPU (set by device "auto")
+    dtype: str = "auto"  # one of DTYPE_NAMES, kept in its long form (None or "" is taken as "auto")
     echo_token_delay_ms: int = Field(default=0, ge=0, le=60_000)  # echo engine: pause between tokens (a model's pace)
     cpu_threads: int | None = Field(default=None, ge=1, le=1024)  # torch CPU threads; None: torch's default
     # Served instead of model_name when model_name cannot be had (offline, not in the repository); the reader says so
     # in its log and in /status. None: such a reader fails.
     fallback_model_name: str | None = None
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype(cls, value: object) -> str:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return "auto"
+        name = DTYPE_NAMES.get(value.strip().lower()) if isinstance(value, str) else None
+        if name is None:
+            raise ValueError(f"dtype must be one of {DTYPE_CHOICES}; given {value!r}")
+        return name
+
+    @field_validator("quant_type", mode="before")
+    @classmethod
+    def _quant_type(cls, value: object) -> object:
+        # Only the spelling is settled here; whether this reader can load it is known at its start, on its device.
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return None if value in ("", "none") else value
+        return value
 
     @field_validator("device")
     @classmethod

@@ -246,13 +246,15 @@ class Reader:
         )
 
     async def _calibrate(self) -> None:
-        """Tell the fit engine what this model really takes here: memory after loading, and decode speed."""
+        """Tell the fit engine what this model really takes here: memory after loading, and decode speed, with the
+        dtype or quantisation the engine found in the loaded weights (not the one the settings asked for)."""
         if self.engine is None or isinstance(self.engine, EchoEngine):
             return
         store = MeasurementStore(self.redis, self.keys.fit_measurements)
+        loaded = getattr(self.engine, "loaded_dtype", None)  # model engines: "F32", "BF16", "INT8", ...
         try:
             await record_measurement(store, self.info.model_name, max(0, self._loaded_rss),
-                                     self.engine.tokens_per_s(), self.engine.device, self.opts.config.dtype)
+                                     self.engine.tokens_per_s(), self.engine.device, loaded)
         except TRANSIENT as exc:
             log.debug("calibration not recorded: %s", exc)
 

@@ -38,21 +38,23 @@ class ClassificationEngine(BatchedModelEngine):
     def _load(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from readers.engines.torch_device import pick_dtype
+        from readers.engines.load_options import loaded_label, model_load_options
 
         device = self.settle_device()
         path = self.resolved_path()
+        options = model_load_options(self.config, device, path)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=pick_dtype(device))
+            model = AutoModelForSequenceClassification.from_pretrained(path, **options)
         except (OSError, ValueError, KeyError) as exc:
             raise EngineLoadError(f"{str(path)!r} could not be loaded as a sequence classifier: {exc}") from exc
         self.model = model.to(device).eval()
+        self.loaded_dtype = loaded_label(self.model)
         id2label = model.config.id2label or {}
         self.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(model.config.num_labels)]
         limit = getattr(model.config, "max_position_embeddings", None) or 512
         self.max_length = min(self.config.max_sequence_length or limit, limit)
-        log.info("classification model %s on %s (labels %s)", path, device, self.labels)
+        log.info("classification model %s on %s, %s (labels %s)", path, device, self.loaded_dtype, self.labels)
 
     async def process_batch(self, inputs: list[ClassifyInput]) -> list[dict[str, Any]]:
         return await self._thread.call(self._classify_sync, inputs)

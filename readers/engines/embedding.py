@@ -26,20 +26,22 @@ class EmbeddingEngine(BatchedModelEngine):
     def _load(self) -> None:
         from sentence_transformers import SentenceTransformer
 
+        from readers.engines.load_options import loaded_label, model_load_options
 
         device = self.settle_device()
         path = self.resolved_path()
+        options = model_load_options(self.config, device, path)
         try:
-            self.model = SentenceTransformer(str(path), device=str(device), local_files_only=True)
+            self.model = SentenceTransformer(str(path), device=str(device), local_files_only=True,
+                                             model_kwargs=options)
         except (OSError, ValueError, KeyError) as exc:
             raise EngineLoadError(f"{str(path)!r} could not be loaded as a sentence-transformers model: {exc}") from exc
-        if device.type == "cuda":
-            self.model.half()
+        self.loaded_dtype = loaded_label(self.model)
         if self.config.max_sequence_length:
             self.model.max_seq_length = min(self.model.max_seq_length or 10**9, self.config.max_sequence_length)
         self.tokenizer = self.model.tokenizer
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        log.info("embedding model %s on %s (dimension %s)", path, device, dimension())
+        log.info("embedding model %s on %s, %s (dimension %s)", path, device, self.loaded_dtype, dimension())
 
     async def process_batch(self, texts: list[str]) -> list[list[float]]:
         return await self._thread.call(self._encode_sync, texts)

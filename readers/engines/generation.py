@@ -58,13 +58,15 @@ class GenerationEngine(ModelEngine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from readers.engines.torch_device import pick_dtype
+        from readers.engines.load_options import loaded_label, model_load_options
 
         device = self.settle_device()
         path = self.resolved_path()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(device), attn_implementation="sdpa")
+            model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa",
+                                                         **model_load_options(self.config, device, path))
+            self.loaded_dtype = loaded_label(model)
         except (OSError, ValueError, KeyError) as exc:
             raise EngineLoadError(f"{str(path)!r} could not be loaded as a causal language model: {exc}") from exc
         self.model = model.to(device).eval()

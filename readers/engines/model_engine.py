@@ -1,4 +1,5 @@
-"""What every engine that holds a Hugging Face model shares: where the model is and the device it lands on."""
+"""What every engine that holds a Hugging Face model shares: where the model is, the device it lands on, and what
+it loaded as (`loaded_dtype`, set by each engine's load from readers.engines.load_options.loaded_label)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class ModelEngine(TokenizerHelpers, Engine):
         self.device = config.device  # the configured one until load() settles it
         self.model: Any = None
         self.tokenizer: Any = None
+        # What the loaded weights are, read from the model: "F32", "BF16", "F16", "INT8", ...; None until loaded.
+        self.loaded_dtype: str | None = None
 
     def settle_device(self) -> Any:
         """Apply the CPU thread setting and pick the torch device this reader runs on (call from load's thread)."""

@@ -3,9 +3,15 @@
 Torch work never runs on the event loop: the reader must keep heartbeating and flushing replies while a batch
 computes. Each engine owns one `TorchThread` (a single worker, so the model is never entered concurrently).
 
+dtype: the reader's `dtype` setting is the one source (`pick_dtype`); the names are liftoff.settings.DTYPE_NAMES,
+checked when the settings load. Unset or "auto": float32 on CPU; on a CUDA GPU bfloat16 where the card computes it
+natively (compute capability 8.0 or newer, or ROCm), else float16. A dtype the device can't run natively (bfloat16
+on an older CUDA card) is a load error rather than a slow emulation. There is no environment override: a reader's
+settings come from config.toml, LIFTOFF_READERS or the reader's own --config-json, and a second per-process source
+would make the reader's reported config disagree with what it loaded.
+
 Environment:
   LIFTOFF_TORCH_THREADS  intra-op threads for CPU work (default: torch's own choice, one per core)
-  LIFTOFF_TORCH_DTYPE    float32 | bfloat16 | float16 (default: float32 on CPU, bfloat16 on GPUs that support it)
 """
 
 from __future__ import annotations
@@ -20,15 +26,14 @@ from typing import Any, TypeVar
 
 import torch
 
+from liftoff.settings import DTYPE_CHOICES, DTYPE_NAMES
 from readers.engines.base import EngineLoadError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 THREADS_ENV = "LIFTOFF_TORCH_THREADS"
-DTYPE_ENV = "LIFTOFF_TORCH_DTYPE"
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def pick_device(device: str) -> torch.device:
@@ -45,15 +50,29 @@ def pick_device(device: str) -> torch.device:
     return torch.device("cpu")
 
 
-def pick_dtype(device: torch.device) -> torch.dtype:
-    forced = os.environ.get(DTYPE_ENV, "").strip().lower()
-    if forced:
-        if forced not in _DTYPES:
-            raise EngineLoadError(f"{DTYPE_ENV} must be one of {', '.join(sorted(_DTYPES))}; given {forced!r}")
-        return _DTYPES[forced]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
+    """The torch dtype that the reader setting `dtype` (a DTYPE_NAMES name; None is "auto") means on `device`."""
+    name = DTYPE_NAMES.get((dtype or "auto").strip().lower())
+    if name is None:
+        raise EngineLoadError(f"dtype must be one of {DTYPE_CHOICES}; given {dtype!r}")
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if native_bf16(device) else torch.float16
+        return torch.float32
+    chosen = _TORCH_DTYPES[name]
+    if chosen == torch.bfloat16 and device.type == "cuda" and not native_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise EngineLoadError(
+            f"dtype {dtype!r}: {device} ({torch.cuda.get_device_name(device)}, compute capability {major}.{minor}) has "
+            f"no native bfloat16 (8.0 or newer needed); use dtype 'float16' or 'auto'")
+    return chosen
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether this CUDA device computes bfloat16 in hardware (torch would emulate it on older cards, slowly)."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def configure_threads() -> None:
