@@ -51,7 +51,9 @@ def place_reader(
     return config.model_copy(
         update={
             "device": placement.device,
-            "dtype": placement.dtype,
+            # On a GPU the reader settles bf16 or fp16 by what the card computes natively (the same memory either
+            # way); an explicit bfloat16 would fail on cards older than compute capability 8.0.
+            "dtype": placement.dtype if placement.device == "cpu" else "auto",
             "quant_type": placement.quantization or config.quant_type,
             "max_batch_size": placement.max_batch_size,
         }

@@ -29,8 +29,12 @@ VRAM_USABLE_FRACTION = 0.92  # the CUDA context, allocator fragmentation and cuB
 RAM_USABLE_FRACTION = 0.85  # leave the OS, Redis and the gateway room to breathe
 DEFAULT_MAX_BATCH_SIZE = 256  # beyond this a decode step stops getting cheaper per token on today's GPUs
 NON_GENERATIVE_BATCH_SIZE = 64  # encoders keep no cache; batch size is bound by activations, not memory
-TORCH_DTYPE = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "INT8": "bfloat16", "INT4": "bfloat16"}
-QUANTIZATION = {"INT8": "8bit", "INT4": "4bit"}
+# What a reader loads for each quantisation label: the torch dtype, and the reader's quant_type where there is one
+# (readers.engines.load_options: "int8" is int8 weight-only through torchao, computed in bf16 or fp16). Readers load
+# no 4-bit format on their own, so INT4 is never placed (the fit analysis, which answers for transformers in general,
+# still reports it).
+TORCH_DTYPE = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "INT8": "bfloat16"}
+QUANTIZATION = {"INT8": "int8"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +48,9 @@ class RunningReader:
 class Placement:
     model_name: str
     device: str  # "cpu" or "cuda:N"
-    quant: str  # the fit engine's label: F32, BF16, INT8, INT4
+    quant: str  # the fit engine's label: F32, BF16 or INT8
     dtype: str  # the torch dtype to load with
-    quantization: str | None  # None, "8bit" or "4bit" (bitsandbytes)
+    quantization: str | None  # the reader's quant_type: None or "int8"
     max_batch_size: int
     context: int  # tokens per sequence the KV budget assumes
     memory_gb: float  # weights + overhead + KV cache for max_batch_size sequences
@@ -130,6 +134,10 @@ def _fit_on(model: ModelSpec, device: str, quant: str, budget_gb: float, context
     )
 
 
+def _loadable(ladder: Iterable[str]) -> list[str]:
+    return [quant for quant in ladder if quant in TORCH_DTYPE]
+
+
 def place(reader_model_name: str, node: SystemSpecs, catalog: Iterable[ModelSpec],
           running_readers: Iterable[RunningReader] = (), max_sequence_length: int | None = None,
           max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
@@ -143,12 +151,12 @@ def place(reader_model_name: str, node: SystemSpecs, catalog: Iterable[ModelSpec
     budgets = device_budgets(node, catalog, running_readers)
     context = estimate_context(model, max_sequence_length)
     gpus = sorted((d for d in budgets if d != "cpu"), key=lambda d: -budgets[d])
-    for quant in quant_ladder("transformers", "gpu", node) if gpus else ():
+    for quant in _loadable(quant_ladder("transformers", "gpu", node)) if gpus else ():
         for device in gpus:
             placement = _fit_on(model, device, quant, budgets[device], context, max_batch_size, measurement)
             if placement is not None:
                 return placement
-    for quant in quant_ladder("transformers", "cpu", node):
+    for quant in _loadable(quant_ladder("transformers", "cpu", node)):
         placement = _fit_on(model, "cpu", quant, budgets["cpu"], context, max_batch_size, measurement)
         if placement is not None:
             return placement

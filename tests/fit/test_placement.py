@@ -47,11 +47,16 @@ def test_gpu_first_on_the_freest_card() -> None:
     p = place("Qwen/Qwen2.5-7B-Instruct", H100_NODE, CATALOG, running)
     assert (p.device, p.dtype, p.quantization) == ("cuda:1", "bfloat16", None)
     assert p.budget_gb == pytest.approx(79.19 * 0.92)
+    # 46.7 B at bf16 (93 GB) exceeds one card's usable 72.9 GB; at int8 (49 GB) it fits, loaded as quant_type int8.
+    mixtral = place("mistralai/Mixtral-8x7B-Instruct-v0.1", H100_NODE, CATALOG, [])
+    assert (mixtral.device, mixtral.quant, mixtral.dtype, mixtral.quantization) == ("cuda:0", "INT8", "bfloat16",
+                                                                                     "int8")
     big = place("Qwen/Qwen2.5-72B-Instruct", H100_NODE, CATALOG, [])
-    # 72.7 B at 8 bit (76 GB) exceeds one card's usable 72.9 GB; a reader holds one device, so 4 bit it is.
-    assert big.device == "cuda:0" and big.quantization == "4bit"
-    # KV per 8192-token bf16 sequence: 2 x 80 x 8 x 128 x 8192 x 2 bytes = 2.5 GiB
-    assert big.max_batch_size == int((79.19 * 0.92 - (72.7 * 0.5 + 0.5)) // 2.5)
+    # 72.7 B at 8 bit (76 GB) exceeds one card's usable 72.9 GB, and a reader holds one device and loads no 4-bit
+    # format: the RAM takes it in bf16.
+    assert (big.device, big.quant, big.quantization) == ("cpu", "BF16", None)
+    # KV per 8192-token bf16 sequence: 2 x 80 x 8 x 128 x 8192 x 2 bytes = 2.5 GiB; RAM min(240, 256 x 0.85)
+    assert big.max_batch_size == int((256 * 0.85 - (72.7 * 2 + 0.5)) // 2.5)
 
 
 def test_measurement_sets_the_weights_figure() -> None:
