@@ -141,11 +141,13 @@ class Completion:
         return await self.gw.dispatcher.submit(self.req.model, texts, self.req.params(), stream=stream,
                                                batched=True, **work)
 
-    def usage(self, metadata: list[dict[str, Any]] | None) -> dict[str, int]:
+    def usage(self, metadata: list[dict[str, Any]] | None) -> dict[str, Any]:
         meta = metadata or []
         prompt = sum(int(m.get("prompt_tokens", 0)) for m in meta[:: self.n])
+        cached = sum(int(m.get("cached_prompt_tokens", 0)) for m in meta[:: self.n])
         completion = sum(int(m.get("generated_tokens", 0)) for m in meta)
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                "prompt_tokens_details": {"cached_tokens": cached}}
 
     def prefix(self, index: int) -> str:
         return self.prompts[index // self.n] if self.echo else ""

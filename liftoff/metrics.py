@@ -20,7 +20,7 @@ import os
 import shutil
 from pathlib import Path
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -56,6 +56,21 @@ GENERATE_TOKENS = Counter("generate_tokens", "Tokens generated", ["consumer_grou
 GENERATE_SEQUENCE_LENGTHS = Histogram(
     "generate_sequence_lengths", "Tokens generated per request", ["consumer_group"], buckets=TOKEN_BUCKETS,
 )
+
+# The generation engine's scheduler: Takeoff's dashboard name where it has one (prefill_count), else liftoff_*.
+PREFILL_COUNT = Counter("prefill_count", "Prefill forwards (chunks of prompt tokens) run", ["consumer_group"])
+PREFILL_TOKENS = Counter("liftoff_prefill_tokens",
+                         "Prompt tokens computed by prefill (not taken from the prefix cache)", ["consumer_group"])
+PREFIX_CACHE_QUERIES = Counter("liftoff_prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
+                               ["consumer_group"])
+PREFIX_CACHE_HITS = Counter("liftoff_prefix_cache_hits", "Prompt tokens whose KV came from the prefix cache",
+                            ["consumer_group"])
+KV_CACHE_BLOCKS = Gauge("liftoff_kv_cache_blocks", "KV-cache blocks planned, summed over live readers",
+                        ["consumer_group"], multiprocess_mode="livesum")
+KV_CACHE_BLOCKS_USED = Gauge("liftoff_kv_cache_blocks_used",
+                             "KV-cache blocks held by running requests, summed over live readers "
+                             "(used / liftoff_kv_cache_blocks is the occupancy)", ["consumer_group"],
+                             multiprocess_mode="livesum")
 
 HttpChildren = tuple[Counter, Histogram]
 _http_children: dict[tuple[str, int], HttpChildren] = {}
@@ -105,6 +120,30 @@ def observe_job_metadata(group: str, rows: list[dict[str, int]]) -> None:
     ttft_ms = min(row.get("time_to_first_token_ms", 0) for row in rows)
     observe_job(group, rows[0].get("queue_ms", 0) / 1000, ttft_ms / 1000,
                 sum(row.get("generated_tokens", 0) for row in rows), len(rows))
+
+
+def observe_prefill(group: str, tokens: int) -> None:
+    """One prefill forward of `group`'s reader computed `tokens` prompt tokens."""
+    PREFILL_COUNT.labels(group).inc()
+    PREFILL_TOKENS.labels(group).inc(tokens)
+
+
+def observe_prefix_cache(group: str, looked_up: int, hits: int) -> None:
+    PREFIX_CACHE_QUERIES.labels(group).inc(looked_up)
+    if hits:
+        PREFIX_CACHE_HITS.labels(group).inc(hits)
+
+
+_kv_children: dict[str, tuple[Gauge, Gauge]] = {}
+
+
+def observe_kv(group: str, used_blocks: int, total_blocks: int) -> None:
+    """The KV occupancy of a reader of `group` (set once per scheduler iteration: children are cached)."""
+    pair = _kv_children.get(group)
+    if pair is None:
+        pair = _kv_children[group] = (KV_CACHE_BLOCKS_USED.labels(group), KV_CACHE_BLOCKS.labels(group))
+    pair[0].set(used_blocks)
+    pair[1].set(total_blocks)
 
 
 def multiprocess_dir() -> str | None:

@@ -43,6 +43,7 @@ Device = str  # "cpu", "cuda", "cuda:N" or "auto"; checked by ReaderConfig.devic
 DTYPE_NAMES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                "float16": "float16", "fp16": "float16"}
 DTYPE_CHOICES = "auto, float32 (fp32), bfloat16 (bf16), float16 (fp16)"
+DEFAULT_MAX_BATCH_SIZE = 8  # readers whose max_batch_size is "auto" and that do not plan their own (embeddings, ...)
 
 
 class ReaderConfig(BaseModel):
@@ -62,7 +63,9 @@ class ReaderConfig(BaseModel):
     backend: str | None = None
     log_level: str = "INFO"
     cuda_visible_devices: str | None = None
-    max_batch_size: int = Field(default=8, ge=1, le=4096)
+    # Rows served at once. "auto": generation readers size it from their KV plan (see readers/engines/kv_blocks.py);
+    # other readers take DEFAULT_MAX_BATCH_SIZE.
+    max_batch_size: int | Literal["auto"] = Field(default="auto", union_mode="left_to_right")
     batch_duration_millis: int = Field(default=100, ge=0, le=60_000)
     access_token: str | None = None
     tensor_parallel: int | None = Field(default=None, ge=1)
@@ -74,8 +77,12 @@ class ReaderConfig(BaseModel):
     disable_static: bool | None = None
     disable_cuda_graph: bool | None = None
     cuda_graph_cache_capacity: int | None = Field(default=None, ge=0)
-    disable_paged_attention: bool | None = None
-    page_cache_size: str | int | None = None
+    disable_paged_attention: bool | None = None  # generation: true turns the prefix cache off (see prefix_caching)
+    page_cache_size: str | int | None = None  # generation: KV-cache budget, bytes ("4GB") or % of free memory ("20%")
+    # generation: prompt tokens prefilled per scheduler iteration, between decode steps; 0 = whole prompts at once.
+    # None: DEFAULT_PREFILL_CHUNK_SIZE (chosen by measurement, bench/README.md).
+    prefill_chunk_size: int | None = Field(default=None, ge=0, le=1_048_576)
+    prefix_caching: bool = True  # generation: requests sharing a prompt prefix reuse its KV blocks
     model_type: Literal["generation", "embedding", "classification"] | None = None  # None: read from the model
     dtype: str = "auto"  # one of DTYPE_NAMES, kept in its long form (None or "" is taken as "auto")
     echo_token_delay_ms: int = Field(default=0, ge=0, le=60_000)  # echo engine: pause between tokens (a model's pace)
@@ -83,6 +90,30 @@ class ReaderConfig(BaseModel):
     # Served instead of model_name when model_name cannot be had (offline, not in the repository); the reader says so
     # in its log and in /status. None: such a reader fails.
     fallback_model_name: str | None = None
+
+    @field_validator("max_batch_size")
+    @classmethod
+    def _batch(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 4096:
+            raise ValueError(f"max_batch_size must be between 1 and 4096, or \"auto\"; given {value}")
+        return value
+
+    @field_validator("page_cache_size")
+    @classmethod
+    def _page_cache(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            from liftoff.sizes import parse_cache_size
+
+            parse_cache_size(value, 1 << 40)  # the form only; the share of free memory is taken at load
+        return value
+
+    def batch_slots(self, default: int = DEFAULT_MAX_BATCH_SIZE) -> int:
+        """max_batch_size as a number: `default` where it is "auto" (the reader decides at load)."""
+        return default if self.max_batch_size == "auto" else int(self.max_batch_size)
+
+    @property
+    def prefix_cache_on(self) -> bool:
+        return self.prefix_caching and not self.disable_paged_attention
 
     @field_validator("dtype", mode="before")
     @classmethod

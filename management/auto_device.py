@@ -14,7 +14,7 @@ from liftoff.settings import ReaderConfig
 from management.fit.analysis import fit_json
 from management.fit.catalog import load_catalog
 from management.fit.hardware import cached_specs
-from management.fit.placement import PlacementRefused, RunningReader, UnknownModel, place
+from management.fit.placement import DEFAULT_MAX_BATCH_SIZE, PlacementRefused, RunningReader, UnknownModel, place
 
 NO_MODEL_NEEDED = {"echo"}
 
@@ -42,7 +42,7 @@ def place_reader(
             load_catalog(repository_path),
             running,
             max_sequence_length=config.max_sequence_length,
-            max_batch_size=config.max_batch_size,
+            max_batch_size=config.batch_slots(DEFAULT_MAX_BATCH_SIZE),
         )
     except PlacementRefused as exc:
         raise AutoPlacementError(str(exc), fit_json(exc.report) if exc.report else None) from None

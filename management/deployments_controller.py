@@ -113,7 +113,7 @@ class DeploymentController:
 
     def _autoscale(self, d: Deployment, target: int, live: int, backlog: Backlog, cap: int, now: float) -> int:
         scaling = d.runtime.scaling
-        slots = d.reader_config("").max_batch_size
+        slots = d.reader_config("").batch_slots()
         threshold = scaling.scale_up_load_threshold
         pressure = self._pressure.setdefault(d.rid, Pressure())
         load = backlog.total / (live * slots) if live else (float("inf") if backlog.total else 0.0)

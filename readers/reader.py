@@ -131,6 +131,8 @@ class Reader:
             if self.engine is None:
                 return EXIT_MODEL_LOAD_ERROR
         self.info.model_type = self.engine.model_type
+        self.capacity = self.engine.max_batch_size  # "auto" is resolved by the engine's load
+        self.info.config = {**self.info.config, "max_batch_size": self.capacity}
         await self._calibrate()
         groups = [*self.opts.groups, Keys.direct_group(self.opts.reader_id)]  # the last: work for this reader only
         self.consumers = [

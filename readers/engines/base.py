@@ -22,7 +22,7 @@ class Engine(abc.ABC):
 
     def __init__(self, config: ReaderConfig) -> None:
         self.config = config
-        self.max_batch_size = config.max_batch_size
+        self.max_batch_size = config.batch_slots()  # engines that plan their own memory resolve "auto" at load
 
     async def load(self) -> None:  # noqa: B027 — engines without weights need not override it
         """Load weights. Runs before the reader turns live."""

@@ -22,6 +22,7 @@ from liftoff.settings import ReaderConfig
 from readers.engines.base import EngineLoadError, EngineRequestError
 from readers.engines.constrained import Grammars, constrained
 from readers.engines.generation_batch import Event, Request, Row, Scheduler
+from readers.engines.kv_blocks import BlockManager, KVPlan, ModelShape, PagedKVCache, plan_kv
 from readers.engines.model_engine import ModelEngine
 from readers.engines.sampling import NoRepeatNGrams, RowSampling
 from readers.engines.tokenizer_tools import IncrementalDetokenizer
@@ -31,6 +32,15 @@ from readers.replies import ReplySink
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 2048
+# Most prompt tokens per scheduler iteration (prefill_chunk_size's default). While rows decode, the scheduler sizes
+# chunks to a couple of their decode steps (generation_batch.chunk_budget); this bound is what a prompt gets when
+# nothing else runs, large enough that prefill runs at nearly its unchunked speed (bench/README.md).
+DEFAULT_PREFILL_CHUNK_SIZE = 512
+# max_batch_size "auto": as many rows as the KV plan holds at AUTO_ROW_TOKENS each, capped where a bigger batch stops
+# paying (a CPU's decode step is compute-bound well before a GPU's).
+AUTO_ROW_TOKENS = 512
+AUTO_MAX_ROWS_CPU = 64
+AUTO_MAX_ROWS_GPU = 256
 
 
 class PromptError(ValueError):
@@ -46,6 +56,7 @@ class GenerationEngine(ModelEngine):
         super().__init__(config, repository_path, model_path)
         self.max_length = DEFAULT_MAX_LENGTH
         self.scheduler: Scheduler | None = None
+        self.kv_plan: KVPlan | None = None
         self.grammars: Grammars | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._requests: dict[str, Request] = {}
@@ -78,12 +89,37 @@ class GenerationEngine(ModelEngine):
             raise EngineLoadError(f"{str(path)!r}: the model and tokenizer name no end-of-sequence token")
         vocab = model.get_output_embeddings().weight.shape[0]
         self.grammars = Grammars(self.tokenizer)
-        self.scheduler = Scheduler(self.model, self.tokenizer, device, self.max_batch_size, self.max_length,
-                                   sorted(eos), vocab, self._emit)
+        self.scheduler = self._plan_scheduler(device, sorted(eos), vocab)
         self.scheduler.start()
         torch.set_grad_enabled(False)
-        log.info("generation model %s on %s (max_length %d, %d slots)", path, device, self.max_length,
-                 self.max_batch_size)
+
+    def _plan_scheduler(self, device: Any, eos: list[int], vocab: int) -> Scheduler:
+        """Plan the KV memory from page_cache_size and the model's shape, size the batch from it when
+        max_batch_size is "auto", and build the scheduler over that plan."""
+        cfg = self.config
+        shape = ModelShape.of(self.model.config, next(self.model.parameters()).dtype)
+        rows_cap = cfg.batch_slots(AUTO_MAX_ROWS_GPU if device.type == "cuda" else AUTO_MAX_ROWS_CPU)
+        try:
+            plan = plan_kv(shape, cfg.page_cache_size, device, most_tokens=rows_cap * self.max_length)
+        except ValueError as exc:
+            raise EngineLoadError(str(exc)) from exc
+        if cfg.max_batch_size == "auto":
+            self.max_batch_size = max(1, min(rows_cap, plan.tokens // min(AUTO_ROW_TOKENS, self.max_length)))
+        chunk = DEFAULT_PREFILL_CHUNK_SIZE if cfg.prefill_chunk_size is None else cfg.prefill_chunk_size
+        blocks = BlockManager(plan.num_blocks, plan.block_size, prefix_caching=cfg.prefix_cache_on)
+        kv = PagedKVCache(plan, shape, device)
+        log.info("generation model %s on %s: max_length %d, %d slots; KV plan %d blocks of %d tokens (%d tokens, "
+                 "%.0f MiB of page_cache_size %s), prefill chunk %s, prefix cache %s, weights %s", self.model_path,
+                 device, self.max_length, self.max_batch_size, plan.num_blocks, plan.block_size, plan.tokens,
+                 plan.bytes / 2**20, plan.source, chunk or "off", "on" if blocks.prefix_caching else "off",
+                 self.loaded_dtype)
+        self.kv_plan = plan
+        return Scheduler(self.model, self.tokenizer, device, self.max_batch_size, self.max_length, eos, vocab,
+                         self._emit, kv, blocks, chunk, group=cfg.consumer_group)
+
+    def last_progress(self) -> float | None:
+        """When the scheduler last entered a decoder layer (or began an iteration): the liveness beats' source."""
+        return self.scheduler.progress_at if self.scheduler is not None else None
 
     def tokens_per_s(self) -> float | None:
         s = self.scheduler
@@ -205,7 +241,20 @@ class GenerationEngine(ModelEngine):
                 detok=IncrementalDetokenizer(self.tokenizer) if item.stream or params.logprobs is not None else None,
                 logprobs=params.logprobs,
             ))
+            self._check_fits(rows[-1], index, len(texts))
         return rows
+
+    def _check_fits(self, row: Row, index: int, count: int) -> None:
+        assert self.scheduler is not None and self.kv_plan is not None
+        if not self.scheduler.fits(row):
+            where = f"text[{index}]" if count > 1 else "text"
+            need = row.kv_tokens(self.max_length)
+            capped = f", capped by max_sequence_length {self.max_length}" if need == self.max_length else ""
+            raise PromptError(
+                f"{where}: the request needs KV memory for {need} tokens ({len(row.prompt)} prompt + up to "
+                f"{row.max_new} new{capped}) but this reader's KV cache holds {self.kv_plan.tokens} tokens "
+                "(page_cache_size); shorten the prompt or lower max_new_tokens"
+            )
 
     def _prompt_ids(self, ids: list[int], keep_last: int | None, index: int, count: int) -> list[int]:
         where = f"text[{index}]" if count > 1 else "text"

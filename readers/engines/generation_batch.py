@@ -1,14 +1,29 @@
-"""The continuous-batching scheduler: one thread that owns the model and runs decode steps for the running rows.
+"""The continuous-batching scheduler: one thread that owns the model, with chunked prefill over paged KV memory.
 
-Every iteration: drop rows whose request was cancelled or expired; admit waiting rows into free slots and prefill
-them together (left-padded, one forward); run one decode step for every running row; choose each row's next token;
-finish rows at EOS / max_new_tokens / the sequence limit and move the last rows into the freed slots. New requests
-therefore join between decode steps and short ones leave while long ones continue. Replies are handed to the event
-loop once per iteration through `emit` (token, done and error events); the scheduler never touches the sink.
+Every iteration:
+1. drop rows whose request was cancelled or expired (their KV blocks go back at once);
+2. admit waiting rows, in arrival order, while a batch slot is free and the KV blocks for the row's prompt plus its
+   `max_new_tokens` can be reserved (`kv_blocks.BlockManager`); the longest cached prefix of the prompt is reused
+   from the prefix cache, and only the rest is computed;
+3. one decode step for every running row (one token each);
+4. one prefill chunk: at most `prefill_chunk` prompt tokens of the admitted rows still prefilling, in arrival order
+   (several short prompts share one chunk; a long one is cut into chunks over several iterations), and while rows
+   are decoding, no more than about PAUSE_STEPS of their decode steps' worth (`chunk_budget`). Rows whose prompt
+   is complete choose their first token and join the running rows.
+
+So a running stream waits at most one chunk for its next token, whatever arrives (the way vLLM and SGLang
+schedule): chunking bounds the pause, the token budget bounds the work of one iteration, and admission by KV blocks
+bounds the memory. Running rows stay compact in sampling slots 0..n (a leaving row's slot takes the last row);
+their KV is addressed through block tables, so moving a row moves no KV. Replies are handed to the event loop once
+per iteration through `emit` (token, done and error events); the scheduler never touches the sink.
+
+`progress_at` is the monotonic time of the last decoder layer the model entered (a forward hook on every layer):
+the reader's liveness beats go out only while it is recent, so a step that hangs is still caught.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -19,18 +34,26 @@ from typing import Any
 
 import torch
 
+from liftoff import metrics
 from liftoff.wire import now_ms
 from readers.engines.constrained import allowed_tokens
+from readers.engines.kv_blocks import BlockManager, PagedKVCache, block_key
 from readers.engines.logprobs import TokenTexts, step_entries
 from readers.engines.sampling import NoRepeatNGrams, RowSampling, SlotSampling
-from readers.engines.slot_cache import SlotCache
 from readers.engines.tokenizer_tools import IncrementalDetokenizer, decode_all
 from readers.jobs import Job
 
 log = logging.getLogger(__name__)
 
-PREFILL_TOKEN_BUDGET = 8192  # prompt tokens (padded) prefilled in one forward; more waits for the next iteration
-WIDTH_STEP = 32  # attention width is rounded up to this many columns, so shapes change rarely
+UNCHUNKED_BUDGET = 8192  # with chunking off: prompt tokens prefilled together (a longer prompt goes alone)
+# While rows are decoding, a chunk is sized to cost about this many of their decode steps, so that a running
+# stream's longest pause (its decode step plus one chunk) stays a small multiple of its usual one on any hardware.
+# A forward of c prompt tokens costs about a + b*c: `a`, reading the weights once, is about one decode step, and
+# the per-token cost `b` is measured on every chunk. `prefill_chunk` is the upper bound, and the chunk size when
+# nothing is decoding.
+PAUSE_STEPS = 2.0
+MIN_CHUNK = 16
+EMA = 0.2  # weight of the newest measurement in the running averages
 
 
 @dataclass(eq=False)
@@ -64,12 +87,20 @@ class Row:
     pending: list[dict[str, Any]] = field(default_factory=list)  # entries of tokens whose text is not out yet
     emitted: int = 0  # characters of text the detokenizer has given so far
     generated: list[int] = field(default_factory=list)
-    slot: int = -1
-    start: int = 0  # first cache column holding this row's prompt (columns before it are padding)
-    write_at: int = 0  # cache column the next fed token goes to
-    position: int = 0  # rotary position of the next fed token
+    slot: int = -1  # sampling slot while running
+    # KV: the row's blocks in order; `computed` positions hold keys/values; `reserved` blocks are promised to it
+    blocks: list[int] = field(default_factory=list)
+    computed: int = 0
+    cached: int = 0  # prompt tokens that came from the prefix cache
+    reserved: int = 0
+    published: int = 0  # leading blocks offered to the prefix cache
+    last_key: bytes = b""  # content key of block published - 1
     first_token_ms: int | None = None
     finish: str | None = None
+
+    def kv_tokens(self, max_length: int) -> int:
+        """KV positions the row may come to need: its prompt and every token it may generate."""
+        return min(len(self.prompt) + self.max_new, max_length)
 
 
 Event = tuple[Any, ...]
@@ -77,7 +108,8 @@ Event = tuple[Any, ...]
 
 class Scheduler:
     def __init__(self, model: Any, tokenizer: Any, device: torch.device, max_rows: int, max_length: int,
-                 eos_ids: list[int], vocab_size: int, emit: Callable[[list[Event]], None]) -> None:
+                 eos_ids: list[int], vocab_size: int, emit: Callable[[list[Event]], None], kv: PagedKVCache,
+                 blocks: BlockManager, prefill_chunk: int, group: str = "") -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -87,18 +119,28 @@ class Scheduler:
         self.eos_ids = torch.tensor(sorted(self.eos), dtype=torch.long, device=device)
         self.emit = emit
         self.token_texts = TokenTexts(tokenizer)
-        # Left padding in a prefill puts a row's tokens after up to max_length - 1 padding columns, so a slot may
-        # span up to twice the sequence limit (capacity still grows only as far as rows actually reach).
-        self.cache = SlotCache(max_rows, 2 * max_length, device)
+        self.kv = kv
+        self.blocks = blocks
+        self.block_size = blocks.block_size
+        self.prefill_chunk = prefill_chunk  # 0: no chunking
+        self.group = group
         self.sampling = SlotSampling(max_rows, vocab_size, device)
-        self.mask_dtype = next(model.parameters()).dtype
         self.running: list[Row] = []  # running[i].slot == i
+        self.prefilling: list[Row] = []  # admitted, prompt not yet complete, in arrival order
         self.steps = 0
+        self.prefills = 0  # prefill forwards (chunks)
+        self.prefill_tokens = 0  # prompt tokens computed (not taken from the prefix cache)
         self.decoded_tokens = 0  # with decode_s: the decode speed the fit engine's calibration records
         self.decode_s = 0.0
+        self.progress_at = time.monotonic()
+        self.step_s = 0.0  # running average of a decode step's time
+        self.token_s = 0.0  # running average of a prefill token's cost beyond a forward's fixed cost
         self._waiting: deque[Row] = deque()
         self._cond = threading.Condition()
         self._stop = False
+        self._hooks = _progress_hooks(model, self._progress)
+        # transformers 5 names the cache argument `cache` (`past_key_values` before, deprecated since)
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self._thread = threading.Thread(target=self._loop, name="liftoff-generate", daemon=True)
 
     def start(self) -> None:
@@ -119,28 +161,38 @@ class Scheduler:
         with self._cond:
             self._cond.notify()
 
+    def fits(self, row: Row) -> bool:
+        """Whether `row` could ever be admitted (the whole plan free)."""
+        return -(-row.kv_tokens(self.max_length) // self.block_size) <= self.blocks.num_blocks
+
+    def _progress(self, *_: Any) -> None:
+        self.progress_at = time.monotonic()
+
     # --- the loop ---------------------------------------------------------------------------------------------------
     def _loop(self) -> None:
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not self._stop and not self.running and not self._waiting:
+                    while not self._stop and not self.running and not self.prefilling and not self._waiting:
                         self._cond.wait()
                     if self._stop:
                         return
                     events: list[Event] = []
                     self._drop_gone(events)
-                    admitted = self._take_waiting()
+                    self._admit()
+                self.progress_at = time.monotonic()
                 try:
-                    if admitted:
-                        self._prefill(admitted, events)
                     if self.running:
                         self._decode(events)
+                    if self.prefilling:
+                        self._prefill(events)
                 except Exception as exc:  # a failed step fails its rows, never the scheduler
                     log.exception("generation step failed")
-                    for row in self.running + admitted:
+                    for row in self.running + self.prefilling:
                         self._fail(row.request, 500, f"generation failed: {type(exc).__name__}: {exc}", events)
-                    self.running = []
+                        self._free(row)
+                    self.running, self.prefilling = [], []
+                metrics.observe_kv(self.group, self.blocks.used, self.blocks.num_blocks)
                 if events:
                     self.emit(events)
 
@@ -150,7 +202,13 @@ class Scheduler:
             self._check(row.request, now, events)
             if row.request.failed:
                 row.finish = "dropped"
+                self._free(row)
         self._compact()
+        for row in self.prefilling:
+            self._check(row.request, now, events)
+            if row.request.failed:
+                self._free(row)
+        self.prefilling = [row for row in self.prefilling if not row.request.failed]
         if self._waiting:
             for row in self._waiting:
                 self._check(row.request, now, events)
@@ -164,66 +222,183 @@ class Scheduler:
         elif now > request.job.item.deadline_ms:
             self._fail(request, 504, "the request's deadline passed during generation", events)
 
-    def _take_waiting(self) -> list[Row]:
-        free = self.max_rows - len(self.running)
-        taken: list[Row] = []
-        longest = 0
-        while self._waiting and len(taken) < free:
+    def _admit(self) -> None:
+        """Waiting rows into the prefill set, in arrival order, while a slot and their KV blocks are free."""
+        size = self.block_size
+        while self._waiting and len(self.running) + len(self.prefilling) < self.max_rows:
             row = self._waiting[0]
-            longest_if = max(longest, len(row.prompt))
-            if taken and longest_if * (len(taken) + 1) > PREFILL_TOKEN_BUDGET:
-                break
-            taken.append(self._waiting.popleft())
-            longest = longest_if
-        return taken
+            # The last prompt token is always computed: its logits choose the first token.
+            shared, key = self.blocks.match(row.prompt[:-1])
+            need = -(-row.kv_tokens(self.max_length) // size) - len(shared)
+            if not self.blocks.reserve(need):
+                self.blocks.release(shared)
+                return
+            self._waiting.popleft()
+            row.blocks, row.reserved = shared, need
+            row.computed = row.cached = len(shared) * size
+            row.published, row.last_key = len(shared), key
+            self.blocks.lookups += len(row.prompt)
+            self.blocks.hits += row.cached
+            metrics.observe_prefix_cache(self.group, len(row.prompt), row.cached)
+            self.prefilling.append(row)
 
     # --- forward passes ---------------------------------------------------------------------------------------------
-    def _prefill(self, rows: list[Row], events: list[Event]) -> None:
-        m, length, base = len(rows), max(len(r.prompt) for r in rows), len(self.running)
-        ids = torch.zeros(m, length, dtype=torch.long)
-        offsets = torch.tensor([length - len(r.prompt) for r in rows])
-        for i, row in enumerate(rows):
-            ids[i, length - len(row.prompt):] = torch.tensor(row.prompt)
-            row.slot, row.start = base + i, length - len(row.prompt)
-            row.write_at, row.position = length, len(row.prompt)
-            self.sampling.set_row(row.slot, row.sampling, row.prompt)
-        cols = torch.arange(length)
-        positions = (cols[None, :] - offsets[:, None]).clamp_(min=0)
-        keep = (cols[None, None, :] <= cols[None, :, None]) & (cols[None, None, :] >= offsets[:, None, None])
-        self.running.extend(rows)
-        self.cache.begin_prefill(base, m, length)
-        logits = self._forward(ids, positions, keep[:, None])
-        self._advance(rows, base, logits, events)
+    def _prefill(self, events: list[Event]) -> None:
+        """One chunk of prompt tokens for the rows still prefilling, as one flat sequence.
+
+        The chosen rows' chunks are laid end to end in a single batch row (no padding: the linear layers compute
+        exactly the chunk's tokens), and so are their contexts' blocks; the mask lets each token see its own row's
+        context up to itself. Each row takes what is left of the budget, in arrival order."""
+        budget = self.chunk_budget()
+        chosen: list[tuple[Row, int]] = []
+        total = 0
+        for row in self.prefilling:
+            left = len(row.prompt) - row.computed
+            take = min(left, budget - total) if self.prefill_chunk else left
+            if chosen and (take <= 0 or total + take > budget):
+                break
+            chosen.append((row, take))
+            total += take
+        size = self.block_size
+        ids: list[int] = []
+        positions: list[int] = []
+        write_block: list[int] = []
+        write_offset: list[int] = []
+        table: list[int] = []
+        bounds: list[tuple[int, int, int]] = []  # per row: its first key column, its chunk's first position, take
+        for row, take in chosen:
+            first = row.computed
+            self._grow(row, first + take)
+            ids.extend(row.prompt[first:first + take])
+            positions.extend(range(first, first + take))
+            for p in range(first, first + take):
+                write_block.append(row.blocks[p // size])
+                write_offset.append(p % size)
+            bounds.append((len(table) * size, first, take))
+            table.extend(row.blocks[:-(-(first + take) // size)])
+        key_row = torch.empty(len(table) * size, dtype=torch.long)  # which chosen row each key column belongs to
+        key_pos = torch.empty(len(table) * size, dtype=torch.long)  # its position in that row
+        query_row = torch.empty(total, dtype=torch.long)
+        at = 0
+        for i, (column, _, take) in enumerate(bounds):
+            end = bounds[i + 1][0] if i + 1 < len(bounds) else key_row.shape[0]
+            key_row[column:end] = i
+            key_pos[column:end] = torch.arange(end - column)
+            query_row[at:at + take] = i
+            at += take
+        query_pos = torch.tensor(positions)
+        keep = (key_row[None, :] == query_row[:, None]) & (key_pos[None, :] <= query_pos[:, None])
+        last = torch.tensor([sum(t for _, _, t in bounds[:i + 1]) - 1 for i in range(len(bounds))])
+        self.kv.begin(1, torch.tensor([table], dtype=torch.long, device=self.device),
+                      torch.tensor(write_block, device=self.device), torch.tensor(write_offset, device=self.device),
+                      torch.arange(total, device=self.device))
+        started = time.perf_counter()
+        logits = self._forward(torch.tensor([ids]), query_pos[None, :], keep[None, None], keep_rows=last)
+        spent = time.perf_counter() - started
+        self.token_s = _average(self.token_s, max(spent - self.step_s, 0.25 * spent) / total)
+        self.prefills += 1
+        self.prefill_tokens += total
+        metrics.observe_prefill(self.group, total)
+        done: list[int] = []
+        for i, (row, take) in enumerate(chosen):
+            row.computed += take
+            self._publish(row)
+            if row.computed == len(row.prompt):
+                done.append(i)
+        if not done:
+            return
+        finished = [chosen[i][0] for i in done]
+        self.prefilling = [row for row in self.prefilling if row.computed < len(row.prompt)]
+        base = len(self.running)
+        for slot, row in enumerate(finished, start=base):
+            row.slot = slot
+            self.sampling.set_row(slot, row.sampling, row.prompt)
+        self.running.extend(finished)
+        self._advance(finished, base, logits[torch.tensor(done, device=logits.device)], events)
 
     def _decode(self, events: list[Event]) -> None:
         started = time.perf_counter()
         rows = self.running
         n = len(rows)
         feed = torch.tensor([r.generated[-1] for r in rows], dtype=torch.long)[:, None]
-        positions = torch.tensor([r.position for r in rows], dtype=torch.long)[:, None]
-        write_at_host = [r.write_at for r in rows]
-        width = min(-(-(max(write_at_host) + 1) // WIDTH_STEP) * WIDTH_STEP, self.cache.max_length)
-        write_at = torch.tensor(write_at_host, dtype=torch.long)
-        starts = torch.tensor([r.start for r in rows], dtype=torch.long)
-        cols = torch.arange(width)
-        keep = (cols[None, :] >= starts[:, None]) & (cols[None, :] <= write_at[:, None])
-        self.cache.begin_decode(n, write_at.to(self.device), width)
-        logits = self._forward(feed, positions, keep[:, None, None])
+        at = [r.computed for r in rows]
         for row in rows:
-            row.write_at += 1
-            row.position += 1
+            self._grow(row, row.computed + 1)
+        table = self._table(rows, [p + 1 for p in at])
+        position = torch.tensor(at, dtype=torch.long)
+        cols = torch.arange(table.shape[1] * self.block_size)
+        keep = cols[None, :] <= position[:, None]
+        write_block = [r.blocks[p // self.block_size] for r, p in zip(rows, at, strict=True)]
+        self.kv.begin(n, table, torch.tensor(write_block, device=self.device),
+                      (position % self.block_size).to(self.device), None)
+        logits = self._forward(feed, position[:, None], keep[:, None, None])
+        for row in rows:
+            row.computed += 1
+            if row.computed % self.block_size == 0:
+                self._publish(row)
         self.steps += 1
         self._advance(list(rows), 0, logits, events)
-        self.decode_s += time.perf_counter() - started
+        spent = time.perf_counter() - started
+        self.step_s = _average(self.step_s, spent)
+        self.decode_s += spent
         self.decoded_tokens += n
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        mask = torch.zeros(keep.shape, dtype=self.mask_dtype)
-        mask.masked_fill_(~keep, torch.finfo(self.mask_dtype).min)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=positions.to(self.device), past_key_values=self.cache, use_cache=True,
-                         logits_to_keep=1)
-        return out.logits[:, -1]
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor,
+                 keep_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of each batch row's last position, or (one flat row) of the positions in `keep_rows`."""
+        out = self.model(input_ids=ids.to(self.device), attention_mask=keep.to(self.device),
+                         position_ids=positions.to(self.device), use_cache=True, **{self._cache_arg: self.kv},
+                         logits_to_keep=1 if keep_rows is None else keep_rows.to(self.device))
+        return out.logits[:, -1] if keep_rows is None else out.logits[0]
+
+    def chunk_budget(self) -> int:
+        """Prompt tokens for the next prefill chunk: `prefill_chunk`, or less while rows are decoding, so that the
+        chunk costs about PAUSE_STEPS of their decode steps (whole prompts when chunking is off)."""
+        if not self.prefill_chunk:
+            return UNCHUNKED_BUDGET
+        if not self.running or not self.step_s:
+            return self.prefill_chunk
+        # before any chunk was measured, a decode step's cost per row stands in (an overestimate: smaller chunks)
+        per_token = self.token_s or self.step_s / len(self.running)
+        fit = int((PAUSE_STEPS - 1) * self.step_s / per_token) // MIN_CHUNK * MIN_CHUNK
+        return max(MIN_CHUNK, min(self.prefill_chunk, fit))
+
+    # --- KV blocks --------------------------------------------------------------------------------------------------
+    def _table(self, rows: list[Row], lengths: list[int]) -> torch.Tensor:
+        """Block tables of `rows`, covering their first `lengths` positions, padded to one width with each row's own
+        last block (masked, and never uninitialised memory)."""
+        width = -(-max(lengths) // self.block_size)
+        table = [row.blocks[:width] + row.blocks[-1:] * (width - min(width, len(row.blocks))) for row in rows]
+        return torch.tensor(table, dtype=torch.long, device=self.device)
+
+    def _grow(self, row: Row, positions: int) -> None:
+        while len(row.blocks) * self.block_size < positions:
+            block = self.blocks.take()
+            if self.blocks.fresh[block]:
+                self.kv.clear(block)
+                self.blocks.fresh[block] = 0
+            row.blocks.append(block)
+            row.reserved -= 1
+
+    def _publish(self, row: Row) -> None:
+        """Offer the row's newly full blocks (prompt and generated tokens alike) to the prefix cache."""
+        if not self.blocks.prefix_caching:
+            return
+        size = self.block_size
+        full = row.computed // size
+        if full <= row.published:
+            return
+        tokens = row.prompt + row.generated if row.computed > len(row.prompt) else row.prompt
+        for b in range(row.published, full):
+            row.last_key = block_key(row.last_key, tokens[b * size:(b + 1) * size])
+            self.blocks.publish(row.blocks[b], row.last_key)
+        row.published = full
+
+    def _free(self, row: Row) -> None:
+        if row.blocks or row.reserved:
+            self.blocks.release(row.blocks)
+            self.blocks.unreserve(row.reserved)
+            row.blocks, row.reserved = [], 0
 
     # --- choosing tokens and finishing rows -----------------------------------------------------------------------
     def _advance(self, rows: list[Row], base: int, logits: torch.Tensor, events: list[Event]) -> None:
@@ -272,6 +447,7 @@ class Scheduler:
 
     def _finish(self, row: Row, reason: str, events: list[Event]) -> None:
         row.finish = reason
+        self._free(row)
         request = row.request
         if request.failed:
             return
@@ -287,6 +463,7 @@ class Scheduler:
             request.logprobs[row.index], row.pending = row.pending, []
         request.metadata[row.index] = {
             "prompt_tokens": len(row.prompt),
+            "cached_prompt_tokens": row.cached,
             "generated_tokens": len(row.generated),
             "finish_reason": reason,
             "queue_ms": max(0, job.started_ms - job.item.enqueued_ms),
@@ -310,7 +487,16 @@ class Scheduler:
         holes = [r.slot for r in self.running[:n] if r.finish is not None]
         movers = [r for r in self.running[n:] if r.finish is None]
         for hole, row in zip(holes, movers, strict=True):
-            self.cache.move(row.slot, hole, row.write_at)
             self.sampling.move_row(row.slot, hole)
             row.slot = hole
         self.running = sorted(keep, key=lambda r: r.slot)
+
+
+def _average(current: float, sample: float) -> float:
+    return sample if not current else (1 - EMA) * current + EMA * sample
+
+
+def _progress_hooks(model: Any, hook: Callable[..., None]) -> list[Any]:
+    """A forward pre-hook on every decoder layer (on the model itself when none is recognised)."""
+    layers = [m for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "Block"))]
+    return [m.register_forward_pre_hook(hook) for m in (layers or [model])]

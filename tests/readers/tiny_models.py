@@ -44,14 +44,15 @@ def build_tokenizer(path: Path, vocab_size: int = 400):
 
 
 def build_llama(path: Path, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-                max_positions: int = 512, seed: int = 0) -> Path:
+                max_positions: int = 512, seed: int = 0, intermediate: int | None = None) -> Path:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(path)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or hidden * 2,
+        num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
@@ -137,3 +138,20 @@ def make_job(request_id: str, texts, kind: str = "generate", stream: bool = Fals
                     params=GenerationParams(**params), enqueued_ms=now_ms(),
                     deadline_ms=now_ms() + int(timeout_s * 1000))
     return Job(group="primary", stream="requests", entry_id=b"0-1", item=item)
+
+
+def build_small_llama(path: Path, seed: int = 0) -> Path:
+    """A random Llama of a real small shape (12 layers, hidden 768, ~100M parameters): big enough that a
+    2,000-token prefill takes seconds on a CPU, which is what engine behaviour under load must be tested with."""
+    return build_llama(path, hidden=768, layers=12, heads=12, kv_heads=4, intermediate=3072, max_positions=4096,
+                       seed=seed)
+
+
+def long_text(tokens: int, tokenizer) -> str:
+    """Corpus text of about `tokens` tokens for `tokenizer`."""
+    text, words = "", " ".join(CORPUS).split()
+    i = 0
+    while len(tokenizer(text).input_ids) < tokens:
+        text += " ".join(words[i % len(words):i % len(words) + 50]) + " "
+        i += 50
+    return text
