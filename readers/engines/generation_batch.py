@@ -54,6 +54,10 @@ UNCHUNKED_BUDGET = 8192  # with chunking off: prompt tokens prefilled together (
 PAUSE_STEPS = 2.0
 MIN_CHUNK = 16
 EMA = 0.2  # weight of the newest measurement in the running averages
+# Bounds on one forward's attention workspace (beyond the KV plan): positions gathered per decode forward, and chunk
+# tokens x context positions per prefill chunk (a long context gets smaller chunks).
+GATHER_POSITIONS = 32768
+PREFILL_SCORES = 1 << 22
 
 
 @dataclass(eq=False)
@@ -94,6 +98,7 @@ class Row:
     cached: int = 0  # prompt tokens that came from the prefix cache
     reserved: int = 0
     published: int = 0  # leading blocks offered to the prefix cache
+    prefix_keys: list[bytes] | None = None  # content keys of the prompt's full blocks, worked out once
     last_key: bytes = b""  # content key of block published - 1
     first_token_ms: int | None = None
     finish: str | None = None
@@ -192,9 +197,12 @@ class Scheduler:
                         self._fail(row.request, 500, f"generation failed: {type(exc).__name__}: {exc}", events)
                         self._free(row)
                     self.running, self.prefilling = [], []
-                metrics.observe_kv(self.group, self.blocks.used, self.blocks.num_blocks)
-                if events:
-                    self.emit(events)
+                try:
+                    metrics.observe_kv(self.group, self.blocks.used, self.blocks.num_blocks)
+                    if events:
+                        self.emit(events)
+                except Exception:  # the loop must outlive a failed hand-over, or every later request would hang
+                    log.exception("handing generation events to the event loop failed")
 
     def _drop_gone(self, events: list[Event]) -> None:
         now = now_ms()
@@ -212,7 +220,8 @@ class Scheduler:
         if self._waiting:
             for row in self._waiting:
                 self._check(row.request, now, events)
-            self._waiting = deque(row for row in self._waiting if not row.request.failed)
+            if any(row.request.failed for row in self._waiting):
+                self._waiting = deque(row for row in self._waiting if not row.request.failed)
 
     def _check(self, request: Request, now: int, events: list[Event]) -> None:
         if request.failed:
@@ -227,16 +236,21 @@ class Scheduler:
         size = self.block_size
         while self._waiting and len(self.running) + len(self.prefilling) < self.max_rows:
             row = self._waiting[0]
-            # The last prompt token is always computed: its logits choose the first token.
-            shared, key = self.blocks.match(row.prompt[:-1])
-            need = -(-row.kv_tokens(self.max_length) // size) - len(shared)
+            if row.prefix_keys is None:
+                # The last prompt token is always computed: its logits choose the first token.
+                row.prefix_keys = self.blocks.keys_for(row.prompt[:-1])
+            total = -(-row.kv_tokens(self.max_length) // size)
+            if total - len(row.prefix_keys) > self.blocks.available:
+                return  # not even a full prefix hit would make it fit: wait for blocks
+            shared = self.blocks.match(row.prefix_keys)
+            need = total - len(shared)
             if not self.blocks.reserve(need):
                 self.blocks.release(shared)
                 return
             self._waiting.popleft()
             row.blocks, row.reserved = shared, need
             row.computed = row.cached = len(shared) * size
-            row.published, row.last_key = len(shared), key
+            row.published, row.last_key = len(shared), row.prefix_keys[len(shared) - 1] if shared else b""
             self.blocks.lookups += len(row.prompt)
             self.blocks.hits += row.cached
             metrics.observe_prefix_cache(self.group, len(row.prompt), row.cached)
@@ -251,14 +265,21 @@ class Scheduler:
         context up to itself. Each row takes what is left of the budget, in arrival order."""
         budget = self.chunk_budget()
         chosen: list[tuple[Row, int]] = []
-        total = 0
+        total = context = 0
         for row in self.prefilling:
             left = len(row.prompt) - row.computed
             take = min(left, budget - total) if self.prefill_chunk else left
+            if self.prefill_chunk:
+                # every chunk token is scored against every context position of the chunk: bound that product
+                while take > MIN_CHUNK and (total + take) * (context + row.computed + take) > PREFILL_SCORES:
+                    take = max(MIN_CHUNK, take // 2)
+                if chosen and (total + take) * (context + row.computed + take) > PREFILL_SCORES:
+                    break
             if chosen and (take <= 0 or total + take > budget):
                 break
             chosen.append((row, take))
             total += take
+            context += -(-(row.computed + take) // self.block_size) * self.block_size
         size = self.block_size
         ids: list[int] = []
         positions: list[int] = []
@@ -308,30 +329,22 @@ class Scheduler:
         if not done:
             return
         finished = [chosen[i][0] for i in done]
-        self.prefilling = [row for row in self.prefilling if row.computed < len(row.prompt)]
         base = len(self.running)
+        self.running.extend(finished)  # before anything can raise: a failed step must still find and free them
+        self.prefilling = [row for row in self.prefilling if row.computed < len(row.prompt)]
         for slot, row in enumerate(finished, start=base):
             row.slot = slot
             self.sampling.set_row(slot, row.sampling, row.prompt)
-        self.running.extend(finished)
         self._advance(finished, base, logits[torch.tensor(done, device=logits.device)], events)
 
     def _decode(self, events: list[Event]) -> None:
         started = time.perf_counter()
         rows = self.running
         n = len(rows)
-        feed = torch.tensor([r.generated[-1] for r in rows], dtype=torch.long)[:, None]
-        at = [r.computed for r in rows]
         for row in rows:
             self._grow(row, row.computed + 1)
-        table = self._table(rows, [p + 1 for p in at])
-        position = torch.tensor(at, dtype=torch.long)
-        cols = torch.arange(table.shape[1] * self.block_size)
-        keep = cols[None, :] <= position[:, None]
-        write_block = [r.blocks[p // self.block_size] for r, p in zip(rows, at, strict=True)]
-        self.kv.begin(n, table, torch.tensor(write_block, device=self.device),
-                      (position % self.block_size).to(self.device), None)
-        logits = self._forward(feed, position[:, None], keep[:, None, None])
+        parts = [self._decode_part(rows[first:last]) for first, last in self._gather_groups(rows)]
+        logits = parts[0] if len(parts) == 1 else torch.cat(parts)
         for row in rows:
             row.computed += 1
             if row.computed % self.block_size == 0:
@@ -342,6 +355,32 @@ class Scheduler:
         self.step_s = _average(self.step_s, spent)
         self.decode_s += spent
         self.decoded_tokens += n
+
+    def _gather_groups(self, rows: list[Row]) -> list[tuple[int, int]]:
+        """Consecutive slices of the running rows whose gathered context (rows x the longest row's blocks) stays
+        within GATHER_POSITIONS, so the attention workspace is bounded whatever the mix of lengths; almost always
+        one slice (one forward)."""
+        groups, first, widest = [], 0, 0
+        for i, row in enumerate(rows):
+            width = -(-(row.computed + 1) // self.block_size) * self.block_size
+            if i > first and (i - first + 1) * max(widest, width) > GATHER_POSITIONS:
+                groups.append((first, i))
+                first, widest = i, 0
+            widest = max(widest, width)
+        groups.append((first, len(rows)))
+        return groups
+
+    def _decode_part(self, rows: list[Row]) -> torch.Tensor:
+        feed = torch.tensor([r.generated[-1] for r in rows], dtype=torch.long)[:, None]
+        at = [r.computed for r in rows]
+        table = self._table(rows, [p + 1 for p in at])
+        position = torch.tensor(at, dtype=torch.long)
+        cols = torch.arange(table.shape[1] * self.block_size)
+        keep = cols[None, :] <= position[:, None]
+        write_block = [r.blocks[p // self.block_size] for r, p in zip(rows, at, strict=True)]
+        self.kv.begin(len(rows), table, torch.tensor(write_block, device=self.device),
+                      (position % self.block_size).to(self.device), None)
+        return self._forward(feed, position[:, None], keep[:, None, None])
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor,
                  keep_rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -361,7 +400,7 @@ class Scheduler:
         # before any chunk was measured, a decode step's cost per row stands in (an overestimate: smaller chunks)
         per_token = self.token_s or self.step_s / len(self.running)
         fit = int((PAUSE_STEPS - 1) * self.step_s / per_token) // MIN_CHUNK * MIN_CHUNK
-        return max(MIN_CHUNK, min(self.prefill_chunk, fit))
+        return min(self.prefill_chunk, max(MIN_CHUNK, fit))
 
     # --- KV blocks --------------------------------------------------------------------------------------------------
     def _table(self, rows: list[Row], lengths: list[int]) -> torch.Tensor:
@@ -374,9 +413,7 @@ class Scheduler:
     def _grow(self, row: Row, positions: int) -> None:
         while len(row.blocks) * self.block_size < positions:
             block = self.blocks.take()
-            if self.blocks.fresh[block]:
-                self.kv.clear(block)
-                self.blocks.fresh[block] = 0
+            self.kv.clear(block)
             row.blocks.append(block)
             row.reserved -= 1
 

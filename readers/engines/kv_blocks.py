@@ -117,7 +117,6 @@ class BlockManager:
         self.block_size = block_size
         self.prefix_caching = prefix_caching
         self.free = list(range(num_blocks - 1, -1, -1))  # a stack: low ids first
-        self.fresh = bytearray(b"\x01") * num_blocks  # never used: its memory is uninitialised
         self.refs = [0] * num_blocks
         self.reserved = 0
         self._key_of: dict[int, bytes] = {}
@@ -139,24 +138,28 @@ class BlockManager:
     def cached(self) -> int:
         return len(self._key_of)
 
-    def match(self, tokens: list[int]) -> tuple[list[int], bytes]:
-        """Referenced blocks holding the longest cached prefix of `tokens` (whole blocks only), and the key of the
-        last one (b"" when none)."""
-        key, out = b"", []
-        if not self.prefix_caching:
-            return out, key
-        size = self.block_size
-        for start in range(0, len(tokens) - size + 1, size):
-            next_key = block_key(key, tokens[start:start + size])
-            block = self._by_key.get(next_key)
+    def keys_for(self, tokens: list[int]) -> list[bytes]:
+        """The content keys of the full blocks of `tokens` (none when prefix caching is off)."""
+        keys: list[bytes] = []
+        if self.prefix_caching:
+            size, key = self.block_size, b""
+            for start in range(0, len(tokens) - size + 1, size):
+                key = block_key(key, tokens[start:start + size])
+                keys.append(key)
+        return keys
+
+    def match(self, keys: list[bytes]) -> list[int]:
+        """Take a reference on the cached blocks holding the longest prefix of `keys` (from `keys_for`)."""
+        out: list[int] = []
+        for key in keys:
+            block = self._by_key.get(key)
             if block is None:
                 break
             if self.refs[block] == 0:
                 del self._idle[block]
             self.refs[block] += 1
             out.append(block)
-            key = next_key
-        return out, key
+        return out
 
     def reserve(self, blocks: int) -> bool:
         if blocks > self.available:
@@ -186,7 +189,9 @@ class BlockManager:
             self._key_of[block] = key
 
     def release(self, blocks: list[int]) -> None:
-        for block in blocks:
+        """Drop a reference on each of `blocks` (a row's table). The last blocks of a chain go idle first, so they
+        are evicted before the blocks they follow: a prefix is only usable from its first block on."""
+        for block in reversed(blocks):
             self.refs[block] -= 1
             if self.refs[block] == 0:
                 if block in self._key_of:
@@ -211,7 +216,7 @@ class PagedKVCache:
         self.shape = shape
         size = (plan.num_blocks, plan.block_size, shape.kv_heads, shape.head_dim)
         # empty, not zeros: pages are touched only as blocks are used, so memory grows to the plan, never past it;
-        # each block is zeroed on its first use (`clear`)
+        # each block is zeroed when a row takes it (`clear`)
         self.keys = [torch.empty(size, dtype=shape.dtype, device=device) for _ in range(shape.layers)]
         self.values = [torch.empty(size, dtype=shape.dtype, device=device) for _ in range(shape.layers)]
         self._rows = 0
@@ -222,8 +227,8 @@ class PagedKVCache:
         self._source: torch.Tensor | None = None
 
     def clear(self, block: int) -> None:
-        """Zero a block before its first use: masked positions are still read, and uninitialised memory may hold
-        NaN, which a zero attention weight does not cancel."""
+        """Zero a block before a row writes into it: masked positions are still read, and uninitialised memory (or
+        what an earlier row left) may hold NaN or inf, which a zero attention weight does not cancel."""
         for store in (*self.keys, *self.values):
             store[block].zero_()
 

@@ -50,6 +50,8 @@ def test_greedy_output_is_the_same_with_chunking_and_the_prefix_cache_on_and_off
     }.items():
         engine = load(llama, **config)
         try:
+            if not outputs:
+                hf = [hf_greedy(engine, prompt, 24) for prompt in prompts]
             cold, warm = run(engine, prompts), run(engine, prompts)
             assert engine.scheduler is not None
             assert engine.scheduler.blocks.used == 0 and engine.scheduler.blocks.reserved == 0, "blocks leaked"
@@ -63,9 +65,38 @@ def test_greedy_output_is_the_same_with_chunking_and_the_prefix_cache_on_and_off
         else:
             assert cached == [0, 0, 0, 0]
     reference = outputs["whole prompts, no cache"][0]
+    assert reference == [[text] for text in hf], "the engine's greedy output differs from transformers' generate"
     for name, (cold, warm) in outputs.items():
         assert cold == reference, name
         assert warm == reference, name
+
+
+def hf_greedy(engine: GenerationEngine, prompt: str, new: int) -> str:
+    ids = engine.tokenizer(prompt, return_tensors="pt")
+    out = engine.model.generate(**ids, do_sample=False, max_new_tokens=new, pad_token_id=engine.tokenizer.pad_token_id)
+    tokens = out[0, ids.input_ids.shape[1]:].tolist()
+    eos = engine.tokenizer.eos_token_id
+    tokens = tokens[: tokens.index(eos)] if eos in tokens else tokens
+    return engine.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def test_long_contexts_split_the_decode_step_and_shrink_the_chunk(llama: Path, monkeypatch) -> None:
+    from readers.engines import generation_batch
+
+    prompts = [PREFIX * 2, "short", PREFIX, "hi there"]
+    engine = load(llama, prefix_caching=False)
+    try:
+        expected = run(engine, prompts, max_new_tokens=16)
+    finally:
+        engine.close()
+    monkeypatch.setattr(generation_batch, "GATHER_POSITIONS", 256)  # forces several decode forwards per step
+    monkeypatch.setattr(generation_batch, "PREFILL_SCORES", 64 * 256)  # and chunks of a few dozen tokens
+    engine = load(llama, prefix_caching=False)
+    try:
+        assert [f[1] for f in run(engine, prompts, max_new_tokens=16)] == [f[1] for f in expected]
+        assert engine.scheduler is not None and engine.scheduler.prefills > 10
+    finally:
+        engine.close()
 
 
 def test_a_request_that_can_never_fit_is_refused_with_the_numbers(llama: Path) -> None:
@@ -136,26 +167,24 @@ def test_cancelled_and_expired_rows_give_their_blocks_back(llama: Path) -> None:
 
 def test_block_manager_reuses_shares_and_evicts_least_recently_used() -> None:
     blocks = BlockManager(num_blocks=4, block_size=2)
-    tokens = [1, 2, 3, 4, 5]
-    shared, _ = blocks.match(tokens)
-    assert shared == [] and blocks.reserve(3)
+    keys = blocks.keys_for([1, 2, 3, 4, 5])
+    assert len(keys) == 2 and blocks.match(keys) == [] and blocks.reserve(3)
     row = [blocks.take(), blocks.take(), blocks.take()]
-    from readers.engines.kv_blocks import block_key
-
-    k1 = block_key(b"", [1, 2])
-    k2 = block_key(k1, [3, 4])
-    blocks.publish(row[0], k1)
-    blocks.publish(row[1], k2)
+    blocks.publish(row[0], keys[0])
+    blocks.publish(row[1], keys[1])
     blocks.release(row)
     assert blocks.used == 0 and blocks.cached == 2 and blocks.available == 4
-    again, key = blocks.match([1, 2, 3, 4, 9])
-    assert again == row[:2] and key == k2 and blocks.used == 2
+    again = blocks.match(blocks.keys_for([1, 2, 3, 4, 9]))
+    assert again == row[:2] and blocks.used == 2
+    assert blocks.match(blocks.keys_for([9, 9, 3, 4])) == []  # same second block, other prefix: no match
     assert not blocks.reserve(3)  # 2 free blocks left: the shared ones are referenced
     blocks.release(again)
-    assert blocks.reserve(4)  # the cached blocks can be evicted when nothing else is left
-    taken = [blocks.take() for _ in range(4)]
-    assert sorted(taken) == [0, 1, 2, 3] and blocks.cached == 0
-    assert blocks.match([1, 2, 3, 4])[0] == []
+    assert blocks.reserve(3)
+    taken = [blocks.take() for _ in range(3)]  # two free blocks, then one eviction: the chain's tail goes first
+    assert row[1] in taken and row[0] not in taken and blocks.cached == 1
+    assert blocks.match(keys) == [row[0]]  # what is left of the prefix is still usable
+    blocks.release([row[0], *taken])
+    assert blocks.reserve(4) and sorted(blocks.take() for _ in range(4)) == [0, 1, 2, 3] and blocks.cached == 0
 
 
 def test_the_plan_follows_the_budget_and_the_model_shape(llama: Path) -> None:
