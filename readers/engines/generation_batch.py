@@ -6,16 +6,17 @@ Every iteration:
    `max_new_tokens` can be reserved (`kv_blocks.BlockManager`); the longest cached prefix of the prompt is reused
    from the prefix cache, and only the rest is computed;
 3. one decode step for every running row (one token each);
-4. one prefill chunk: at most `prefill_chunk` prompt tokens of the admitted rows still prefilling, in arrival order
-   (several short prompts share one chunk; a long one is cut into chunks over several iterations), and while rows
-   are decoding, no more than about PAUSE_STEPS of their decode steps' worth (`chunk_budget`). Rows whose prompt
-   is complete choose their first token and join the running rows.
+4. one prefill chunk: at most `prefill_chunk` prompt tokens of the admitted rows still prefilling, fewest left
+   first (several short prompts share one chunk; a long one is cut into chunks over several iterations), and
+   while rows are decoding, no more than about PAUSE_STEPS of their decode steps' worth (`chunk_budget`). Rows
+   whose prompt is complete choose their first token and join the running rows.
 
 So a running stream waits at most one chunk for its next token, whatever arrives (the way vLLM and SGLang
 schedule): chunking bounds the pause, the token budget bounds the work of one iteration, and admission by KV blocks
 bounds the memory. Running rows stay compact in sampling slots 0..n (a leaving row's slot takes the last row);
-their KV is addressed through block tables, so moving a row moves no KV. Replies are handed to the event loop once
-per iteration through `emit` (token, done and error events); the scheduler never touches the sink.
+their KV is addressed through block tables, so moving a row moves no KV. Replies are handed to the event loop
+through `emit` (token, done and error events) right after the decode step and again after the prefill chunk, so a
+token never waits for a chunk; the scheduler never touches the sink.
 
 `progress_at` is the monotonic time of the last decoder layer the model entered (a forward hook on every layer):
 the reader's liveness beats go out only while it is recent, so a step that hangs is still caught.
@@ -189,6 +190,8 @@ class Scheduler:
                 try:
                     if self.running:
                         self._decode(events)
+                        # the decode step's tokens go out now, not after the prefill chunk
+                        events = self._hand_over(events)
                     if self.prefilling:
                         self._prefill(events)
                 except Exception as exc:  # a failed step fails its rows, never the scheduler
@@ -197,12 +200,17 @@ class Scheduler:
                         self._fail(row.request, 500, f"generation failed: {type(exc).__name__}: {exc}", events)
                         self._free(row)
                     self.running, self.prefilling = [], []
-                try:
-                    metrics.observe_kv(self.group, self.blocks.used, self.blocks.num_blocks)
-                    if events:
-                        self.emit(events)
-                except Exception:  # the loop must outlive a failed hand-over, or every later request would hang
-                    log.exception("handing generation events to the event loop failed")
+                self._hand_over(events)
+                metrics.observe_kv(self.group, self.blocks.used, self.blocks.num_blocks)
+
+    def _hand_over(self, events: list[Event]) -> list[Event]:
+        """Give `events` to the event loop; a fresh list for what follows."""
+        if events:
+            try:
+                self.emit(events)
+            except Exception:  # the loop must outlive a failed hand-over, or every later request would hang
+                log.exception("handing generation events to the event loop failed")
+        return []
 
     def _drop_gone(self, events: list[Event]) -> None:
         now = now_ms()
@@ -262,11 +270,13 @@ class Scheduler:
 
         The chosen rows' chunks are laid end to end in a single batch row (no padding: the linear layers compute
         exactly the chunk's tokens), and so are their contexts' blocks; the mask lets each token see its own row's
-        context up to itself. Each row takes what is left of the budget, in arrival order."""
+        context up to itself. Each row takes what is left of the budget."""
         budget = self.chunk_budget()
         chosen: list[tuple[Row, int]] = []
         total = context = 0
-        for row in self.prefilling:
+        # Fewest prompt tokens left first: short prompts finish in this chunk (their time to first token stays
+        # short) and a long one takes the rest of the budget, so it still advances every iteration.
+        for row in sorted(self.prefilling, key=lambda r: len(r.prompt) - r.computed):
             left = len(row.prompt) - row.computed
             take = min(left, budget - total) if self.prefill_chunk else left
             if self.prefill_chunk:

@@ -142,9 +142,28 @@ def make_job(request_id: str, texts, kind: str = "generate", stream: bool = Fals
 
 def build_small_llama(path: Path, seed: int = 0) -> Path:
     """A random Llama of a real small shape (12 layers, hidden 768, ~100M parameters): big enough that a
-    2,000-token prefill takes seconds on a CPU, which is what engine behaviour under load must be tested with."""
-    return build_llama(path, hidden=768, layers=12, heads=12, kv_heads=4, intermediate=3072, max_positions=4096,
-                       seed=seed)
+    2,000-token prefill takes seconds on a CPU, which is what engine behaviour under load must be tested with.
+
+    Its output head only ever prefers tokens that decode to text on their own (the rows of the others are zero,
+    so their logits are 0 while the best of the rest is well above): random weights otherwise emit runs of partial
+    UTF-8 bytes that a stream holds back until a character is complete, which would make the time between a
+    stream's events measure the random output rather than the engine."""
+    build_llama(path, hidden=768, layers=12, heads=12, kv_heads=4, intermediate=3072, max_positions=4096, seed=seed)
+    restrict_head_to_text(path)
+    return path
+
+
+def restrict_head_to_text(path: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = LlamaForCausalLM.from_pretrained(path)
+    silent = [i for i in range(len(tokenizer))
+              if "\ufffd" in (text := tokenizer.decode([i], skip_special_tokens=True)) or not text]
+    with torch.no_grad():
+        model.lm_head.weight[silent] = 0.0
+    model.save_pretrained(path)
 
 
 def long_text(tokens: int, tokenizer) -> str:
