@@ -2,6 +2,7 @@
 """Generation throughput through the whole server against the same model in-process, in one run.
 
     .venv/bin/python bench/generation.py [--hidden 64] [--layers 2] [--duration S] [--threads N] [--quick]
+    .venv/bin/python bench/generation.py --load --threads 0    # the engine under load (bench/generation_load.py)
 
 1. Builds the tiny random-weight Llama of the reader tests (tests/readers/tiny_models.py, byte-level BPE tokenizer;
    hidden 64 and 2 layers by default, as bench/generation_inprocess.py) in `<tmp>/models/tiny-llama`.
@@ -119,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-tokens", type=int, default=64, help="new tokens per request, min = max (64)")
     p.add_argument("--jobs", type=int, default=32, help="in-process static batch size; the headline concurrency (32)")
     p.add_argument("--max-batch-size", type=int, default=64, help="reader max_batch_size (64)")
+    p.add_argument("--load", action="store_true",
+                   help="instead: the engine under load on a ~100M-parameter Llama (bench/generation_load.py): "
+                        "interference with chunking on and off, the shipped defaults, prefix reuse")
+    p.add_argument("--streams", type=int, default=8, help="--load: concurrent streams of short prompts (8)")
+    p.add_argument("--long-every", type=float, default=8.0, help="--load: seconds between long prompts (8)")
+    p.add_argument("--load-duration", type=float, default=60.0, help="--load: seconds per interference run (60)")
+    p.add_argument("--prefixes", type=int, default=3, help="--load: distinct shared prefixes (3)")
     args = p.parse_args(argv)
     apply_quick(args)
     argv = sys.argv[1:] if argv is None else argv
@@ -137,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="liftoff-bench-generate-"))
     harness: GatewayHarness | None = None
     code = 0
+    if args.load:
+        return _load(args, argv, tmp)
     try:
         sys.path.insert(0, str(REPO / "tests" / "readers"))
         from tiny_models import build_llama
@@ -231,6 +241,32 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     return code
+
+
+def _load(args: argparse.Namespace, argv: list[str], tmp: Path) -> int:
+    from bench.generation_load import run
+
+    extra = [f"torch threads {args.threads} (bench process and readers), {args.workers} gateway worker(s); "
+             f"(b) {args.warmup:g}s warm-up + {args.duration:g}s measured"]
+    for line in header_lines("bench/generation.py", argv, extra):
+        print(line)
+    print()
+    try:
+        results = run(args, tmp, GatewayHarness, measure_all, run_loop)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _weights(path: Path):

@@ -47,11 +47,10 @@ from readers.jobs import Job
 log = logging.getLogger(__name__)
 
 UNCHUNKED_BUDGET = 8192  # with chunking off: prompt tokens prefilled together (a longer prompt goes alone)
-# While rows are decoding, a chunk is sized to cost about this many of their decode steps, so that a running
-# stream's longest pause (its decode step plus one chunk) stays a small multiple of its usual one on any hardware.
-# A forward of c prompt tokens costs about a + b*c: `a`, reading the weights once, is about one decode step, and
-# the per-token cost `b` is measured on every chunk. `prefill_chunk` is the upper bound, and the chunk size when
-# nothing is decoding.
+# While rows are decoding, a chunk is sized so that a running stream's pause stays about this many of its decode
+# steps, on any hardware: the decode step's time and what each chunk token adds are measured as the reader runs
+# (chunk_budget), and the chunk usually rides in the decode forward itself (one read of the weights for both).
+# `prefill_chunk` is the upper bound, and the chunk size when nothing is decoding.
 PAUSE_STEPS = 2.0
 MIN_CHUNK = 16
 EMA = 0.2  # weight of the newest measurement in the running averages
@@ -139,8 +138,9 @@ class Scheduler:
         self.decoded_tokens = 0  # with decode_s: the decode speed the fit engine's calibration records
         self.decode_s = 0.0
         self.progress_at = time.monotonic()
-        self.step_s = 0.0  # running average of a decode step's time
-        self.token_s = 0.0  # running average of a prefill token's cost beyond a forward's fixed cost
+        self.step_s = 0.0  # running average of a decode-only step's time ...
+        self.step_rows = 0  # ... at about this many rows
+        self.token_s = 0.0  # running average of what each prefill token adds to a forward, at today's contexts
         self._waiting: deque[Row] = deque()
         self._cond = threading.Condition()
         self._stop = False
@@ -188,12 +188,15 @@ class Scheduler:
                     self._admit()
                 self.progress_at = time.monotonic()
                 try:
-                    if self.running:
-                        self._decode(events)
-                        # the decode step's tokens go out now, not after the prefill chunk
-                        events = self._hand_over(events)
-                    if self.prefilling:
-                        self._prefill(events)
+                    if self.running and self.prefilling and self._mergeable():
+                        self._prefill(events, decoding=self.running)  # one forward: decode tokens + a chunk
+                    else:
+                        if self.running:
+                            self._decode(events)
+                            # the decode step's tokens go out now, not after the prefill chunk
+                            events = self._hand_over(events)
+                        if self.prefilling:
+                            self._prefill(events)
                 except Exception as exc:  # a failed step fails its rows, never the scheduler
                     log.exception("generation step failed")
                     for row in self.running + self.prefilling:
@@ -265,80 +268,74 @@ class Scheduler:
             self.prefilling.append(row)
 
     # --- forward passes ---------------------------------------------------------------------------------------------
-    def _prefill(self, events: list[Event]) -> None:
-        """One chunk of prompt tokens for the rows still prefilling, as one flat sequence.
+    def _mergeable(self) -> bool:
+        """Whether the running rows' decode tokens can ride in the prefill chunk's forward: every token of a flat
+        forward is scored against every context position in it, so only while that product stays small."""
+        n = len(self.running)
+        if not self.step_s or abs(n - self.step_rows) > max(2, n // 4):
+            return False  # a decode step alone first: its time at about this many rows sizes the chunks
+        context = sum(self._width(row.computed + 1) for row in self.running)
+        return (n + MIN_CHUNK) * (context + MIN_CHUNK) <= PREFILL_SCORES
 
-        The chosen rows' chunks are laid end to end in a single batch row (no padding: the linear layers compute
-        exactly the chunk's tokens), and so are their contexts' blocks; the mask lets each token see its own row's
-        context up to itself. Each row takes what is left of the budget."""
-        budget = self.chunk_budget()
+    def _width(self, positions: int) -> int:
+        return -(-positions // self.block_size) * self.block_size
+
+    def _prefill(self, events: list[Event], decoding: list[Row] | None = None) -> None:
+        """One chunk of prompt tokens for the rows still prefilling, as one flat sequence, with the decode token
+        of each row in `decoding` in front of it when given (one forward, one read of the weights, for both).
+
+        The rows' tokens are laid end to end in a single batch row (no padding: the linear layers compute exactly
+        these tokens), and so are their contexts' blocks; the mask lets each token see its own row's context up to
+        itself. Prefilling rows take what is left of the budget, fewest prompt tokens left first."""
+        decoding = list(decoding or [])
+        budget = self.chunk_budget(merged=bool(decoding))
         chosen: list[tuple[Row, int]] = []
-        total = context = 0
+        total = len(decoding)
+        context = sum(self._width(row.computed + 1) for row in decoding)
+        prompt_tokens = 0
         # Fewest prompt tokens left first: short prompts finish in this chunk (their time to first token stays
         # short) and a long one takes the rest of the budget, so it still advances every iteration.
         for row in sorted(self.prefilling, key=lambda r: len(r.prompt) - r.computed):
             left = len(row.prompt) - row.computed
-            take = min(left, budget - total) if self.prefill_chunk else left
+            take = min(left, budget - prompt_tokens) if self.prefill_chunk else left
             if self.prefill_chunk:
-                # every chunk token is scored against every context position of the chunk: bound that product
+                # every token is scored against every context position of the forward: bound that product
                 while take > MIN_CHUNK and (total + take) * (context + row.computed + take) > PREFILL_SCORES:
                     take = max(MIN_CHUNK, take // 2)
-                if chosen and (total + take) * (context + row.computed + take) > PREFILL_SCORES:
+                if (chosen or decoding) and (total + take) * (context + row.computed + take) > PREFILL_SCORES:
                     break
-            if chosen and (take <= 0 or total + take > budget):
+            if chosen and (take <= 0 or prompt_tokens + take > budget):
                 break
             chosen.append((row, take))
             total += take
-            context += -(-(row.computed + take) // self.block_size) * self.block_size
-        size = self.block_size
-        ids: list[int] = []
-        positions: list[int] = []
-        write_block: list[int] = []
-        write_offset: list[int] = []
-        table: list[int] = []
-        bounds: list[tuple[int, int, int]] = []  # per row: its first key column, its chunk's first position, take
+            prompt_tokens += take
+            context += self._width(row.computed + take)
+        for row in decoding:
+            self._grow(row, row.computed + 1)
+        pieces = [(row, [row.generated[-1]], row.computed) for row in decoding]
         for row, take in chosen:
-            first = row.computed
-            self._grow(row, first + take)
-            ids.extend(row.prompt[first:first + take])
-            positions.extend(range(first, first + take))
-            for p in range(first, first + take):
-                write_block.append(row.blocks[p // size])
-                write_offset.append(p % size)
-            bounds.append((len(table) * size, first, take))
-            table.extend(row.blocks[:-(-(first + take) // size)])
-        key_row = torch.empty(len(table) * size, dtype=torch.long)  # which chosen row each key column belongs to
-        key_pos = torch.empty(len(table) * size, dtype=torch.long)  # its position in that row
-        query_row = torch.empty(total, dtype=torch.long)
-        at = 0
-        for i, (column, _, take) in enumerate(bounds):
-            end = bounds[i + 1][0] if i + 1 < len(bounds) else key_row.shape[0]
-            key_row[column:end] = i
-            key_pos[column:end] = torch.arange(end - column)
-            query_row[at:at + take] = i
-            at += take
-        query_pos = torch.tensor(positions)
-        keep = (key_row[None, :] == query_row[:, None]) & (key_pos[None, :] <= query_pos[:, None])
-        last = torch.tensor([sum(t for _, _, t in bounds[:i + 1]) - 1 for i in range(len(bounds))])
-        self.kv.begin(1, torch.tensor([table], dtype=torch.long, device=self.device),
-                      torch.tensor(write_block, device=self.device), torch.tensor(write_offset, device=self.device),
-                      torch.arange(total, device=self.device))
+            self._grow(row, row.computed + take)
+            pieces.append((row, row.prompt[row.computed:row.computed + take], row.computed))
         started = time.perf_counter()
-        logits = self._forward(torch.tensor([ids]), query_pos[None, :], keep[None, None], keep_rows=last)
+        logits = self._flat_forward(pieces)
         spent = time.perf_counter() - started
-        self.token_s = _average(self.token_s, max(spent - self.step_s, 0.25 * spent) / total)
+        if prompt_tokens:
+            # beyond a decode step (merged) or a forward's fixed cost, about a decode step (alone)
+            self.token_s = _average(self.token_s, max(spent - self.step_s, 0.1 * spent) / prompt_tokens, 0.5)
+        if decoding:
+            self._decoded(decoding, logits[:len(decoding)], events)
         self.prefills += 1
-        self.prefill_tokens += total
-        metrics.observe_prefill(self.group, total)
+        self.prefill_tokens += prompt_tokens
+        metrics.observe_prefill(self.group, prompt_tokens)
         done: list[int] = []
         for i, (row, take) in enumerate(chosen):
             row.computed += take
             self._publish(row)
             if row.computed == len(row.prompt):
-                done.append(i)
+                done.append(len(decoding) + i)
         if not done:
             return
-        finished = [chosen[i][0] for i in done]
+        finished = [chosen[i - len(decoding)][0] for i in done]
         base = len(self.running)
         self.running.extend(finished)  # before anything can raise: a failed step must still find and free them
         self.prefilling = [row for row in self.prefilling if row.computed < len(row.prompt)]
@@ -347,24 +344,65 @@ class Scheduler:
             self.sampling.set_row(slot, row.sampling, row.prompt)
         self._advance(finished, base, logits[torch.tensor(done, device=logits.device)], events)
 
+    def _flat_forward(self, pieces: list[tuple[Row, list[int], int]]) -> torch.Tensor:
+        """Logits of the last token of each piece (row, its new tokens, their first position), all in one flat
+        sequence; the new tokens' keys and values are written to the rows' blocks."""
+        size = self.block_size
+        ids: list[int] = []
+        positions: list[int] = []
+        write_block: list[int] = []
+        write_offset: list[int] = []
+        table: list[int] = []
+        starts: list[int] = []  # per piece: its first key column
+        for row, tokens, first in pieces:
+            ids.extend(tokens)
+            positions.extend(range(first, first + len(tokens)))
+            for p in range(first, first + len(tokens)):
+                write_block.append(row.blocks[p // size])
+                write_offset.append(p % size)
+            starts.append(len(table) * size)
+            table.extend(row.blocks[:-(-(first + len(tokens)) // size)])
+        columns = len(table) * size
+        key_row = torch.empty(columns, dtype=torch.long)  # which piece each key column belongs to
+        key_pos = torch.empty(columns, dtype=torch.long)  # its position in that piece's row
+        query_row = torch.empty(len(ids), dtype=torch.long)
+        last: list[int] = []
+        at = 0
+        for i, (_, tokens, _) in enumerate(pieces):
+            end = starts[i + 1] if i + 1 < len(pieces) else columns
+            key_row[starts[i]:end] = i
+            key_pos[starts[i]:end] = torch.arange(end - starts[i])
+            query_row[at:at + len(tokens)] = i
+            at += len(tokens)
+            last.append(at - 1)
+        query_pos = torch.tensor(positions)
+        keep = (key_row[None, :] == query_row[:, None]) & (key_pos[None, :] <= query_pos[:, None])
+        self.kv.begin(1, torch.tensor([table], dtype=torch.long, device=self.device),
+                      torch.tensor(write_block, device=self.device), torch.tensor(write_offset, device=self.device),
+                      torch.arange(len(ids), device=self.device))
+        return self._forward(torch.tensor([ids]), query_pos[None, :], keep[None, None], keep_rows=torch.tensor(last))
+
     def _decode(self, events: list[Event]) -> None:
         started = time.perf_counter()
-        rows = self.running
-        n = len(rows)
+        rows = list(self.running)
         for row in rows:
             self._grow(row, row.computed + 1)
         parts = [self._decode_part(rows[first:last]) for first, last in self._gather_groups(rows)]
         logits = parts[0] if len(parts) == 1 else torch.cat(parts)
+        self.step_s = _average(self.step_s, time.perf_counter() - started)
+        self.step_rows = len(rows)
+        self._decoded(rows, logits, events)
+        self.decode_s += time.perf_counter() - started
+        self.decoded_tokens += len(rows)  # with decode_s: steps that only decode (merged ones also prefill)
+
+    def _decoded(self, rows: list[Row], logits: torch.Tensor, events: list[Event]) -> None:
+        """After a forward that fed each running row its last token: its KV is in, choose the next ones."""
         for row in rows:
             row.computed += 1
             if row.computed % self.block_size == 0:
                 self._publish(row)
         self.steps += 1
-        self._advance(list(rows), 0, logits, events)
-        spent = time.perf_counter() - started
-        self.step_s = _average(self.step_s, spent)
-        self.decode_s += spent
-        self.decoded_tokens += n
+        self._advance(rows, 0, logits, events)
 
     def _gather_groups(self, rows: list[Row]) -> list[tuple[int, int]]:
         """Consecutive slices of the running rows whose gathered context (rows x the longest row's blocks) stays
@@ -400,14 +438,16 @@ class Scheduler:
                          logits_to_keep=1 if keep_rows is None else keep_rows.to(self.device))
         return out.logits[:, -1] if keep_rows is None else out.logits[0]
 
-    def chunk_budget(self) -> int:
+    def chunk_budget(self, merged: bool = False) -> int:
         """Prompt tokens for the next prefill chunk: `prefill_chunk`, or less while rows are decoding, so that the
-        chunk costs about PAUSE_STEPS of their decode steps (whole prompts when chunking is off)."""
+        chunk adds about PAUSE_STEPS - 1 of their decode steps to their pause (whole prompts when chunking is off).
+
+        What a chunk token adds is measured on every chunk (it grows with the context the chunk attends to); until
+        then a decode step's cost per row stands in, an overestimate that gives small chunks."""
         if not self.prefill_chunk:
             return UNCHUNKED_BUDGET
         if not self.running or not self.step_s:
             return self.prefill_chunk
-        # before any chunk was measured, a decode step's cost per row stands in (an overestimate: smaller chunks)
         per_token = self.token_s or self.step_s / len(self.running)
         fit = int((PAUSE_STEPS - 1) * self.step_s / per_token) // MIN_CHUNK * MIN_CHUNK
         return min(self.prefill_chunk, max(MIN_CHUNK, fit))
@@ -539,8 +579,8 @@ class Scheduler:
         self.running = sorted(keep, key=lambda r: r.slot)
 
 
-def _average(current: float, sample: float) -> float:
-    return sample if not current else (1 - EMA) * current + EMA * sample
+def _average(current: float, sample: float, weight: float = EMA) -> float:
+    return sample if not current else (1 - weight) * current + weight * sample
 
 
 def _progress_hooks(model: Any, hook: Callable[..., None]) -> list[Any]:

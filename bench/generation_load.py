@@ -1,0 +1,260 @@
+"""The generation engine under real load, through the whole server (`bench/generation.py --load`).
+
+Three measurements in one run, on a random-weight Llama of a real small shape (12 layers, hidden 768, ~100M
+parameters; tests/readers/tiny_models.py `build_small_llama`), whose 2,000-token prefill takes seconds on a CPU:
+
+(a) interference: `--streams` (8) clients loop over `/generate_stream` of short prompts (64 new tokens each) while
+    one client sends a distinct ~2,000-token prompt to `/generate` every `--long-every` seconds; once with the
+    reader's default `prefill_chunk_size` and once with 0 (whole prompts). Reports stream tokens/s, time to first
+    token p50/p99, the median and the longest gap between two tokens of a running stream, and streams that ended
+    with an `error` event. Target: longest gap <= 4 x the median gap (a running stream's decode step), none ended.
+(b) defaults: the reader exactly as `liftoff serve --model <model>` makes it (no setting but the model), 32
+    concurrent `POST /generate` (64 new tokens, min = max), over one static left-padded `model.generate` of the same
+    32 prompts in the bench process. Target >= 1.0.
+(c) prefix reuse: on the same server, time to first token (the reader's `time_to_first_token_ms` and the client's
+    latency of a 1-token answer) for a ~1,500-token prefix plus a short question: the first question on a prefix
+    (cold) against later questions on it (warm), over `--prefixes` (3) distinct prefixes. Target >= 3 x faster warm.
+
+Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+NEW = 64
+
+
+@dataclass
+class StreamStats:
+    ttft_s: list[float] = field(default_factory=list)
+    gaps_s: list[float] = field(default_factory=list)
+    tokens: int = 0
+    streams: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    long_s: list[float] = field(default_factory=list)
+    long_failed: int = 0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+async def _stream_client(client: httpx.AsyncClient, url: str, prompt: str, stop_at: float, stats: StreamStats) -> None:
+    body = {"text": prompt, "max_new_tokens": NEW, "min_new_tokens": NEW}
+    while time.monotonic() < stop_at:
+        started = time.monotonic()
+        last = None
+        event = "message"
+        async with client.stream("POST", url + "/generate_stream", json=body) as response:
+            if response.status_code != 200:
+                stats.errors += 1
+                stats.error_samples.append(f"HTTP {response.status_code}")
+                await asyncio.sleep(0.2)
+                continue
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    if event == "error":
+                        stats.errors += 1
+                        stats.error_samples.append(line[5:].strip()[:200])
+                        continue
+                    now = time.monotonic()
+                    if last is None:
+                        stats.ttft_s.append(now - started)
+                    else:
+                        stats.gaps_s.append(now - last)
+                    last = now
+                    stats.tokens += 1
+                elif line == "":
+                    event = "message"
+        stats.streams += 1
+
+
+async def _long_client(client: httpx.AsyncClient, url: str, prompts: list[str], every_s: float, stop_at: float,
+                       stats: StreamStats) -> None:
+    for prompt in prompts:
+        if time.monotonic() >= stop_at:
+            return
+        started = time.monotonic()
+        response = await client.post(url + "/generate", json={"text": prompt, "max_new_tokens": 8})
+        if response.status_code == 200:
+            stats.long_s.append(time.monotonic() - started)
+        else:
+            stats.long_failed += 1
+        await asyncio.sleep(max(0.0, every_s - (time.monotonic() - started)))
+
+
+async def interference(url: str, short: list[str], long: list[str], streams: int, every_s: float,
+                       duration_s: float) -> tuple[StreamStats, float]:
+    stats = StreamStats()
+    limits = httpx.Limits(max_connections=streams + 4, max_keepalive_connections=streams + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        started = time.monotonic()
+        stop_at = started + duration_s
+        await asyncio.gather(*(_stream_client(client, url, short[i % len(short)], stop_at, stats)
+                               for i in range(streams)),
+                             _long_client(client, url, long, every_s, stop_at, stats))
+        return stats, time.monotonic() - started
+
+
+def print_interference(label: str, stats: StreamStats, elapsed: float) -> dict[str, Any]:
+    median_gap = statistics.median(stats.gaps_s) if stats.gaps_s else float("nan")
+    longest = max(stats.gaps_s) if stats.gaps_s else float("nan")
+    row = {
+        "condition": label, "stream_tokens_per_s": round(stats.tokens / elapsed, 1), "streams": stats.streams,
+        "streams_ended_with_error": stats.errors, "ttft_p50_ms": round(pct(stats.ttft_s, 0.5) * 1000),
+        "ttft_p99_ms": round(pct(stats.ttft_s, 0.99) * 1000), "median_gap_ms": round(median_gap * 1000, 1),
+        "p99_gap_ms": round(pct(stats.gaps_s, 0.99) * 1000), "longest_gap_ms": round(longest * 1000),
+        "longest_over_median": round(longest / median_gap, 2) if median_gap else None,
+        "long_prompts_done": len(stats.long_s), "long_prompt_mean_s": round(statistics.mean(stats.long_s), 2)
+        if stats.long_s else None, "long_prompts_failed": stats.long_failed,
+    }
+    print(f"  {label:<22} {row['stream_tokens_per_s']:>8} {row['ttft_p50_ms']:>8} {row['ttft_p99_ms']:>8} "
+          f"{row['median_gap_ms']:>8} {row['p99_gap_ms']:>8} {row['longest_gap_ms']:>8} "
+          f"{row['longest_over_median']:>7}x {stats.errors:>6} {len(stats.long_s):>5} "
+          f"{row['long_prompt_mean_s'] or float('nan'):>7}")
+    for sample in stats.error_samples[:3]:
+        print(f"      error: {sample}")
+    return row
+
+
+INTERFERENCE_HEADER = (f"  {'condition':<22} {'tok/s':>8} {'ttft50':>8} {'ttft99':>8} {'gap50':>8} {'gap99':>8} "
+                       f"{'gapmax':>8} {'max/50':>8} {'errors':>6} {'longs':>5} {'long s':>7}   (times in ms)")
+
+
+def prefix_reuse(url: str, prefixes: list[str], questions: list[str]) -> dict[str, Any]:
+    cold, warm, cold_ttft, warm_ttft, cached = [], [], [], [], []
+    with httpx.Client(timeout=600) as client:
+        for prefix in prefixes:
+            for i, question in enumerate(questions):
+                started = time.monotonic()
+                body = client.post(url + "/generate", json={"text": prefix + question, "max_new_tokens": 1,
+                                                             "return_metadata": True}).json()
+                took = time.monotonic() - started
+                meta = body["metadata"]
+                (cold if i == 0 else warm).append(took)
+                (cold_ttft if i == 0 else warm_ttft).append(meta["time_to_first_token_ms"] / 1000)
+                if i:
+                    cached.append(meta.get("cached_prompt_tokens", 0))
+    out = {"cold_latency_ms": round(statistics.median(cold) * 1000), "warm_latency_ms":
+           round(statistics.median(warm) * 1000), "cold_ttft_ms": round(statistics.median(cold_ttft) * 1000),
+           "warm_ttft_ms": round(statistics.median(warm_ttft) * 1000),
+           "warm_cached_prompt_tokens_min": min(cached)}
+    out["latency_ratio"] = round(out["cold_latency_ms"] / max(1, out["warm_latency_ms"]), 2)
+    out["ttft_ratio"] = round(out["cold_ttft_ms"] / max(1, out["warm_ttft_ms"]), 2)
+    return out
+
+
+def static_generate(path: Path, texts: list[str], seconds: float) -> float:
+    """Tokens/s of one static left-padded `model.generate` of `texts` (greedy, min = max = NEW), best of the calls
+    made within `seconds` (at least two)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
+    batch = tok(texts, return_tensors="pt", padding=True)
+    best, calls, until = 0.0, 0, time.monotonic() + seconds
+    while calls < 2 or time.monotonic() < until:
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**batch, do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW,
+                                 pad_token_id=tok.pad_token_id)
+        best = max(best, (out.shape[1] - batch.input_ids.shape[1]) * out.shape[0] / (time.perf_counter() - started))
+        calls += 1
+    del model
+    return best
+
+
+def _serve(harness_cls: Any, workdir: Path, reader: dict[str, Any], args: argparse.Namespace,
+           models: Path) -> tuple[Any, str]:
+    """`liftoff serve` with one reader, healthy, and its inference URL (RuntimeError with its log otherwise)."""
+    workdir.mkdir()
+    harness = harness_cls(workdir, reader, args.threads, args.workers, repository_path=models)
+    harness.start()
+    failure = harness.wait_healthy(args.start_timeout)
+    if failure:
+        harness.stop()
+        raise RuntimeError(failure)
+    return harness, f"http://127.0.0.1:{harness.port}"
+
+
+def run(args: argparse.Namespace, tmp: Path, harness_cls: Any, measure_all: Any, run_loop: Any) -> dict[str, Any]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "readers"))
+    from tiny_models import build_small_llama, long_text
+
+    models = tmp / "models"
+    path = build_small_llama(models / "small-llama")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    base = long_text(2000, tok)
+    longs = [f"{i} {base}" for i in range(200)]
+    shorts = [f"Stream {i}: the quick brown fox jumps over" for i in range(args.streams)]
+    results: dict[str, Any] = {"interference": [], "defaults": {}, "prefix": {}}
+
+    print(f"(a) interference: {args.streams} streams of {NEW} tokens + a ~{len(tok(base).input_ids)}-token prompt "
+          f"every {args.long_every:g}s, {args.load_duration:g}s per condition")
+    print(INTERFERENCE_HEADER)
+    for label, chunk in (("chunked (default)", None), ("whole prompts (0)", 0)):
+        reader: dict[str, Any] = {"model_name": "small-llama", "consumer_group": "primary"}
+        if chunk is not None:
+            reader["prefill_chunk_size"] = chunk
+        harness, url = _serve(harness_cls, tmp / f"a-{chunk}", reader, args, models)
+        try:
+            httpx.post(url + "/generate", json={"text": longs[-1], "max_new_tokens": 2}, timeout=600)  # warm-up
+            stats, elapsed = asyncio.run(interference(url, shorts, longs, args.streams, args.long_every,
+                                                      args.load_duration))
+            results["interference"].append(print_interference(label, stats, elapsed))
+        finally:
+            harness.stop()
+
+    print(f"\n(b) defaults: liftoff serve --model small-llama as shipped, c={args.jobs} POST /generate "
+          f"({NEW} new tokens) / in-process static generate of {args.jobs}")
+    texts = [f"Request {i}: a reader holds a model and answers" for i in range(max(64, args.jobs))]
+    static = static_generate(path, texts[: args.jobs], args.inproc_seconds)
+    bodies = [json.dumps({"text": t, "max_new_tokens": NEW, "min_new_tokens": NEW}).encode() for t in texts]
+    harness, url = _serve(harness_cls, tmp / "b", {"model_name": "small-llama", "consumer_group": "primary"}, args,
+                          models)
+    try:
+        measured = run_loop(measure_all(harness, "/generate", bodies, [args.jobs], args.warmup, args.duration,
+                                        "tokens", NEW))[args.jobs]
+        served = measured.rps * NEW
+        after = static_generate(path, texts[: args.jobs], args.inproc_seconds) if not args.no_after else 0.0
+        reference = max(static, after)
+        results["defaults"] = {"gateway_tokens_per_s": round(served, 1), "static_tokens_per_s": round(reference, 1),
+                               "ratio": round(served / reference, 3), "errors": measured.errors}
+        print(f"  gateway {served:.1f} tok/s, in-process static {reference:.1f} tok/s (passes {static:.1f}, "
+              f"{after:.1f}) -> {served / reference:.2f} (target >= 1.0), errors {measured.errors}")
+
+        print("\n(c) prefix reuse: ~1,500-token prefix + a short question, cold (first question) vs warm")
+        prefix_text = long_text(1500, tok)
+        prefixes = [f"Document {i}. {prefix_text}" for i in range(args.prefixes)]
+        questions = [" What is it about?", " Who wrote it?", " Summarise it.", " Is it long?"]
+        results["prefix"] = prefix_reuse(url, prefixes, questions)
+        p = results["prefix"]
+        print(f"  reader time to first token: cold {p['cold_ttft_ms']} ms, warm {p['warm_ttft_ms']} ms -> "
+              f"{p['ttft_ratio']}x;  client latency: cold {p['cold_latency_ms']} ms, warm {p['warm_latency_ms']} ms "
+              f"-> {p['latency_ratio']}x (target >= 3x); warm cached prompt tokens >= "
+              f"{p['warm_cached_prompt_tokens_min']}")
+    finally:
+        harness.stop()
+    return results
