@@ -88,7 +88,7 @@ class DeploymentController:
         if d.disabled:
             wanted = 0
         else:
-            state.target = self._autoscale(d, state.target, live, backlog, cap, now)
+            state.target = self._autoscale(d, state.target, live, backlog, cap, now, _slots(d, mine, records))
             wanted = state.target
 
         desired = d.reader_config("").model_dump(exclude={"reader_id"})
@@ -111,9 +111,9 @@ class DeploymentController:
         if state != old:
             await store.save_scale(self.redis, self.keys, d.rid, state)
 
-    def _autoscale(self, d: Deployment, target: int, live: int, backlog: Backlog, cap: int, now: float) -> int:
+    def _autoscale(self, d: Deployment, target: int, live: int, backlog: Backlog, cap: int, now: float,
+                   slots: int) -> int:
         scaling = d.runtime.scaling
-        slots = d.reader_config("").batch_slots()
         threshold = scaling.scale_up_load_threshold
         pressure = self._pressure.setdefault(d.rid, Pressure())
         load = backlog.total / (live * slots) if live else (float("inf") if backlog.total else 0.0)
@@ -148,3 +148,15 @@ class DeploymentController:
 def _is_live(records: dict[str, ReaderRecord], reader_id: str) -> bool:
     record = records.get(reader_id)
     return record is not None and record.status == "live"
+
+
+def _slots(d: Deployment, mine: dict[str, ReaderConfig], records: dict[str, ReaderRecord]) -> int:
+    """Batch slots per replica: the configured max_batch_size, or where it is "auto", what the live replicas
+    resolved it to at load (they publish it in their registry entry)."""
+    config = d.reader_config("")
+    if config.max_batch_size != "auto":
+        return config.batch_slots()
+    resolved = [int(records[rid].info.config.get("max_batch_size", 0)) for rid in mine
+                if rid in records and records[rid].status == "live"
+                and isinstance(records[rid].info.config.get("max_batch_size"), int)]
+    return max(1, round(sum(resolved) / len(resolved))) if resolved else config.batch_slots()

@@ -118,7 +118,8 @@ class GenerationEngine(ModelEngine):
                          self._emit, kv, blocks, chunk, group=cfg.consumer_group)
 
     def last_progress(self) -> float | None:
-        """When the scheduler last entered a decoder layer (or began an iteration): the liveness beats' source."""
+        """When the scheduler last entered one of the model's modules (or began an iteration): the liveness beats'
+        source."""
         return self.scheduler.progress_at if self.scheduler is not None else None
 
     def tokens_per_s(self) -> float | None:
