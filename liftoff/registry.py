@@ -141,3 +141,22 @@ async def prune_dead(redis: Redis, keys: Keys, check_interval_s: int, retention_
     if stale:
         await redis.hdel(keys.readers, *stale)
     return stale
+
+
+STOP_TTL_S = 300  # an unanswered stop request expires
+
+
+async def request_stop(redis: Redis, keys: Keys, reader_id: str) -> None:
+    """Ask reader `reader_id` to drain and exit (supervised and hand-started readers alike). The request carries
+    the time it was made, so a reader that starts later knows it is not for it."""
+    await redis.set(keys.stop(reader_id), str(int(time.time() * 1000)), ex=STOP_TTL_S)
+
+
+def stop_applies(value: bytes | str | None, started_ms: int) -> bool:
+    """Whether a stop request read from Redis is for the reader process that started at `started_ms`: one made
+    before it started was for an earlier reader of the same id. A request without a time (older managers) counts
+    only once the reader is running, never at its registration."""
+    if value is None:
+        return False
+    text = value.decode() if isinstance(value, bytes) else value
+    return not text.isdigit() or int(text) >= started_ms

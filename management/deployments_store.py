@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from liftoff import registry
 from liftoff.keys import Keys
 from liftoff.registry import ReaderRecord
 from management import reader_store
 from management.deployments_model import Deployment
-
-STOP_TTL_S = 300
 
 
 class ScaleState(BaseModel):
@@ -72,7 +71,7 @@ async def stop_replicas(redis: Redis, keys: Keys, supervisor: str, reader_ids: l
     """The removal sequence of `DELETE /reader`: forget the config (no restart), then ask the reader to drain."""
     for reader_id in reader_ids:
         await reader_store.remove(redis, keys, supervisor, reader_id)
-        await redis.set(keys.stop(reader_id), "1", ex=STOP_TTL_S)
+        await registry.request_stop(redis, keys, reader_id)
 
 
 async def delete(redis: Redis, keys: Keys, deployment: Deployment) -> list[str]:

@@ -83,7 +83,7 @@ def reader_routes(gw: Gateway) -> list[Route]:
         registered = any(r.reader_id == reader_id for r in await records())
         if not configured and not registered:
             raise NotFound(f"no reader {reader_id!r}")
-        await d.redis.set(d.keys.stop(reader_id), "1", ex=300)  # hand-started readers obey this too
+        await registry.request_stop(d.redis, d.keys, reader_id)  # hand-started readers obey this too
         await _wait_gone(reader_id, gw.settings.shutdown_grace_s + 15)
         return Response(status_code=204)
 

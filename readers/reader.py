@@ -94,6 +94,7 @@ class Reader:
         self._tasks: set[asyncio.Task[None]] = set()
         self._signals = 0
         self._loaded_rss = 0
+        self._started_ms = int(time.time() * 1000)  # stop requests made before this are not for this process
         self.consumers: list[GroupConsumer] = []
 
     # --- lifecycle --------------------------------------------------------------------------------------------
@@ -227,7 +228,10 @@ class Reader:
                 if await self.redis.exists(self.keys.heartbeat(self.opts.reader_id)):
                     log.error("reader id %r is already live elsewhere; refusing to register", self.opts.reader_id)
                     return False
-                await self.redis.delete(self.keys.stop(self.opts.reader_id))  # a stale stop request is not for us
+                stop = await self.redis.get(self.keys.stop(self.opts.reader_id))
+                if stop is not None and not (stop.isdigit() and registry.stop_applies(stop, self._started_ms)):
+                    # made before this process started (or with no time): for an earlier reader of this id
+                    await self.redis.delete(self.keys.stop(self.opts.reader_id))
                 await self._beat()
                 return True
             except TRANSIENT as exc:
@@ -270,7 +274,7 @@ class Reader:
                 await self._calibrate()
             try:
                 await self._beat()
-                if await self.redis.exists(self.keys.stop(self.opts.reader_id)):
+                if registry.stop_applies(await self.redis.get(self.keys.stop(self.opts.reader_id)), self._started_ms):
                     self.request_stop("asked to stop through the management API")
             except TRANSIENT as exc:
                 log.warning("heartbeat failed: %s", exc)
