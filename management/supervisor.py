@@ -157,7 +157,12 @@ class Supervisor:
                 self.readers[reader_id] = ReaderProcess(reader_id, config)
                 await self._start_reader(self.readers[reader_id])
         for reader_id, reader in self.readers.items():
-            reader.removed = reader_id not in wanted
+            removed = reader_id not in wanted
+            if removed and not reader.removed and reader.proc is not None and reader.proc.poll() is None:
+                # The API's stop request may have been made while the reader was still starting; a signal is a
+                # warm stop too (it drains, deregisters and exits), and reaches it whatever state it is in.
+                reader.proc.send_signal(signal.SIGTERM)
+            reader.removed = removed
 
     async def _check_reader(self, reader: ReaderProcess) -> None:
         now = time.monotonic()

@@ -94,7 +94,8 @@ class Reader:
         self._tasks: set[asyncio.Task[None]] = set()
         self._signals = 0
         self._loaded_rss = 0
-        self._started_ms = int(time.time() * 1000)  # stop requests made before this are not for this process
+        # stop requests made before this process existed were for an earlier reader of the same id
+        self._started_ms = int(psutil.Process().create_time() * 1000)
         self.consumers: list[GroupConsumer] = []
 
     # --- lifecycle --------------------------------------------------------------------------------------------
