@@ -188,14 +188,15 @@ class Scheduler:
                     self._admit()
                 self.progress_at = time.monotonic()
                 try:
-                    if self.running and self.prefilling and self._mergeable():
+                    plan = self._plan() if self.running and self.prefilling else "apart"
+                    if plan == "merge":
                         self._prefill(events, decoding=self.running)  # one forward: decode tokens + a chunk
                     else:
                         if self.running:
                             self._decode(events)
                             # the decode step's tokens go out now, not after the prefill chunk
                             events = self._hand_over(events)
-                        if self.prefilling:
+                        if self.prefilling and plan == "apart":
                             self._prefill(events)
                 except Exception as exc:  # a failed step fails its rows, never the scheduler
                     log.exception("generation step failed")
@@ -268,14 +269,16 @@ class Scheduler:
             self.prefilling.append(row)
 
     # --- forward passes ---------------------------------------------------------------------------------------------
-    def _mergeable(self) -> bool:
-        """Whether the running rows' decode tokens can ride in the prefill chunk's forward: every token of a flat
-        forward is scored against every context position in it, so only while that product stays small."""
+    def _plan(self) -> str:
+        """How this iteration runs while rows decode and prompts prefill: "merge" (the decode tokens ride in the
+        chunk's forward), "measure" (a decode step alone, no chunk: its time at about this many rows is what sizes
+        the chunks), or "apart" (two forwards: every token of a flat forward is scored against every context
+        position in it, so merging only while that product stays small)."""
         n = len(self.running)
         if not self.step_s or abs(n - self.step_rows) > max(2, n // 4):
-            return False  # a decode step alone first: its time at about this many rows sizes the chunks
+            return "measure"
         context = sum(self._width(row.computed + 1) for row in self.running)
-        return (n + MIN_CHUNK) * (context + MIN_CHUNK) <= PREFILL_SCORES
+        return "merge" if (n + MIN_CHUNK) * (context + MIN_CHUNK) <= PREFILL_SCORES else "apart"
 
     def _width(self, positions: int) -> int:
         return -(-positions // self.block_size) * self.block_size
