@@ -138,7 +138,6 @@ class Scheduler:
         self.prefilling: list[Row] = []  # admitted, prompt not yet complete, in arrival order
         self.steps = 0
         self.prefills = 0  # prefill forwards (chunks)
-        self.prefill_tokens = 0  # prompt tokens computed (not taken from the prefix cache)
         self.decoded_tokens = 0  # with decode_s: the decode speed the fit engine's calibration records
         self.decode_s = 0.0
         self.progress_at = time.monotonic()
@@ -173,7 +172,7 @@ class Scheduler:
 
     def fits(self, row: Row) -> bool:
         """Whether `row` could ever be admitted (the whole plan free)."""
-        return -(-row.kv_tokens(self.max_length) // self.block_size) <= self.blocks.num_blocks
+        return self.kv.plan.blocks_for(row.kv_tokens(self.max_length)) <= self.blocks.num_blocks
 
     def _progress(self, *_: Any) -> None:
         self.progress_at = time.monotonic()
@@ -255,7 +254,7 @@ class Scheduler:
             if row.prefix_keys is None:
                 # The last prompt token is always computed: its logits choose the first token.
                 row.prefix_keys = self.blocks.keys_for(row.prompt[:-1])
-            total = -(-row.kv_tokens(self.max_length) // size)
+            total = self.kv.plan.blocks_for(row.kv_tokens(self.max_length))
             if total - len(row.prefix_keys) > self.blocks.available:
                 return  # not even a full prefix hit would make it fit: wait for blocks
             shared = self.blocks.match(row.prefix_keys)
@@ -267,8 +266,6 @@ class Scheduler:
             row.blocks, row.reserved = shared, need
             row.computed = row.cached = len(shared) * size
             row.published, row.last_key = len(shared), row.prefix_keys[len(shared) - 1] if shared else b""
-            self.blocks.lookups += len(row.prompt)
-            self.blocks.hits += row.cached
             metrics.observe_prefix_cache(self.group, len(row.prompt), row.cached)
             self.prefilling.append(row)
 
@@ -332,7 +329,6 @@ class Scheduler:
         if decoding:
             self._decoded(decoding, logits[:len(decoding)], events)
         self.prefills += 1
-        self.prefill_tokens += prompt_tokens
         metrics.observe_prefill(self.group, prompt_tokens)
         done: list[int] = []
         for i, (row, take) in enumerate(chosen):
@@ -417,7 +413,7 @@ class Scheduler:
         one slice (one forward)."""
         groups, first, widest = [], 0, 0
         for i, row in enumerate(rows):
-            width = -(-(row.computed + 1) // self.block_size) * self.block_size
+            width = self._width(row.computed + 1)
             if i > first and (i - first + 1) * max(widest, width) > GATHER_POSITIONS:
                 groups.append((first, i))
                 first, widest = i, 0
@@ -483,8 +479,9 @@ class Scheduler:
         if full <= row.published:
             return
         tokens = row.prompt + row.generated if row.computed > len(row.prompt) else row.prompt
+        known = row.prefix_keys or []  # the prompt's keys, worked out at admission
         for b in range(row.published, full):
-            row.last_key = block_key(row.last_key, tokens[b * size:(b + 1) * size])
+            row.last_key = known[b] if b < len(known) else block_key(row.last_key, tokens[b * size:(b + 1) * size])
             self.blocks.publish(row.blocks[b], row.last_key)
         row.published = full
 

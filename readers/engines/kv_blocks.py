@@ -122,8 +122,6 @@ class BlockManager:
         self._key_of: dict[int, bytes] = {}
         self._by_key: dict[bytes, int] = {}
         self._idle: OrderedDict[int, None] = OrderedDict()  # cached, unreferenced blocks, least recently used first
-        self.hits = 0  # prompt tokens served from the cache
-        self.lookups = 0  # prompt tokens looked up
 
     @property
     def available(self) -> int:
