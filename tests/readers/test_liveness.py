@@ -119,12 +119,18 @@ def gaps_and_span(entries: list[tuple[int, wire.Reply]]) -> tuple[int, int]:
     return max((b - a for a, b in itertools.pairwise(times)), default=0), times[-1] - times[0]
 
 
+def beating_after_one_token(sink: ReplySink, reply_to: str) -> tuple[SteppedEngine, asyncio.Task[None]]:
+    """A stepped engine, and the beat task for one stream that has had its first token and nothing since."""
+    engine = SteppedEngine()
+    quiet = job(reply_to)
+    beats = asyncio.create_task(keep_alive({quiet.item.id: quiet}, sink, engine, SILENCE_MS))
+    sink.token(quiet, 0, "one")
+    return engine, beats
+
+
 def test_a_progressing_engine_keeps_a_quiet_stream_within_the_silence_limit(redis_url: str) -> None:
     async def scenario(sink: ReplySink, client: redis.asyncio.Redis, reply_to: str) -> list[tuple[int, Any]]:
-        engine = SteppedEngine()
-        quiet = job(reply_to)
-        beats = asyncio.create_task(keep_alive({quiet.item.id: quiet}, sink, engine, SILENCE_MS))
-        sink.token(quiet, 0, "one")
+        engine, beats = beating_after_one_token(sink, reply_to)
         end = time.monotonic() + 5 * SILENCE_MS / 1000
         while time.monotonic() < end:  # a long prefill: steps that make progress, no token
             engine.step()
@@ -141,10 +147,7 @@ def test_a_progressing_engine_keeps_a_quiet_stream_within_the_silence_limit(redi
 
 def test_a_hung_step_stops_the_beats(redis_url: str) -> None:
     async def scenario(sink: ReplySink, client: redis.asyncio.Redis, reply_to: str) -> list[tuple[int, Any]]:
-        engine = SteppedEngine()
-        quiet = job(reply_to)
-        beats = asyncio.create_task(keep_alive({quiet.item.id: quiet}, sink, engine, SILENCE_MS))
-        sink.token(quiet, 0, "one")
+        engine, beats = beating_after_one_token(sink, reply_to)
         engine.step()  # the last step that completes; the next one hangs
         await asyncio.sleep(5 * SILENCE_MS / 1000)
         beats.cancel()
