@@ -422,7 +422,7 @@ def inprocess(args: argparse.Namespace, texts: list[str], tmp: Path) -> list[Tim
     import torch
 
     from bench.embeddings_inprocess import bench_engine
-    from liftoff.settings import ReaderConfig
+    from liftoff.core.settings import ReaderConfig
     from readers.engines.embedding import EmbeddingEngine
 
     engine = EmbeddingEngine(ReaderConfig(model_name=MODEL, max_batch_size=args.static_batch,

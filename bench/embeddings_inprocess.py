@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "readers"
 
 import torch
 
-from liftoff.settings import ReaderConfig
+from liftoff.core.settings import ReaderConfig
 from readers.engines.embedding import EmbeddingEngine
 
 from tiny_models import CollectingSink, make_job

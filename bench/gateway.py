@@ -258,7 +258,7 @@ def process_groups(root: int, kind: str) -> dict[str, list[int]]:
             role = "redis"
         elif "-m readers" in cmd:
             role = "reader"
-        elif "gateway.server" in cmd or parent_role in ("arbiter", "gateway workers"):
+        elif "liftoff.server" in cmd or parent_role in ("arbiter", "gateway workers"):
             role = "arbiter" if parent_role == "supervisor" else "gateway workers"
         else:
             role = "other"
@@ -428,7 +428,7 @@ def start_bare(tmp: Path, port: int, workers: int) -> Server:
     argv = [
         sys.executable, "-m", "gunicorn", "-k", "asgi", "-w", str(workers), "-b", f"127.0.0.1:{port}",
         "--no-control-socket", "--chdir", str(REPO),
-        # as the Liftoff gateway configures gunicorn (gateway/server.py), so that only the app differs
+        # as the Liftoff gateway configures gunicorn (liftoff/server.py), so that only the app differs
         "--keep-alive", "75", "--backlog", "2048", "--worker-connections", "10000", "--log-level", "warning",
         "bench.hello_app:app",
     ]

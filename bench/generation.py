@@ -73,7 +73,7 @@ def inprocess(args: argparse.Namespace, path: Path, texts: list[str]) -> list[Ti
     import torch
 
     from bench.generation_inprocess import bench_engine
-    from liftoff.settings import ReaderConfig
+    from liftoff.core.settings import ReaderConfig
     from readers.engines.generation import GenerationEngine
 
     engine = GenerationEngine(ReaderConfig(model_name=str(path), max_batch_size=args.jobs))
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long-every", type=float, default=8.0, help="--load: seconds between long prompts (8)")
     p.add_argument("--load-duration", type=float, default=60.0, help="--load: seconds per interference run (60)")
     p.add_argument("--prefixes", type=int, default=3, help="--load: distinct shared prefixes (3)")
+    p.add_argument("--parts", default="abc", help="--load: which of (a), (b), (c) to run (abc)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="--load (b): paired rounds of static pass + gateway window, --duration split over them (3)")
     args = p.parse_args(argv)
     apply_quick(args)
     argv = sys.argv[1:] if argv is None else argv
@@ -247,7 +250,7 @@ def _load(args: argparse.Namespace, argv: list[str], tmp: Path) -> int:
     from bench.generation_load import run
 
     extra = [f"torch threads {args.threads} (bench process and readers), {args.workers} gateway worker(s); "
-             f"(b) {args.warmup:g}s warm-up + {args.duration:g}s measured"]
+             f"(b) {args.warmup:g}s warm-up + {args.duration:g}s measured over {args.rounds} rounds"]
     for line in header_lines("bench/generation.py", argv, extra):
         print(line)
     print()

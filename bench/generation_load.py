@@ -10,7 +10,8 @@ parameters; tests/readers/tiny_models.py `build_small_llama`), whose 2,000-token
     with an `error` event. Target: longest gap <= 4 x the median gap (a running stream's decode step), none ended.
 (b) defaults: the reader exactly as `liftoff serve --model <model>` makes it (no setting but the model), 32
     concurrent `POST /generate` (64 new tokens, min = max), over one static left-padded `model.generate` of the same
-    32 prompts in the bench process. Target >= 1.0.
+    32 prompts in the bench process, in `--rounds` (3) paired rounds on the running server (a static pass, then a
+    gateway window); the headline is the median of the paired ratios. Target >= 1.0.
 (c) prefix reuse: on the same server, time to first token (the reader's `time_to_first_token_ms` and the client's
     latency of a 1-token answer) for a ~1,500-token prefix plus a short question: the first question on a prefix
     (cold) against later questions on it (warm), over `--prefixes` (3) distinct prefixes. Target >= 3 x faster warm.
@@ -182,6 +183,76 @@ def static_generate(path: Path, texts: list[str], seconds: float) -> float:
     return best
 
 
+def interference_runs(args: argparse.Namespace, tmp: Path, harness_cls: Any, models: Path, tok: Any,
+                      base: str) -> list[dict[str, Any]]:
+    """(a): the interference load once with the shipped chunking and once with whole prompts."""
+    longs = [f"{i} {base}" for i in range(200)]
+    shorts = [f"Stream {i}: the quick brown fox jumps over" for i in range(args.streams)]
+    out: list[dict[str, Any]] = []
+    print(f"(a) interference: {args.streams} streams of {NEW} tokens + a ~{len(tok(base).input_ids)}-token prompt "
+          f"every {args.long_every:g}s, {args.load_duration:g}s per condition")
+    print(INTERFERENCE_HEADER)
+    for label, chunk in (("chunked (default)", None), ("whole prompts (0)", 0)):
+        reader: dict[str, Any] = {"model_name": "small-llama", "consumer_group": "primary"}
+        if chunk is not None:
+            reader["prefill_chunk_size"] = chunk
+        harness, url = _serve(harness_cls, tmp / f"a-{chunk}", reader, args, models)
+        try:
+            httpx.post(url + "/generate", json={"text": longs[-1], "max_new_tokens": 2}, timeout=600)  # warm-up
+            stats, elapsed = asyncio.run(interference(url, shorts, longs, args.streams, args.long_every,
+                                                      args.load_duration))
+            out.append(print_interference(label, stats, elapsed))
+        finally:
+            harness.stop()
+
+    return out
+
+
+async def served_batches(url: str, bodies: list[bytes], conc: int, requests: int) -> tuple[float, int]:
+    """Tokens/s of `requests` POST /generate at concurrency `conc` (closed loop), from the first send to the last
+    answer, and the number of failed requests. Timed like the static pass (whole batches start to finish): a window
+    counting answers would see them come in waves of `conc` every ~10 s here, too coarse for a ratio."""
+    pending = iter(range(requests))
+    failed = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal failed
+        for i in pending:
+            r = await client.post(url + "/generate", content=bodies[i % len(bodies)],
+                                  headers={"content-type": "application/json"})
+            failed += r.status_code != 200
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=conc)) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(conc)))
+        elapsed = time.perf_counter() - started
+    return (requests - failed) * NEW / elapsed, failed
+
+
+def defaults(args: argparse.Namespace, path: Path, texts: list[str], bodies: list[bytes], url: str) -> dict[str, Any]:
+    """(b): paired rounds on the running server, each an in-process static pass right before the same work served
+    through the gateway, so that both halves of a ratio see the same state of a noisy machine; the headline is the
+    median paired ratio."""
+    batches = max(1, round(args.duration / args.rounds / 10))  # ~10 s a batch of 32 here
+    asyncio.run(served_batches(url, bodies, args.jobs, args.jobs))  # warm-up
+    served: list[float] = []
+    static: list[float] = []
+    errors = 0
+    for i in range(args.rounds):
+        static.append(static_generate(path, texts, args.inproc_seconds))
+        rate, failed = asyncio.run(served_batches(url, bodies, args.jobs, batches * args.jobs))
+        served.append(rate)
+        errors += failed
+        print(f"  round {i + 1}: in-process static {static[-1]:.1f} tok/s, gateway {served[-1]:.1f} tok/s "
+              f"({batches * args.jobs} requests) -> {served[-1] / static[-1]:.2f}", flush=True)
+    ratios = [g / s for g, s in zip(served, static, strict=True)]
+    ratio = statistics.median(ratios)
+    print(f"  median paired ratio {ratio:.2f} (rounds {', '.join(f'{r:.2f}' for r in ratios)}; pooled "
+          f"{sum(served) / sum(static):.2f}) (target >= 1.0), errors {errors}")
+    return {"gateway_tokens_per_s": [round(x, 1) for x in served], "static_tokens_per_s": [round(x, 1) for x in static],
+            "ratios": [round(r, 3) for r in ratios], "ratio": round(ratio, 3), "errors": errors}
+
+
 def _serve(harness_cls: Any, workdir: Path, reader: dict[str, Any], args: argparse.Namespace,
            models: Path) -> tuple[Any, str]:
     """`liftoff serve` with one reader, healthy, and its inference URL (RuntimeError with its log otherwise)."""
@@ -207,57 +278,32 @@ def run(args: argparse.Namespace, tmp: Path, harness_cls: Any, measure_all: Any,
 
     tok = AutoTokenizer.from_pretrained(path)
     base = long_text(2000, tok)
-    longs = [f"{i} {base}" for i in range(200)]
-    shorts = [f"Stream {i}: the quick brown fox jumps over" for i in range(args.streams)]
     results: dict[str, Any] = {"interference": [], "defaults": {}, "prefix": {}}
 
-    print(f"(a) interference: {args.streams} streams of {NEW} tokens + a ~{len(tok(base).input_ids)}-token prompt "
-          f"every {args.long_every:g}s, {args.load_duration:g}s per condition")
-    print(INTERFERENCE_HEADER)
-    for label, chunk in (("chunked (default)", None), ("whole prompts (0)", 0)):
-        reader: dict[str, Any] = {"model_name": "small-llama", "consumer_group": "primary"}
-        if chunk is not None:
-            reader["prefill_chunk_size"] = chunk
-        harness, url = _serve(harness_cls, tmp / f"a-{chunk}", reader, args, models)
-        try:
-            httpx.post(url + "/generate", json={"text": longs[-1], "max_new_tokens": 2}, timeout=600)  # warm-up
-            stats, elapsed = asyncio.run(interference(url, shorts, longs, args.streams, args.long_every,
-                                                      args.load_duration))
-            results["interference"].append(print_interference(label, stats, elapsed))
-        finally:
-            harness.stop()
+    if "a" in args.parts:
+        results["interference"] = interference_runs(args, tmp, harness_cls, models, tok, base)
 
     print(f"\n(b) defaults: liftoff serve --model small-llama as shipped, c={args.jobs} POST /generate "
-          f"({NEW} new tokens) / in-process static generate of {args.jobs}")
+          f"({NEW} new tokens) / in-process static generate of {args.jobs}, {args.rounds} paired rounds")
     texts = [f"Request {i}: a reader holds a model and answers" for i in range(max(64, args.jobs))]
-    static = static_generate(path, texts[: args.jobs], args.inproc_seconds)
     bodies = [json.dumps({"text": t, "max_new_tokens": NEW, "min_new_tokens": NEW}).encode() for t in texts]
     harness, url = _serve(harness_cls, tmp / "b", {"model_name": "small-llama", "consumer_group": "primary"}, args,
                           models)
     try:
-        measured = run_loop(measure_all(harness, "/generate", bodies, [args.jobs], args.warmup, args.duration,
-                                        "tokens", NEW))[args.jobs]
-        served = measured.rps * NEW
-        after = static_generate(path, texts[: args.jobs], args.inproc_seconds) if not args.no_after else 0.0
-        passes = [x for x in (static, after) if x]
-        reference, mean = max(passes), sum(passes) / len(passes)
-        results["defaults"] = {"gateway_tokens_per_s": round(served, 1), "static_tokens_per_s": round(reference, 1),
-                               "static_passes": [round(x, 1) for x in passes], "ratio": round(served / reference, 3),
-                               "ratio_to_mean_pass": round(served / mean, 3), "errors": measured.errors}
-        print(f"  gateway {served:.1f} tok/s, in-process static {reference:.1f} tok/s (passes before and after: "
-              f"{', '.join(f'{x:.1f}' for x in passes)}) -> {served / reference:.2f} of the best pass, "
-              f"{served / mean:.2f} of their mean (target >= 1.0), errors {measured.errors}")
-
-        print("\n(c) prefix reuse: ~1,500-token prefix + a short question, cold (first question) vs warm")
-        prefix_text = long_text(1500, tok)
-        prefixes = [f"Document {i}. {prefix_text}" for i in range(args.prefixes)]
-        questions = [" What is it about?", " Who wrote it?", " Summarise it.", " Is it long?"]
-        results["prefix"] = prefix_reuse(url, prefixes, questions)
-        p = results["prefix"]
-        print(f"  reader time to first token: cold {p['cold_ttft_ms']} ms, warm {p['warm_ttft_ms']} ms -> "
-              f"{p['ttft_ratio']}x;  client latency: cold {p['cold_latency_ms']} ms, warm {p['warm_latency_ms']} ms "
-              f"-> {p['latency_ratio']}x (target >= 3x); warm cached prompt tokens >= "
-              f"{p['warm_cached_prompt_tokens_min']}")
+        if "b" in args.parts:
+            results["defaults"] = defaults(args, path, texts[: args.jobs], bodies, url)
+        if "c" in args.parts:
+            print("\n(c) prefix reuse: ~1,500-token prefix + a short question, cold (first question) vs warm")
+            prefix_text = long_text(1500, tok)
+            prefixes = [f"Document {i}. {prefix_text}" for i in range(args.prefixes)]
+            questions = [" What is it about?", " Who wrote it?", " Summarise it.", " Is it long?"]
+            results["prefix"] = prefix_reuse(url, prefixes, questions)
+            p = results["prefix"]
+            print(f"  reader time to first token: cold {p['cold_ttft_ms']} ms, warm {p['warm_ttft_ms']} ms -> "
+                  f"{p['ttft_ratio']}x;  client latency: cold {p['cold_latency_ms']} ms, "
+                  f"warm {p['warm_latency_ms']} ms -> {p['latency_ratio']}x (target >= 3x); "
+                  f"warm cached prompt tokens >= "
+                  f"{p['warm_cached_prompt_tokens_min']}")
     finally:
         harness.stop()
     return results

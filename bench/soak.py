@@ -62,7 +62,7 @@ from bench.gateway import (  # noqa: E402
     launch_liftoff,
     wait_ready,
 )
-from liftoff.keys import Keys  # noqa: E402
+from liftoff.core.keys import Keys  # noqa: E402
 
 NAMESPACE = "liftoff"
 GROUP = "primary"

@@ -13,13 +13,13 @@ from typing import Any
 
 import orjson
 
-from gateway.context import Gateway
-from gateway.errors import ApiError, PayloadTooLarge
-from gateway.middleware import too_large_message
-from gateway.parsing import parse_json_object, validate
 from gateway.protocol import GenerateRequest
 from gateway.requests import generate_answer, submit_generate
-from gateway.types import ASGIApp, Receive, Scope, Send
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import ApiError, PayloadTooLarge
+from liftoff.core.http.middleware import too_large_message
+from liftoff.core.http.parsing import parse_json_object, validate
+from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 

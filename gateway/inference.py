@@ -9,19 +9,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import sse
-from gateway.context import Gateway
-from gateway.dispatch import Ticket
-from gateway.errors import ApiError, error_for_status
 from gateway.generate_asgi import GenerateApp
-from gateway.parsing import parse_body
-from gateway.port_app import port_app
 from gateway.protocol import ClassifyRequest, EmbedRequest, GenerateRequest
 from gateway.requests import check_count, submit_generate
-from gateway.responses import json_response
 from gateway.tokenizer_routes import tokenizer_routes
-from gateway.types import ASGIApp
-from liftoff.wire import Reply
-from management.status import reader_maps
+from liftoff.core.dispatch import Ticket
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import ApiError, error_for_status
+from liftoff.core.http.parsing import parse_body
+from liftoff.core.http.port_app import port_app
+from liftoff.core.http.responses import json_response
+from liftoff.core.http.types import ASGIApp
+from liftoff.core.status import reader_maps
+from liftoff.core.wire import Reply
 
 
 def create_inference_app(gw: Gateway) -> ASGIApp:

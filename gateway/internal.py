@@ -8,68 +8,25 @@ groups when it is unknown). Per group:
 * `live_readers` / `loading_readers`: readers of the group by registry state;
 * `reserved`: whether requests for the group wait for a reader (`reserved_consumers`) rather than being refused.
 
-Readers delete entries as they acknowledge them, so the stream's length is queued plus in progress. `read_backlogs`
-is shared with the health report and the deployment autoscaler, so that the three never disagree on a number.
+Readers delete entries as they acknowledge them, so the stream's length is queued plus in progress.
+`read_backlogs` (liftoff.core.groups) is shared with the health report and the deployment autoscaler, so that the
+three never disagree on a number.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.context import Gateway
-from gateway.dispatch import TRANSIENT
-from gateway.errors import NotFound, Unavailable
-from gateway.responses import json_response
-from liftoff import registry
-from liftoff.keys import Keys
-
-
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    group: str
-    queued: int  # in the stream, not yet delivered to any reader
-    in_progress: int  # delivered, not yet acknowledged
-    consumers: int  # consumer names the group has (live or not yet tidied)
-
-    @property
-    def total(self) -> int:
-        return self.queued + self.in_progress
-
-
-async def read_backlogs(redis: Redis, keys: Keys, groups: list[str]) -> dict[str, Backlog]:
-    """One round trip: XLEN and XINFO GROUPS of each group's request stream (a missing stream is an empty one)."""
-    if not groups:
-        return {}
-    pipe = redis.pipeline(transaction=False)
-    for group in groups:
-        pipe.xlen(keys.requests(group))
-        pipe.xinfo_groups(keys.requests(group))
-    replies = await pipe.execute(raise_on_error=False)
-    out = {}
-    for index, group in enumerate(groups):
-        length, infos = replies[2 * index], replies[2 * index + 1]
-        length = length if isinstance(length, int) else 0
-        info = _group_info(infos, group)
-        pending = int(info.get("pending", 0)) if info else 0
-        consumers = int(info.get("consumers", 0)) if info else 0
-        out[group] = Backlog(group, max(0, length - pending), pending, consumers)
-    return out
-
-
-def _group_info(infos: Any, group: str) -> dict[Any, Any] | None:
-    if not isinstance(infos, list):  # an error (no such key) stands for a stream nobody has written yet
-        return None
-    for info in infos:
-        name = info.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == group:
-            return info
-    return None
+from liftoff.core import registry
+from liftoff.core.dispatch import TRANSIENT
+from liftoff.core.groups import read_backlogs
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import NotFound, Unavailable
+from liftoff.core.http.responses import json_response
 
 
 async def group_table(gw: Gateway) -> dict[str, dict[str, Any]]:

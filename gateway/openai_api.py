@@ -17,15 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.context import Gateway
-from gateway.errors import ApiError
 from gateway.openai_errors import OpenAIError, from_api_error, model_not_found, openai_endpoint
 from gateway.openai_generation import Completion
 from gateway.openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_openai
 from gateway.openai_readers import Readers
-from gateway.parsing import read_json_object
 from gateway.requests import check_count
-from gateway.responses import json_response
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import ApiError
+from liftoff.core.http.parsing import read_json_object
+from liftoff.core.http.responses import json_response
 
 
 def openai_routes(gw: Gateway) -> list[Route]:

@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import ApiError
-from gateway.responses import json_response
-from gateway.types import ASGIApp, Message, Receive, Scope, Send
+from liftoff.core.http.errors import ApiError
+from liftoff.core.http.responses import json_response
+from liftoff.core.http.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,11 @@ def openai_error_body(status: int, message: str, param: str | None = None, code:
     """The one OpenAI error body: `type` follows the status (server_error from 500 on)."""
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code or _CODES.get(status)}}
+
+
+def openai_auth_error_body(status: int, message: str, details: Any) -> dict[str, Any]:
+    """The OpenAI port's body for a missing or refused key (`liftoff.core.http.auth.ErrorBody`)."""
+    return openai_error_body(status, message)
 
 
 class OpenAIError(Exception):

@@ -20,14 +20,14 @@ from typing import Any, Literal
 from starlette.responses import Response
 
 from gateway import sse
-from gateway.context import Gateway
-from gateway.dispatch import Ticket
-from gateway.errors import ApiError, error_for_status
 from gateway.openai_errors import as_openai_error, invalid, openai_error_body
 from gateway.openai_protocol import SamplingRequest
 from gateway.requests import check_count
-from gateway.responses import json_response
-from liftoff.wire import GenerationParams, Reply
+from liftoff.core.dispatch import Ticket
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import ApiError, error_for_status
+from liftoff.core.http.responses import json_response
+from liftoff.core.wire import GenerationParams, Reply
 
 Kind = Literal["chat", "text"]
 LOGPROB_BUDGET = 1_000_000  # choices x tokens x (alternatives + 1) in one answer: about 60 MB of entries at most

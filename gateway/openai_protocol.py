@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from gateway.openai_errors import OpenAIError, invalid
 from gateway.protocol import MAX_NEW_TOKENS_LIMIT
-from liftoff.wire import MAX_TOP_LOGPROBS
+from liftoff.core.wire import MAX_TOP_LOGPROBS
 
 MAX_N = 128
 MAX_STOP = 16

@@ -13,11 +13,11 @@ import itertools
 import time
 from typing import Any
 
-from gateway.context import Gateway
-from gateway.errors import ApiError
 from gateway.openai_errors import OpenAIError, from_api_error, model_not_found
-from liftoff import registry
-from liftoff.keys import Keys
+from liftoff.core import registry
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import ApiError
+from liftoff.core.keys import Keys
 
 REGISTRY_TTL_S = 1.0  # how long a read of the registry serves the picks (a dead reader is retried once)
 

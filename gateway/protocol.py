@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
-from liftoff.wire import GenerationParams
+from liftoff.core.keys import valid_group_name
+from liftoff.core.wire import GenerationParams
 
 MAX_NEW_TOKENS_LIMIT = 32_768
 
@@ -69,7 +70,7 @@ class GenerateRequest(BaseModel):
     @classmethod
     def _group(cls, value: str | None) -> str | None:
         if value is not None:
-            _rule(bool(value) and not any(c in value for c in " \t\r\n{}"), "consumer_group must be a name", value)
+            _rule(valid_group_name(value), "consumer_group must be a name", value)
         return value
 
     @field_validator(*BOUNDS)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import Unprocessable
+from pydantic import ValidationError
+
 from gateway.protocol import GenerateRequest
+from liftoff.core.http.errors import Unprocessable, from_validation
 
 if TYPE_CHECKING:
-    from gateway.context import Gateway
-    from gateway.dispatch import Ticket
-    from liftoff.wire import Reply
+    from liftoff.core.dispatch import Ticket
+    from liftoff.core.http.context import Gateway
+    from liftoff.core.wire import Reply
 
 
 def check_count(count: int, max_batch: int) -> None:
@@ -42,3 +44,15 @@ def generate_answer(req: GenerateRequest, reply: Reply) -> dict[str, Any]:
     if reply.metadata is not None:
         answer["metadata"] = reply.metadata if req.batched else reply.metadata[0]
     return answer
+
+
+async def generate_for_group(gw: Gateway, group: str, data: dict[str, Any], field_prefix: str = "") -> dict[str, Any]:
+    """A /generate body run on `group` whatever group it names, answered in the /generate shape (the live
+    deployments' `transformJson`, management.deployments, calls this through the port-app builder, liftoff.apps).
+    Validation errors name fields under `field_prefix`."""
+    try:
+        req = GenerateRequest.model_validate({**data, "consumer_group": group})
+    except ValidationError as exc:
+        raise from_validation(exc, field_prefix) from None
+    ticket = await submit_generate(gw, req)
+    return generate_answer(req, await gw.dispatcher.outcome(ticket))

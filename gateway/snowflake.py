@@ -20,12 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.context import Gateway
-from gateway.errors import ApiError, from_validation
-from gateway.parsing import read_json_object
 from gateway.protocol import EmbedRequest, GenerateRequest
 from gateway.requests import check_count, generate_answer, submit_generate
-from gateway.responses import json_response
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import ApiError, from_validation
+from liftoff.core.http.parsing import read_json_object
+from liftoff.core.http.responses import json_response
 
 
 def snowflake_error_body(status: int, message: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from starlette.responses import StreamingResponse
 
-from gateway.errors import ApiError
+from liftoff.core.http.errors import ApiError
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 

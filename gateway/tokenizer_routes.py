@@ -9,12 +9,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.context import Gateway
-from gateway.errors import NotFound
-from gateway.parsing import parse_body
 from gateway.protocol import ChatTemplateRequest, DetokenizeRequest, TokenizeRequest
-from gateway.responses import json_response
-from liftoff.keys import Keys
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import NotFound
+from liftoff.core.http.parsing import parse_body
+from liftoff.core.http.responses import json_response
+from liftoff.core.keys import Keys
 
 
 def tokenizer_routes(gw: Gateway) -> list[Route]:

@@ -23,13 +23,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.context import Gateway
-from gateway.errors import ApiError, from_validation
-from gateway.health import healthz_route
-from gateway.parsing import read_json_object
 from gateway.protocol import EmbedRequest, GenerateRequest
 from gateway.requests import check_count, submit_generate
-from gateway.responses import json_response
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import ApiError, from_validation
+from liftoff.core.http.health import healthz_route
+from liftoff.core.http.parsing import read_json_object
+from liftoff.core.http.responses import json_response
 
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "INVALID_ARGUMENT",
                  429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}

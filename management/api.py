@@ -6,21 +6,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.context import Gateway
-from gateway.port_app import port_app
-from gateway.responses import json_response
-from gateway.types import ASGIApp
-from management.deployments import deployment_routes
+from liftoff.core.calibration import MeasurementStore
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.port_app import port_app
+from liftoff.core.http.responses import json_response
+from liftoff.core.http.types import ASGIApp
+from liftoff.core.status import full_status
+from management.deployments import RunGenerate, deployment_routes
 from management.dlq import dlq_routes
 from management.fit.api import fit_health_route, fit_routes
-from management.fit.calibration import MeasurementStore
 from management.health_report import health_report_routes
 from management.metrics_api import metrics_route
 from management.readers_api import reader_routes
-from management.status import full_status
 
 
-def create_management_app(gw: Gateway) -> ASGIApp:
+def create_management_app(gw: Gateway, run_generate: RunGenerate) -> ASGIApp:
     async def status(request: Request) -> Response:
         return json_response(await full_status(gw))
 
@@ -35,7 +35,7 @@ def create_management_app(gw: Gateway) -> ASGIApp:
             Route("/status", status, methods=["GET"]),
             *reader_routes(gw),
             *dlq_routes(gw),
-            *deployment_routes(gw),
+            *deployment_routes(gw, run_generate),
             *health_report_routes(gw),
             *fit_routes(gw, fit_store),
             *metrics,

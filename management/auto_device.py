@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from liftoff.registry import ReaderRecord
-from liftoff.settings import ReaderConfig
+from liftoff.core.registry import ReaderRecord
+from liftoff.core.settings import ReaderConfig
 from management.fit.analysis import fit_json
 from management.fit.catalog import load_catalog
 from management.fit.hardware import cached_specs

@@ -19,6 +19,7 @@ deployment's `consumerGroup`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -27,15 +28,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
-from gateway.context import Gateway
-from gateway.dispatch import TRANSIENT
-from gateway.errors import ApiError, Unavailable
-from gateway.parsing import read_json_object
-from gateway.protocol import GenerateRequest
-from gateway.requests import check_limits
-from gateway.responses import json_response
-from gateway.types import ASGIApp, Receive, Scope, Send
-from liftoff import registry
+from liftoff.core import registry
+from liftoff.core.dispatch import TRANSIENT
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import ApiError, Unavailable
+from liftoff.core.http.parsing import read_json_object
+from liftoff.core.http.responses import json_response
+from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
+from liftoff.core.keys import valid_group_name
 from management import deployments_store as store
 from management import reader_store
 from management.deployments_model import (
@@ -108,7 +108,11 @@ def json_envelope(exc: Exception) -> Response:
     return json_response(err.body(), err.status, err.headers)
 
 
-def deployment_routes(gw: Gateway) -> list[BaseRoute]:
+# A /generate body run on a group, answered in the /generate shape; the inference side provides it (liftoff.apps).
+RunGenerate = Callable[[str, dict[str, Any], str], Awaitable[dict[str, Any]]]
+
+
+def deployment_routes(gw: Gateway, run_generate: RunGenerate) -> list[BaseRoute]:
     d = gw.dispatcher
 
     async def view(dep: Deployment) -> dict[str, Any]:
@@ -178,11 +182,9 @@ def deployment_routes(gw: Gateway) -> list[BaseRoute]:
         return given or model_rid_for(body.model_name), body.model_name
 
     async def _check_group(group: str) -> None:
-        try:
-            GenerateRequest.model_validate({"text": "", "consumer_group": group})
-        except ValidationError:
+        if not valid_group_name(group):
             raise invalid("InvalidArgument", field="consumerGroup",
-                          message=f"consumerGroup must be a name without spaces or braces; given {group!r}") from None
+                          message=f"consumerGroup must be a name without spaces or braces; given {group!r}")
         if group.startswith("@") or any(x.consumer_group == group for x in await store.load_all(d.redis, d.keys)):
             raise invalid("ConsumerGroupInUse", consumerGroup=group)
 
@@ -221,15 +223,7 @@ def deployment_routes(gw: Gateway) -> list[BaseRoute]:
         data = body.get("input")
         if not isinstance(data, dict):
             raise invalid("InvalidArgument", field="input", message="input must be an object: a /generate body")
-        req = _parse(GenerateRequest, {**data, "consumer_group": dep.consumer_group}, "input.")
-        check_limits(req, gw.settings.max_user_batch_size, gw.settings.max_prompt_string_bytes)
-        ticket = await d.submit(dep.consumer_group, req.texts, req.params(), batched=req.batched)
-        reply = await d.outcome(ticket)
-        texts = reply.texts or []
-        output: dict[str, Any] = {"text": texts if req.batched else texts[0]}
-        if reply.metadata is not None:
-            output["metadata"] = reply.metadata if req.batched else reply.metadata[0]
-        return json_response({"output": output})
+        return json_response({"output": await run_generate(dep.consumer_group, data, "input.")})
 
     inner = Router(routes=[
         Route("/{rid}", get_one, methods=["GET"]),

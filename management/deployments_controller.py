@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from gateway.internal import Backlog, read_backlogs
-from liftoff import registry
-from liftoff.keys import Keys
-from liftoff.registry import ReaderRecord
-from liftoff.settings import ReaderConfig, Settings
+from liftoff.core import registry
+from liftoff.core.groups import Backlog, read_backlogs
+from liftoff.core.keys import Keys
+from liftoff.core.registry import ReaderRecord
+from liftoff.core.settings import ReaderConfig, Settings
 from management import deployments_store as store
 from management import reader_store
 from management.deployments_model import Deployment, node_replica_cap

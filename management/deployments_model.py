@@ -24,8 +24,8 @@ from typing import Any
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.errors import ApiError
-from liftoff.settings import ReaderConfig
+from liftoff.core.http.errors import ApiError
+from liftoff.core.settings import ReaderConfig
 
 RID_PATTERN = re.compile(r"^ri\.([a-z][a-z0-9-]*)\.([a-z0-9][a-z0-9-]*)?\.([a-z][a-z0-9-]*)\.([a-zA-Z0-9._-]+)$")
 SERVICE, INSTANCE = "liftoff", "main"

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from liftoff import registry
-from liftoff.keys import Keys
-from liftoff.registry import ReaderRecord
+from liftoff.core import registry
+from liftoff.core.keys import Keys
+from liftoff.core.registry import ReaderRecord
 from management import reader_store
 from management.deployments_model import Deployment
 

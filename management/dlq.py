@@ -15,13 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.context import Gateway
-from gateway.errors import BadRequest, NotFound
-from gateway.parsing import read_json_object, validate
-from gateway.responses import json_response
-from liftoff import wire
-from liftoff.keys import Keys
-from liftoff.wire import DeadLetter, WorkItem
+from liftoff.core import wire
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import BadRequest, NotFound
+from liftoff.core.http.parsing import read_json_object, validate
+from liftoff.core.http.responses import json_response
+from liftoff.core.keys import Keys
+from liftoff.core.wire import DeadLetter, WorkItem
 
 MAX_LIST = 1000
 

@@ -43,12 +43,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import liftoff
-from gateway.context import Gateway
-from gateway.internal import read_backlogs
-from gateway.responses import json_response
-from liftoff import registry
-from liftoff.keys import Keys
-from liftoff.registry import ReaderRecord
+from liftoff.core import registry
+from liftoff.core.groups import read_backlogs
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.responses import json_response
+from liftoff.core.keys import Keys
+from liftoff.core.registry import ReaderRecord
 from management import reader_store
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """`GET /metrics` on the management port: Prometheus text format.
 
 Two parts: the values every gateway worker and reader recorded (summed over their files in multiprocess mode, see
-`liftoff.metrics`), and gauges read from Redis at scrape time, which no process owns: readers by state (from the
+`liftoff.core.metrics`), and gauges read from Redis at scrape time, which no process owns: readers by state (from the
 registry), the backlog of each consumer group's request stream (XLEN: acknowledged entries are deleted, so the
 length is the work queued or in progress) and the dead-letter queue's length. Redis being unreachable drops the
 scrape-time gauges and sets `liftoff_redis_up` to 0; the recorded values are still served.
@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.context import Gateway
-from liftoff import registry
-from liftoff.metrics import multiprocess_dir
+from liftoff.core import registry
+from liftoff.core.http.context import Gateway
+from liftoff.core.metrics import multiprocess_dir
 
 STATES = ("live", "loading", "dead")
 

@@ -11,8 +11,8 @@ import os
 
 from redis.asyncio import Redis
 
-from liftoff.keys import Keys
-from liftoff.settings import ReaderConfig
+from liftoff.core.keys import Keys
+from liftoff.core.settings import ReaderConfig
 
 SUPERVISOR_ENV = "LIFTOFF_SUPERVISOR_ID"  # set by the supervisor for its gateway workers
 

@@ -11,12 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.context import Gateway
-from gateway.errors import ApiError, NotFound, Unavailable, Unprocessable, from_validation
-from gateway.parsing import read_json_object
-from gateway.responses import json_response
-from liftoff import registry
-from liftoff.settings import ReaderConfig
+from liftoff.core import registry
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import ApiError, NotFound, Unavailable, Unprocessable, from_validation
+from liftoff.core.http.parsing import read_json_object
+from liftoff.core.http.responses import json_response
+from liftoff.core.settings import ReaderConfig
 from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader, running_readers
 

@@ -20,19 +20,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from liftoff import metrics, reclaim, registry
-from liftoff.embedded_redis import EmbeddedRedis
-from liftoff.keys import Keys
-from liftoff.process import child_preexec, compute_backoff
-from liftoff.redis_client import connect
-from liftoff.settings import RESOLVED_ENV, ReaderConfig, Settings
-from liftoff.wire import ReaderInfo
+from liftoff.core import metrics, reclaim, registry
+from liftoff.core.http.auth import management_bind
+from liftoff.core.keys import Keys
+from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, child_preexec, compute_backoff
+from liftoff.core.redis_client import connect
+from liftoff.core.settings import RESOLVED_ENV, ReaderConfig, Settings
+from liftoff.core.wire import ReaderInfo
 from management import reader_store
-from management.auth import management_bind
 from management.auto_device import AutoPlacementError, place_reader
 from management.deployments_controller import DeploymentController
+from management.embedded_redis import EmbeddedRedis
 from management.fit.placement import RunningReader
-from readers.reader import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR
 
 log = logging.getLogger("liftoff.supervisor")
 
@@ -91,7 +90,7 @@ class Supervisor:
                 log.error("cannot start: %s", exc)
                 return 2
             await reader_store.replace_all(self.redis, self.keys, self.id, configs)
-            self.gateway = self._spawn([sys.executable, "-m", "gateway.server"])
+            self.gateway = self._spawn([sys.executable, "-m", "liftoff.server"])
             await self._reconcile()
             self._announce()
             code = await self._watch()

@@ -1,5 +1,5 @@
 import sys
 
-from liftoff.cli import main
+from readers.cli import main
 
-sys.exit(main(["reader", *sys.argv[1:]]))
+sys.exit(main())

@@ -16,10 +16,10 @@ from typing import Protocol
 import redis.exceptions
 from redis.asyncio import Redis
 
-from liftoff import reclaim, wire
-from liftoff.keys import Keys
-from liftoff.process import compute_backoff
-from liftoff.wire import WIRE_VERSION
+from liftoff.core import reclaim, wire
+from liftoff.core.keys import Keys
+from liftoff.core.process import compute_backoff
+from liftoff.core.wire import WIRE_VERSION
 from readers.jobs import Job
 from readers.replies import ReplySink
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from liftoff.wire import WorkItem, now_ms
+from liftoff.core.wire import WorkItem, now_ms
 
 
 @dataclass(slots=True)

@@ -3,7 +3,7 @@
 The reader joins the consumers (Redis, one per consumer group) to the engine (model): consumers read at most as
 many entries as the reader has free slots, the reader hands each read to the engine as one batch, and the reply
 sink acknowledges each entry only after its terminal reply is in Redis. Each process consumes under its own
-consumer name, so whatever a dead predecessor left pending is reclaimed explicitly (see `liftoff.reclaim`).
+consumer name, so whatever a dead predecessor left pending is reclaimed explicitly (see `liftoff.core.reclaim`).
 
 It stops on SIGTERM or when asked through Redis (`DELETE /reader/{id}`): it stops reading, lets in-flight work
 finish within the grace period while still heartbeating, then deregisters. A second signal exits at once. Clients
@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 import psutil
 
-from liftoff import metrics, registry
-from liftoff.keys import Keys
-from liftoff.process import compute_backoff
-from liftoff.redis_client import connect
-from liftoff.settings import ReaderConfig
-from liftoff.wire import TOKENIZER_KINDS, ReaderInfo
-from management.fit.calibration import MeasurementStore, record_measurement
+from liftoff.core import metrics, registry
+from liftoff.core.calibration import MeasurementStore, record_measurement
+from liftoff.core.keys import Keys
+from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, EXIT_OK, compute_backoff
+from liftoff.core.redis_client import connect
+from liftoff.core.settings import ReaderConfig
+from liftoff.core.wire import TOKENIZER_KINDS, ReaderInfo
 from readers.consumer import TRANSIENT, GroupConsumer
 from readers.engines import Engine, EngineLoadError, load_engine
 from readers.engines.base import EngineRequestError
@@ -41,9 +41,6 @@ from readers.replies import ReplySink
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_BOOT_ERROR = 3  # bad configuration or a duplicate live reader id: restarting will not help
-EXIT_MODEL_LOAD_ERROR = 4  # the model cannot be loaded: restarting will not help
 CALIBRATE_EVERY_S = 30.0
 CANCEL_STATUS = 499  # the client closed the request (nobody reads this reply; it ends the job for the books)
 

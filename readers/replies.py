@@ -20,10 +20,10 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio import Redis
 
-from liftoff import wire
-from liftoff.keys import Keys
-from liftoff.process import compute_backoff
-from liftoff.wire import Reply
+from liftoff.core import wire
+from liftoff.core.keys import Keys
+from liftoff.core.process import compute_backoff
+from liftoff.core.wire import Reply
 from readers.jobs import Job
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from liftoff.embedded_redis import EmbeddedRedis
+from management.embedded_redis import EmbeddedRedis
 
 from support import Server
 

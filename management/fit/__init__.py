@@ -5,7 +5,7 @@ model on one node, `report` builds the API envelope, `placement` places readers,
 `api` and `cli` are the HTTP and command-line faces.
 """
 
-from management.fit.calibration import Measurement, MeasurementStore, record_measurement
+from liftoff.core.calibration import Measurement, MeasurementStore, record_measurement
 from management.fit.placement import Placement, PlacementRefused, RunningReader, place
 
 __all__ = ["Measurement", "MeasurementStore", "Placement", "PlacementRefused", "RunningReader", "place",

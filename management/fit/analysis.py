@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from management.fit.calibration import Measurement
+from liftoff.core.calibration import Measurement
 from management.fit.catalog import ModelSpec
 from management.fit.estimates import (
     BYTES_PER_PARAM,

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.context import Gateway
-from gateway.responses import json_response
-from management.fit.calibration import Measurement, MeasurementSource, NoMeasurements
+from liftoff.core.calibration import Measurement, MeasurementSource, NoMeasurements
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.responses import json_response
 from management.fit.catalog import OVERLAY_ENV, ModelSpec, load_catalog
 from management.fit.hardware import SystemSpecs, cached_specs
 from management.fit.query import FitQuery, FitQueryError, parse_query

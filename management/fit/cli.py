@@ -68,7 +68,7 @@ def _repository_path(args: argparse.Namespace) -> str | None:
     if args.repository_path:
         return str(args.repository_path)
     try:
-        from liftoff.settings import load_settings
+        from liftoff.core.settings import load_settings
 
         return load_settings(args.config, {}).repository_path
     except Exception:  # noqa: BLE001 - a broken config must not stop a read-only report; fall back to the default

@@ -11,8 +11,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from liftoff.core.calibration import Measurement
 from management.fit.analysis import ModelFit, analyze
-from management.fit.calibration import Measurement
 from management.fit.catalog import ModelSpec, find_model
 from management.fit.estimates import (
     RUNTIME_OVERHEAD_GB,

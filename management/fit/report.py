@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from liftoff.core.calibration import Measurement
 from management.fit.analysis import FIT_RANK, ModelFit, analyze, fit_json
-from management.fit.calibration import Measurement
 from management.fit.catalog import ModelSpec
 from management.fit.hardware import SystemSpecs, node_json, system_json, with_overrides
 from management.fit.query import FitQuery

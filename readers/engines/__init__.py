@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from liftoff.settings import ReaderConfig
+from liftoff.core.settings import ReaderConfig
 from readers.engines.base import Engine, EngineLoadError
 from readers.engines.echo import EchoEngine
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from liftoff.settings import ReaderConfig
-from liftoff.wire import WorkItem
+from liftoff.core.settings import ReaderConfig
+from liftoff.core.wire import WorkItem
 from readers.jobs import Job
 from readers.replies import ReplySink
 

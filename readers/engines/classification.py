@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from liftoff import metrics
-from liftoff.settings import ReaderConfig
+from liftoff.core import metrics
+from liftoff.core.settings import ReaderConfig
 from readers.engines.base import EngineLoadError
 from readers.engines.model_engine import BatchedModelEngine
 from readers.jobs import Job

@@ -12,7 +12,7 @@ import json
 import threading
 from typing import Any
 
-from liftoff.wire import GenerationParams
+from liftoff.core.wire import GenerationParams
 
 try:
     from lmformatenforcer import JsonSchemaParser, RegexParser, TokenEnforcer, TokenEnforcerTokenizerData

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from liftoff import metrics
-from liftoff.wire import now_ms
+from liftoff.core import metrics
+from liftoff.core.wire import now_ms
 from readers.engines.base import Engine, EngineRequestError
 from readers.engines.logprobs import entry
 from readers.jobs import Job

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from liftoff import metrics
+from liftoff.core import metrics
 from readers.engines.base import EngineLoadError
 from readers.engines.model_engine import BatchedModelEngine
 from readers.jobs import Job

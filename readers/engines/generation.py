@@ -17,8 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from liftoff import metrics
-from liftoff.settings import ReaderConfig
+from liftoff.core import metrics
+from liftoff.core.settings import ReaderConfig
 from readers.engines.base import EngineLoadError, EngineRequestError
 from readers.engines.constrained import Grammars, constrained
 from readers.engines.generation_batch import Event, Request, Row, Scheduler

@@ -39,8 +39,8 @@ from typing import Any
 
 import torch
 
-from liftoff import metrics
-from liftoff.wire import now_ms
+from liftoff.core import metrics
+from liftoff.core.wire import now_ms
 from readers.engines.constrained import allowed_tokens
 from readers.engines.kv_blocks import BlockManager, PagedKVCache, block_key
 from readers.engines.logprobs import TokenTexts, step_entries

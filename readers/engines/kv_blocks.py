@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from liftoff.sizes import parse_cache_size
+from liftoff.core.sizes import parse_cache_size
 
 BLOCK_SIZE = 16  # token positions per block: the prefix cache's granularity
 DEFAULT_CPU_BUDGET = "10%"  # of the memory available at load, on a CPU (shared with everything else there)

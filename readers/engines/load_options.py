@@ -17,7 +17,7 @@ quant_type:
 
 The label reads the loaded model's tensors, not the settings: "F32", "BF16", "F16" for plain weights, "INT8", "INT4"
 or "FP8" where weights are held quantized. They are the fit engine's quantisation labels, and calibration records
-them (management.fit.calibration), so a measurement is matched with the placement it is evidence for.
+them (liftoff.core.calibration), so a measurement is matched with the placement it is evidence for.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from liftoff.settings import ReaderConfig
+from liftoff.core.settings import ReaderConfig
 from readers.engines.base import EngineLoadError
 from readers.engines.torch_device import pick_dtype
 

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from liftoff.settings import ReaderConfig
+from liftoff.core.settings import ReaderConfig
 from readers.engines.base import Engine
 from readers.engines.batching import DynamicBatcher
 from readers.engines.tokenizer_tools import TokenizerHelpers

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from liftoff.registry import STARTING_GRACE_S, classify
-from liftoff.wire import ReaderInfo
+from liftoff.core.registry import STARTING_GRACE_S, classify
+from liftoff.core.wire import ReaderInfo
 
 
 def info(**fields: object) -> ReaderInfo:
@@ -27,9 +27,9 @@ def test_an_announced_reader_is_loading_until_it_beats_then_as_it_says() -> None
 def test_announce_lists_a_reader_as_loading_until_it_registers(redis_url: str) -> None:
     import asyncio
 
-    from liftoff.keys import Keys
-    from liftoff.redis_client import connect
-    from liftoff.registry import announce_starting, read_registry, write_heartbeat
+    from liftoff.core.keys import Keys
+    from liftoff.core.redis_client import connect
+    from liftoff.core.registry import announce_starting, read_registry, write_heartbeat
 
     async def scenario() -> list[str]:
         redis, keys = connect(redis_url), Keys("announce-test")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from liftoff.settings import RESOLVED_ENV, SettingsError, load_settings
+from liftoff.core.settings import RESOLVED_ENV, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +60,7 @@ def test_the_shipped_config_toml_states_every_default() -> None:
     shipped = load_settings(Path(__file__).parents[2] / "config.toml")
     defaults = load_settings()
     assert shipped == defaults
-    from liftoff.settings import Settings
+    from liftoff.core.settings import Settings
 
     text = (Path(__file__).parents[2] / "config.toml").read_text()
     missing = [name for name in Settings.model_fields if name != "readers" and f"\n{name} = " not in text]

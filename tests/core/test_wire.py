@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from liftoff import wire
-from liftoff.wire import GenerationParams, WorkItem
+from liftoff.core import wire
+from liftoff.core.wire import GenerationParams, WorkItem
 
 
 def test_fast_encoder_matches_the_model() -> None:

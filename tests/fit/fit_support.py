@@ -14,8 +14,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from liftoff.core.calibration import MeasurementSource
 from management.fit.api import fit_health_route, fit_routes
-from management.fit.calibration import MeasurementSource
 from management.fit.hardware import GpuInfo, SystemSpecs
 
 CPU_NODE = SystemSpecs(total_ram_gb=64.0, available_ram_gb=60.0, cpu_cores=8, cpu_name="Test CPU", cpu_arch="x86",

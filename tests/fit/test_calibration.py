@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from management.fit.calibration import MeasurementStore, record_measurement
+from liftoff.core.calibration import MeasurementStore, record_measurement
 
 from fit_support import (
     CPU_NODE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from management.fit.calibration import Measurement
+from liftoff.core.calibration import Measurement
 from management.fit.catalog import curated_models
 from management.fit.placement import PlacementRefused, RunningReader, UnknownModel, device_budgets, place
 

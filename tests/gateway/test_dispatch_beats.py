@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from gateway.dispatch import Dispatcher, Ticket
-from gateway.errors import GatewayTimeout
-from liftoff import wire
-from liftoff.settings import Settings
-from liftoff.wire import Reply
+from liftoff.core import wire
+from liftoff.core.dispatch import Dispatcher, Ticket
+from liftoff.core.http.errors import GatewayTimeout
+from liftoff.core.settings import Settings
+from liftoff.core.wire import Reply
 
 SILENCE_MS = 100
 

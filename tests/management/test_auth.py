@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +17,20 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 
-from gateway.context import Gateway
-from gateway.dispatch import Dispatcher
-from liftoff.settings import Settings
-from management.api import create_management_app
-from management.auth import (
+from gateway.openai_errors import openai_auth_error_body
+from gateway.requests import generate_for_group
+from liftoff.core.dispatch import Dispatcher
+from liftoff.core.http.auth import (
     ApiKeyAuth,
     KeyRing,
     ManagementExposureError,
     check_management_exposure,
     gunicorn_bind,
     management_bind,
-    openai_error_body,
 )
+from liftoff.core.http.context import Gateway
+from liftoff.core.settings import Settings
+from management.api import create_management_app
 from management.deployments_model import DEPLOYMENT_TYPE, mint_rid
 
 from support import LIFTOFF, Server
@@ -124,7 +126,7 @@ def test_middleware_headers_roles_and_shapes() -> None:
     r = client.get("/thing", headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.json()["error"].startswith("Invalid token")
 
-    openai = TestClient(ApiKeyAuth(inner, ring, error_body=openai_error_body))
+    openai = TestClient(ApiKeyAuth(inner, ring, error_body=openai_auth_error_body))
     r = openai.get("/thing")
     assert r.status_code == 401
     assert r.json() == {"error": {"message": "Bearer token required", "type": "invalid_request_error",
@@ -182,7 +184,8 @@ def flatten(routes: list[BaseRoute], prefix: str = "") -> set[tuple[str, str]]:
 
 def management_routes(redis_url: str) -> set[tuple[str, str]]:
     settings = Settings(readers=[], redis_url=redis_url)
-    app = create_management_app(Gateway(settings=settings, dispatcher=Dispatcher(settings)))
+    gw = Gateway(settings=settings, dispatcher=Dispatcher(settings))
+    app = create_management_app(gw, partial(generate_for_group, gw))
     return flatten(app.routes)  # type: ignore[attr-defined]
 
 

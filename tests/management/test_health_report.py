@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from liftoff.embedded_redis import EmbeddedRedis
+from management.embedded_redis import EmbeddedRedis
 
 from conftest import ServerFactory
 from support import Server, start_reader, wait_for

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import redis
 
-from liftoff.embedded_redis import EmbeddedRedis
+from management.embedded_redis import EmbeddedRedis
 
 from conftest import ServerFactory, _factory
 from support import Server, parse_sse, start_reader, wait_for

@@ -19,9 +19,9 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from gateway.metrics_middleware import HttpMetrics, starlette_routes
-from gateway.types import Receive, Scope, Send
-from liftoff import metrics
+from liftoff.core import metrics
+from liftoff.core.http.metrics_middleware import HttpMetrics, starlette_routes
+from liftoff.core.http.types import Receive, Scope, Send
 from management.deployments_model import DEPLOYMENT_TYPE, mint_rid
 
 from support import Server

@@ -146,7 +146,7 @@ def test_a_duplicate_reader_id_leaves_the_live_reader_alone(make_server: ServerF
     one dead (nor must announcing it overwrite the live one's entry)."""
     import redis as redis_lib
 
-    from liftoff.keys import Keys
+    from liftoff.core.keys import Keys
 
     namespace = "dup-id"
     by_hand = start_reader(redis_url, namespace, tmp_path, "--model", "echo", "--reader-id", "dup")

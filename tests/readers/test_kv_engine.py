@@ -11,7 +11,7 @@ import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from liftoff.settings import ReaderConfig
+from liftoff.core.settings import ReaderConfig
 from readers.engines.generation import GenerationEngine
 from readers.engines.kv_blocks import BlockManager, ModelShape, plan_kv
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from liftoff import wire
-from liftoff.keys import Keys
-from liftoff.settings import ReaderConfig
-from liftoff.wire import WorkItem
+from liftoff.core import wire
+from liftoff.core.keys import Keys
+from liftoff.core.settings import ReaderConfig
+from liftoff.core.wire import WorkItem
 from readers.engines.base import Engine
 from readers.engines.echo import EchoEngine
 from readers.jobs import Job

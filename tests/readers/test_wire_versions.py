@@ -7,8 +7,8 @@ import time
 import orjson
 import redis
 
-from liftoff import wire
-from liftoff.keys import Keys
+from liftoff.core import wire
+from liftoff.core.keys import Keys
 
 from conftest import ServerFactory
 

@@ -129,7 +129,7 @@ class CollectingSink:
 
 def make_job(request_id: str, texts, kind: str = "generate", stream: bool = False, pairs=None, timeout_s: float = 60,
              **params):
-    from liftoff.wire import GenerationParams, WorkItem, now_ms
+    from liftoff.core.wire import GenerationParams, WorkItem, now_ms
     from readers.jobs import Job
 
     if isinstance(texts, str):

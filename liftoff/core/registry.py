@@ -14,8 +14,8 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-from liftoff.keys import Keys
-from liftoff.wire import ReaderInfo
+from liftoff.core.keys import Keys
+from liftoff.core.wire import ReaderInfo
 
 Status = Literal["live", "loading", "dead"]
 DEAD_AFTER_HEARTBEATS = 3  # a reader silent for this many heartbeat_check_intervals is dead

@@ -102,7 +102,7 @@ class ReaderConfig(BaseModel):
     @classmethod
     def _page_cache(cls, value: str | int | None) -> str | int | None:
         if value is not None:
-            from liftoff.sizes import parse_cache_size
+            from liftoff.core.sizes import parse_cache_size
 
             parse_cache_size(value, 1 << 40)  # the form only; the share of free memory is taken at load
         return value

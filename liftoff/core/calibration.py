@@ -4,7 +4,7 @@ The peer tool's users mostly complain that estimates are off (VRAM mis-detected,
 models itself, so a reader reports what it used after loading and the tokens/s it reached; those figures replace
 the estimate for that model on this node and are reported with `basis: measured`.
 
-Hash layout (the key name comes from the caller, so that `liftoff.keys` stays the one place that names keys):
+Hash layout (the key name comes from the caller, so that `liftoff.core.keys` stays the one place that names keys):
 field = model name, lower-cased; value = Measurement JSON.
 """
 

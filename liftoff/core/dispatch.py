@@ -22,14 +22,14 @@ from typing import Any
 
 import redis.exceptions
 
-from gateway.errors import GatewayTimeout, Unavailable, raise_for_reply
-from gateway.groups import GroupDirectory
-from liftoff import wire
-from liftoff.keys import Keys
-from liftoff.process import compute_backoff
-from liftoff.redis_client import MAX_BLOCK_MS, connect
-from liftoff.settings import Settings
-from liftoff.wire import Reply
+from liftoff.core import wire
+from liftoff.core.groups import GroupDirectory
+from liftoff.core.http.errors import GatewayTimeout, Unavailable, raise_for_reply
+from liftoff.core.keys import Keys
+from liftoff.core.process import compute_backoff
+from liftoff.core.redis_client import MAX_BLOCK_MS, connect
+from liftoff.core.settings import Settings
+from liftoff.core.wire import Reply
 
 log = logging.getLogger(__name__)
 

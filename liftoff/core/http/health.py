@@ -8,11 +8,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.context import Gateway
-from gateway.dispatch import TRANSIENT
-from gateway.errors import BadRequest
-from gateway.responses import json_response
-from liftoff import registry
+from liftoff.core import registry
+from liftoff.core.dispatch import TRANSIENT
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import BadRequest
+from liftoff.core.http.responses import json_response
 
 RANK = {"dead": 0, "loading": 1, "live": 2}
 MAX_WAIT_S = 600.0

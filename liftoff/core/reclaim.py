@@ -22,9 +22,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from liftoff import registry, wire
-from liftoff.keys import Keys
-from liftoff.wire import DeadLetter, Reply
+from liftoff.core import registry, wire
+from liftoff.core.keys import Keys
+from liftoff.core.wire import DeadLetter, Reply
 
 log = logging.getLogger(__name__)
 

@@ -10,21 +10,22 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
-from gateway.context import Gateway
-from gateway.dispatch import Dispatcher
 from gateway.inference import create_inference_app
 from gateway.internal import internal_routes
-from gateway.metrics_middleware import HttpMetrics, starlette_routes
 from gateway.openai_api import openai_routes
-from gateway.openai_errors import ReshapeErrors, openai_shape
-from gateway.port_app import port_app
-from gateway.responses import json_response
+from gateway.openai_errors import ReshapeErrors, openai_auth_error_body, openai_shape
+from gateway.requests import generate_for_group
 from gateway.snowflake import snowflake_error_body, snowflake_routes
-from gateway.types import ASGIApp, Receive, Scope, Send
 from gateway.vertex import vertex_error_body, vertex_routes
-from liftoff.settings import Settings
+from liftoff.core.dispatch import Dispatcher
+from liftoff.core.http.auth import inference_auth, management_auth
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.metrics_middleware import HttpMetrics, starlette_routes
+from liftoff.core.http.port_app import port_app
+from liftoff.core.http.responses import json_response
+from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
+from liftoff.core.settings import Settings
 from management.api import create_management_app
-from management.auth import inference_auth, management_auth, openai_error_body
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,11 @@ class PortRouter:
         self.gateway = Gateway(settings=settings, dispatcher=Dispatcher(settings))
         s, gw = settings, self.gateway
         takeoff_keys = partial(inference_auth, settings=s)
-        openai_keys = partial(inference_auth, settings=s, error_body=openai_error_body)
+        openai_keys = partial(inference_auth, settings=s, error_body=openai_auth_error_body)
         self.apps: dict[int, ASGIApp] = {
             s.port: self._serve(create_inference_app(gw), takeoff_keys),
-            s.management_port: self._serve(create_management_app(gw), partial(management_auth, settings=s)),
+            s.management_port: self._serve(create_management_app(gw, partial(generate_for_group, gw)),
+                                           partial(management_auth, settings=s)),
             s.vertex_port: self._serve(ReshapeErrors(port_app(gw, vertex_routes(gw)), vertex_error_body),
                                        takeoff_keys),
             s.openai_port: self._serve(ReshapeErrors(port_app(gw, openai_routes(gw)), openai_shape), openai_keys),

@@ -8,7 +8,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from gateway.errors import BadRequest, from_validation
+from liftoff.core.http.errors import BadRequest, from_validation
 
 M = TypeVar("M", bound=BaseModel)
 

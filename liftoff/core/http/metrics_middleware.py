@@ -17,8 +17,8 @@ from time import perf_counter
 
 from starlette.routing import BaseRoute, Match, Mount
 
-from gateway.types import ASGIApp, Message, Receive, Scope, Send
-from liftoff.metrics import http_children
+from liftoff.core.http.types import ASGIApp, Message, Receive, Scope, Send
+from liftoff.core.metrics import http_children
 
 UNMATCHED = "unmatched"
 

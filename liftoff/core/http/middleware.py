@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.errors import PayloadTooLarge
-from gateway.types import ASGIApp, Message, Receive, Scope, Send
+from liftoff.core.http.errors import PayloadTooLarge
+from liftoff.core.http.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodySizeLimit:

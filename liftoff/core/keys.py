@@ -25,6 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def valid_group_name(name: str) -> bool:
+    """A consumer group name: not empty, no whitespace, no braces (it goes inside the `{…}` hash tag)."""
+    return bool(name) and not any(c in name for c in " \t\r\n{}")
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     ns: str = "liftoff"

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.errors import NotFound, TooManyRequests, Unavailable
-from liftoff import registry
-from liftoff.keys import Keys
-from liftoff.settings import Settings
+from liftoff.core import registry
+from liftoff.core.http.errors import NotFound, TooManyRequests, Unavailable
+from liftoff.core.keys import Keys
+from liftoff.core.settings import Settings
 
 RETRY_AFTER_S = 1
 
@@ -91,3 +92,45 @@ class GroupDirectory:
             pipe.xlen(self.keys.requests(group))
         depths = await pipe.execute()
         return GroupView(frozenset(live), frozenset(known), dict(zip(groups, depths, strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    group: str
+    queued: int  # in the stream, not yet delivered to any reader
+    in_progress: int  # delivered, not yet acknowledged
+    consumers: int  # consumer names the group has (live or not yet tidied)
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.in_progress
+
+
+async def read_backlogs(redis: Redis, keys: Keys, groups: list[str]) -> dict[str, Backlog]:
+    """One round trip: XLEN and XINFO GROUPS of each group's request stream (a missing stream is an empty one)."""
+    if not groups:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    for group in groups:
+        pipe.xlen(keys.requests(group))
+        pipe.xinfo_groups(keys.requests(group))
+    replies = await pipe.execute(raise_on_error=False)
+    out = {}
+    for index, group in enumerate(groups):
+        length, infos = replies[2 * index], replies[2 * index + 1]
+        length = length if isinstance(length, int) else 0
+        info = _group_info(infos, group)
+        pending = int(info.get("pending", 0)) if info else 0
+        consumers = int(info.get("consumers", 0)) if info else 0
+        out[group] = Backlog(group, max(0, length - pending), pending, consumers)
+    return out
+
+
+def _group_info(infos: Any, group: str) -> dict[Any, Any] | None:
+    if not isinstance(infos, list):  # an error (no such key) stands for a stream nobody has written yet
+        return None
+    for info in infos:
+        name = info.get("name")
+        if (name.decode() if isinstance(name, bytes) else name) == group:
+            return info
+    return None

@@ -1,7 +1,7 @@
 """The gateway process: gunicorn's arbiter with `workers` native-asgi workers, each bound to all six ports.
 
 Started by the supervisor (`liftoff serve`) with the resolved settings in the environment; runnable by hand with
-`python -m gateway.server` for the same purpose.
+`python -m liftoff.server` for the same purpose.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from liftoff.settings import Settings, SettingsError, load_settings
-from management.auth import check_management_exposure, gunicorn_bind
+from liftoff.core.http.auth import check_management_exposure, gunicorn_bind
+from liftoff.core.settings import Settings, SettingsError, load_settings
 
 
 class GatewayServer(BaseApplication):  # type: ignore[misc]
@@ -42,7 +42,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from gateway.entry import create_app
+        from liftoff.apps import create_app
 
         return create_app(self.settings)
 

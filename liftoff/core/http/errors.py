@@ -15,8 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.responses import json_response
-from liftoff.wire import Reply
+from liftoff.core.http.responses import json_response
+from liftoff.core.wire import Reply
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
-"""The management `/status` document, in the reference schema, and the reader maps it shares with port 3000."""
+"""The `/status` document (management port, reference schema) and the reader maps it shares with port 3000."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.context import Gateway
-from liftoff import registry
+from liftoff.core import registry
+from liftoff.core.http.context import Gateway
 
 
 async def reader_maps(gw: Gateway) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from liftoff.process import child_preexec
+from liftoff.core.process import child_preexec
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from gateway.dispatch import Dispatcher
-from liftoff.settings import Settings
+from liftoff.core.dispatch import Dispatcher
+from liftoff.core.settings import Settings
 
 
 @dataclass

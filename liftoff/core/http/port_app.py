@@ -6,10 +6,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
-from gateway.context import Gateway
-from gateway.errors import EXCEPTION_HANDLERS
-from gateway.health import healthz_route
-from gateway.middleware import BodySizeLimit
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import EXCEPTION_HANDLERS
+from liftoff.core.http.health import healthz_route
+from liftoff.core.http.middleware import BodySizeLimit
 
 
 def port_app(gw: Gateway, routes: list[BaseRoute]) -> Starlette:
