@@ -24,17 +24,18 @@ the sink.
 
 `progress_at` is the monotonic time of the last module the model entered (a forward pre-hook on every leaf module):
 the reader's liveness beats go out only while it is recent, so a step that hangs is still caught.
+
+What rows and requests hold is generation_rows; the forwards over paged KV are paged_forward; the KV blocks and the
+prefix cache are kv_blocks.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,11 +43,11 @@ import torch
 from liftoff.core import metrics
 from liftoff.core.wire import now_ms
 from readers.engines.constrained import allowed_tokens
-from readers.engines.kv_blocks import BlockManager, PagedKVCache, block_key
+from readers.engines.generation_rows import Event, Request, Row, finish_row
+from readers.engines.kv_blocks import BlockManager, PagedKVCache
 from readers.engines.logprobs import TokenTexts, step_entries
-from readers.engines.sampling import NoRepeatNGrams, RowSampling, SlotSampling
-from readers.engines.tokenizer_tools import IncrementalDetokenizer, decode_all
-from readers.jobs import Job
+from readers.engines.paged_forward import PagedForward, progress_hooks
+from readers.engines.sampling import SlotSampling
 
 log = logging.getLogger(__name__)
 
@@ -58,61 +59,9 @@ UNCHUNKED_BUDGET = 8192  # with chunking off: prompt tokens prefilled together (
 PAUSE_STEPS = 2.0
 MIN_CHUNK = 16
 EMA = 0.2  # weight of the newest measurement in the running averages
-# Bounds on one forward's attention workspace (beyond the KV plan): positions gathered per decode forward, and chunk
-# tokens x context positions per prefill chunk (a long context gets smaller chunks).
-GATHER_POSITIONS = 32768
+# Bound on one prefill chunk's attention workspace (beyond the KV plan): chunk tokens x context positions (a long
+# context gets smaller chunks). The decode step's bound is paged_forward.GATHER_POSITIONS.
 PREFILL_SCORES = 1 << 22
-
-
-@dataclass(eq=False)
-class Request:
-    """One job: its rows answer together."""
-
-    job: Job
-    sink: Any
-    rows_left: int
-    texts: list[str] = field(default_factory=list)
-    metadata: list[dict[str, Any]] = field(default_factory=list)
-    logprobs: list[list[dict[str, Any]]] | None = None  # per row, when asked for and the request does not stream
-    future: Any = None  # asyncio.Future, resolved on the event loop when the terminal reply is sent
-    failed: bool = False
-    cancel_reason: str | None = None
-
-
-@dataclass(eq=False, slots=True)
-class Row:
-    request: Request
-    index: int
-    prompt: list[int]
-    sampling: RowSampling
-    max_new: int
-    min_new: int
-    stream: bool
-    no_repeat: NoRepeatNGrams | None = None
-    enforcer: Any = None
-    detok: IncrementalDetokenizer | None = None  # streams, and rows with log probabilities (for text offsets)
-    logprobs: int | None = None  # None: no log probabilities; k: the chosen token's and the k most likely
-    pending: list[dict[str, Any]] = field(default_factory=list)  # entries of tokens whose text is not out yet
-    emitted: int = 0  # characters of text the detokenizer has given so far
-    generated: list[int] = field(default_factory=list)
-    slot: int = -1  # sampling slot while running
-    # KV: the row's blocks in order; `computed` positions hold keys/values; `reserved` blocks are promised to it
-    blocks: list[int] = field(default_factory=list)
-    computed: int = 0
-    cached: int = 0  # prompt tokens that came from the prefix cache
-    reserved: int = 0
-    published: int = 0  # leading blocks offered to the prefix cache
-    prefix_keys: list[bytes] | None = None  # content keys of the prompt's full blocks, worked out once
-    last_key: bytes = b""  # content key of block published - 1
-    first_token_ms: int | None = None
-    finish: str | None = None
-
-    def kv_tokens(self, max_length: int) -> int:
-        """KV positions the row may come to need: its prompt and every token it may generate."""
-        return min(len(self.prompt) + self.max_new, max_length)
-
-
-Event = tuple[Any, ...]
 
 
 class Scheduler:
@@ -130,6 +79,7 @@ class Scheduler:
         self.token_texts = TokenTexts(tokenizer)
         self.kv = kv
         self.blocks = blocks
+        self.paged = PagedForward(model, kv, blocks, device)
         self.block_size = blocks.block_size
         self.prefill_chunk = prefill_chunk  # 0: no chunking
         self.group = group
@@ -147,9 +97,7 @@ class Scheduler:
         self._waiting: deque[Row] = deque()
         self._cond = threading.Condition()
         self._stop = False
-        self._hooks = _progress_hooks(model, self._progress)
-        # transformers 5 names the cache argument `cache` (`past_key_values` before, deprecated since)
-        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._hooks = progress_hooks(model, self._progress)
         self._thread = threading.Thread(target=self._loop, name="liftoff-generate", daemon=True)
 
     def start(self) -> None:
@@ -205,7 +153,7 @@ class Scheduler:
                     log.exception("generation step failed")
                     for row in self.running + self.prefilling:
                         self._fail(row.request, 500, f"generation failed: {type(exc).__name__}: {exc}", events)
-                        self._free(row)
+                        self.paged.free(row)
                     self.running, self.prefilling = [], []
                 self._hand_over(events)
                 metrics.observe_kv(self.group, self.blocks.used, self.blocks.num_blocks)
@@ -225,12 +173,12 @@ class Scheduler:
             self._check(row.request, now, events)
             if row.request.failed:
                 row.finish = "dropped"
-                self._free(row)
+                self.paged.free(row)
         self._compact()
         for row in self.prefilling:
             self._check(row.request, now, events)
             if row.request.failed:
-                self._free(row)
+                self.paged.free(row)
         self.prefilling = [row for row in self.prefilling if not row.request.failed]
         if self._waiting:
             for row in self._waiting:
@@ -278,11 +226,8 @@ class Scheduler:
         n = len(self.running)
         if not self.step_s or abs(n - self.step_rows) > max(2, n // 4):
             return "measure"
-        context = sum(self._width(row.computed + 1) for row in self.running)
+        context = sum(self.paged.width(row.computed + 1) for row in self.running)
         return "merge" if (n + MIN_CHUNK) * (context + MIN_CHUNK) <= PREFILL_SCORES else "apart"
-
-    def _width(self, positions: int) -> int:
-        return -(-positions // self.block_size) * self.block_size
 
     def _prefill(self, events: list[Event], decoding: list[Row] | None = None) -> None:
         """One chunk of prompt tokens for the rows still prefilling, as one flat sequence, with the decode token
@@ -290,15 +235,36 @@ class Scheduler:
 
         The rows' tokens are laid end to end in a single batch row (no padding: the linear layers compute exactly
         these tokens), and so are their contexts' blocks; the mask lets each token see its own row's context up to
-        itself. Prefilling rows take what is left of the budget, fewest prompt tokens left first."""
+        itself (paged_forward.PagedForward.flat)."""
         decoding = list(decoding or [])
-        budget = self.chunk_budget(merged=bool(decoding))
+        chosen = self._chunk(decoding, self.chunk_budget(merged=bool(decoding)))
+        prompt_tokens = sum(take for _, take in chosen)
+        for row in decoding:
+            self.paged.grow(row, row.computed + 1)
+        pieces = [(row, [row.generated[-1]], row.computed) for row in decoding]
+        for row, take in chosen:
+            self.paged.grow(row, row.computed + take)
+            pieces.append((row, row.prompt[row.computed:row.computed + take], row.computed))
+        started = time.perf_counter()
+        logits = self.paged.flat(pieces)
+        spent = time.perf_counter() - started
+        if prompt_tokens:
+            # beyond a decode step (merged) or a forward's fixed cost, about a decode step (alone)
+            self.token_s = _average(self.token_s, max(spent - self.step_s, 0.1 * spent) / prompt_tokens, 0.5)
+        if decoding:
+            self._decoded(decoding, logits[:len(decoding)], events)
+        self.prefills += 1
+        metrics.observe_prefill(self.group, prompt_tokens)
+        self._prefilled(chosen, logits[len(decoding):], events)
+
+    def _chunk(self, decoding: list[Row], budget: int) -> list[tuple[Row, int]]:
+        """The prefilling rows in this chunk and how many prompt tokens each: fewest prompt tokens left first, so
+        short prompts finish in this chunk (their time to first token stays short) and a long one takes the rest of
+        the budget, so it still advances every iteration."""
         chosen: list[tuple[Row, int]] = []
         total = len(decoding)
-        context = sum(self._width(row.computed + 1) for row in decoding)
+        context = sum(self.paged.width(row.computed + 1) for row in decoding)
         prompt_tokens = 0
-        # Fewest prompt tokens left first: short prompts finish in this chunk (their time to first token stays
-        # short) and a long one takes the rest of the budget, so it still advances every iteration.
         for row in sorted(self.prefilling, key=lambda r: len(r.prompt) - r.computed):
             left = len(row.prompt) - row.computed
             take = min(left, budget - prompt_tokens) if self.prefill_chunk else left
@@ -313,32 +279,21 @@ class Scheduler:
             chosen.append((row, take))
             total += take
             prompt_tokens += take
-            context += self._width(row.computed + take)
-        for row in decoding:
-            self._grow(row, row.computed + 1)
-        pieces = [(row, [row.generated[-1]], row.computed) for row in decoding]
-        for row, take in chosen:
-            self._grow(row, row.computed + take)
-            pieces.append((row, row.prompt[row.computed:row.computed + take], row.computed))
-        started = time.perf_counter()
-        logits = self._flat_forward(pieces)
-        spent = time.perf_counter() - started
-        if prompt_tokens:
-            # beyond a decode step (merged) or a forward's fixed cost, about a decode step (alone)
-            self.token_s = _average(self.token_s, max(spent - self.step_s, 0.1 * spent) / prompt_tokens, 0.5)
-        if decoding:
-            self._decoded(decoding, logits[:len(decoding)], events)
-        self.prefills += 1
-        metrics.observe_prefill(self.group, prompt_tokens)
+            context += self.paged.width(row.computed + take)
+        return chosen
+
+    def _prefilled(self, chosen: list[tuple[Row, int]], logits: torch.Tensor, events: list[Event]) -> None:
+        """After a chunk's forward (`logits`: one per chosen row): rows whose prompt is complete choose their first
+        token and join the running rows."""
         done: list[int] = []
         for i, (row, take) in enumerate(chosen):
             row.computed += take
-            self._publish(row)
+            self.paged.publish(row)
             if row.computed == len(row.prompt):
-                done.append(len(decoding) + i)
+                done.append(i)
         if not done:
             return
-        finished = [chosen[i - len(decoding)][0] for i in done]
+        finished = [chosen[i][0] for i in done]
         base = len(self.running)
         self.running.extend(finished)  # before anything can raise: a failed step must still find and free them
         self.prefilling = [row for row in self.prefilling if row.computed < len(row.prompt)]
@@ -347,51 +302,10 @@ class Scheduler:
             self.sampling.set_row(slot, row.sampling, row.prompt)
         self._advance(finished, base, logits[torch.tensor(done, device=logits.device)], events)
 
-    def _flat_forward(self, pieces: list[tuple[Row, list[int], int]]) -> torch.Tensor:
-        """Logits of the last token of each piece (row, its new tokens, their first position), all in one flat
-        sequence; the new tokens' keys and values are written to the rows' blocks."""
-        size = self.block_size
-        ids: list[int] = []
-        positions: list[int] = []
-        write_block: list[int] = []
-        write_offset: list[int] = []
-        table: list[int] = []
-        starts: list[int] = []  # per piece: its first key column
-        for row, tokens, first in pieces:
-            ids.extend(tokens)
-            positions.extend(range(first, first + len(tokens)))
-            for p in range(first, first + len(tokens)):
-                write_block.append(row.blocks[p // size])
-                write_offset.append(p % size)
-            starts.append(len(table) * size)
-            table.extend(row.blocks[:-(-(first + len(tokens)) // size)])
-        columns = len(table) * size
-        key_row = torch.empty(columns, dtype=torch.long)  # which piece each key column belongs to
-        key_pos = torch.empty(columns, dtype=torch.long)  # its position in that piece's row
-        query_row = torch.empty(len(ids), dtype=torch.long)
-        last: list[int] = []
-        at = 0
-        for i, (_, tokens, _) in enumerate(pieces):
-            end = starts[i + 1] if i + 1 < len(pieces) else columns
-            key_row[starts[i]:end] = i
-            key_pos[starts[i]:end] = torch.arange(end - starts[i])
-            query_row[at:at + len(tokens)] = i
-            at += len(tokens)
-            last.append(at - 1)
-        query_pos = torch.tensor(positions)
-        keep = (key_row[None, :] == query_row[:, None]) & (key_pos[None, :] <= query_pos[:, None])
-        self.kv.begin(1, torch.tensor([table], dtype=torch.long, device=self.device),
-                      torch.tensor(write_block, device=self.device), torch.tensor(write_offset, device=self.device),
-                      torch.arange(len(ids), device=self.device))
-        return self._forward(torch.tensor([ids]), query_pos[None, :], keep[None, None], keep_rows=torch.tensor(last))
-
     def _decode(self, events: list[Event]) -> None:
         started = time.perf_counter()
         rows = list(self.running)
-        for row in rows:
-            self._grow(row, row.computed + 1)
-        parts = [self._decode_part(rows[first:last]) for first, last in self._gather_groups(rows)]
-        logits = parts[0] if len(parts) == 1 else torch.cat(parts)
+        logits = self.paged.decode(rows)
         self.step_s = _average(self.step_s, time.perf_counter() - started)
         self.step_rows = len(rows)
         self._decoded(rows, logits, events)
@@ -403,43 +317,9 @@ class Scheduler:
         for row in rows:
             row.computed += 1
             if row.computed % self.block_size == 0:
-                self._publish(row)
+                self.paged.publish(row)
         self.steps += 1
         self._advance(rows, 0, logits, events)
-
-    def _gather_groups(self, rows: list[Row]) -> list[tuple[int, int]]:
-        """Consecutive slices of the running rows whose gathered context (rows x the longest row's blocks) stays
-        within GATHER_POSITIONS, so the attention workspace is bounded whatever the mix of lengths; almost always
-        one slice (one forward)."""
-        groups, first, widest = [], 0, 0
-        for i, row in enumerate(rows):
-            width = self._width(row.computed + 1)
-            if i > first and (i - first + 1) * max(widest, width) > GATHER_POSITIONS:
-                groups.append((first, i))
-                first, widest = i, 0
-            widest = max(widest, width)
-        groups.append((first, len(rows)))
-        return groups
-
-    def _decode_part(self, rows: list[Row]) -> torch.Tensor:
-        feed = torch.tensor([r.generated[-1] for r in rows], dtype=torch.long)[:, None]
-        at = [r.computed for r in rows]
-        table = self._table(rows, [p + 1 for p in at])
-        position = torch.tensor(at, dtype=torch.long)
-        cols = torch.arange(table.shape[1] * self.block_size)
-        keep = cols[None, :] <= position[:, None]
-        write_block = [r.blocks[p // self.block_size] for r, p in zip(rows, at, strict=True)]
-        self.kv.begin(len(rows), table, torch.tensor(write_block, device=self.device),
-                      (position % self.block_size).to(self.device), None)
-        return self._forward(feed, position[:, None], keep[:, None, None])
-
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor,
-                 keep_rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of each batch row's last position, or (one flat row) of the positions in `keep_rows`."""
-        out = self.model(input_ids=ids.to(self.device), attention_mask=keep.to(self.device),
-                         position_ids=positions.to(self.device), use_cache=True, **{self._cache_arg: self.kv},
-                         logits_to_keep=1 if keep_rows is None else keep_rows.to(self.device))
-        return out.logits[:, -1] if keep_rows is None else out.logits[0]
 
     def chunk_budget(self, merged: bool = False) -> int:
         """Prompt tokens for the next prefill chunk: `prefill_chunk`, or less while rows are decoding, so that the
@@ -456,41 +336,6 @@ class Scheduler:
         return min(self.prefill_chunk, max(MIN_CHUNK, fit))
 
     # --- KV blocks --------------------------------------------------------------------------------------------------
-    def _table(self, rows: list[Row], lengths: list[int]) -> torch.Tensor:
-        """Block tables of `rows`, covering their first `lengths` positions, padded to one width with each row's own
-        last block (masked, and never uninitialised memory)."""
-        width = -(-max(lengths) // self.block_size)
-        table = [row.blocks[:width] + row.blocks[-1:] * (width - min(width, len(row.blocks))) for row in rows]
-        return torch.tensor(table, dtype=torch.long, device=self.device)
-
-    def _grow(self, row: Row, positions: int) -> None:
-        while len(row.blocks) * self.block_size < positions:
-            block = self.blocks.take()
-            self.kv.clear(block)
-            row.blocks.append(block)
-            row.reserved -= 1
-
-    def _publish(self, row: Row) -> None:
-        """Offer the row's newly full blocks (prompt and generated tokens alike) to the prefix cache."""
-        if not self.blocks.prefix_caching:
-            return
-        size = self.block_size
-        full = row.computed // size
-        if full <= row.published:
-            return
-        tokens = row.prompt + row.generated if row.computed > len(row.prompt) else row.prompt
-        known = row.prefix_keys or []  # the prompt's keys, worked out at admission
-        for b in range(row.published, full):
-            row.last_key = known[b] if b < len(known) else block_key(row.last_key, tokens[b * size:(b + 1) * size])
-            self.blocks.publish(row.blocks[b], row.last_key)
-        row.published = full
-
-    def _free(self, row: Row) -> None:
-        if row.blocks or row.reserved:
-            self.blocks.release(row.blocks)
-            self.blocks.unreserve(row.reserved)
-            row.blocks, row.reserved = [], 0
-
     # --- choosing tokens and finishing rows -----------------------------------------------------------------------
     def _advance(self, rows: list[Row], base: int, logits: torch.Tensor, events: list[Event]) -> None:
         ban_eos = None
@@ -538,31 +383,8 @@ class Scheduler:
 
     def _finish(self, row: Row, reason: str, events: list[Event]) -> None:
         row.finish = reason
-        self._free(row)
-        request = row.request
-        if request.failed:
-            return
-        if row.detok is not None:
-            tail = row.detok.flush()
-            row.emitted += len(tail)
-            if row.stream and (tail or row.pending):
-                events.append(("token", request, row.index, tail, row.pending))
-                row.pending = []
-        job = request.job
-        request.texts[row.index] = "" if row.stream else decode_all(self.tokenizer, row.generated)
-        if request.logprobs is not None:
-            request.logprobs[row.index], row.pending = row.pending, []
-        request.metadata[row.index] = {
-            "prompt_tokens": len(row.prompt),
-            "cached_prompt_tokens": row.cached,
-            "generated_tokens": len(row.generated),
-            "finish_reason": reason,
-            "queue_ms": max(0, job.started_ms - job.item.enqueued_ms),
-            "time_to_first_token_ms": (row.first_token_ms or now_ms()) - job.started_ms,
-        }
-        request.rows_left -= 1
-        if request.rows_left == 0:
-            events.append(("done", request))
+        self.paged.free(row)
+        finish_row(row, reason, self.tokenizer, events)
 
     def _fail(self, request: Request, status: int, message: str, events: list[Event]) -> None:
         if not request.failed:
@@ -585,10 +407,3 @@ class Scheduler:
 
 def _average(current: float, sample: float, weight: float = EMA) -> float:
     return sample if not current else (1 - weight) * current + weight * sample
-
-
-def _progress_hooks(model: Any, hook: Callable[..., None]) -> list[Any]:
-    """A forward pre-hook on every module without children (each projection, norm, activation): a sign of progress
-    every few milliseconds of a step, however long the step; a hook costs about a microsecond."""
-    leaves = [m for m in model.modules() if next(m.children(), None) is None]
-    return [m.register_forward_pre_hook(hook) for m in (leaves or [model])]

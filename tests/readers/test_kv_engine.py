@@ -81,7 +81,7 @@ def hf_greedy(engine: GenerationEngine, prompt: str, new: int) -> str:
 
 
 def test_long_contexts_split_the_decode_step_and_shrink_the_chunk(llama: Path, monkeypatch) -> None:
-    from readers.engines import generation_batch
+    from readers.engines import generation_batch, paged_forward
 
     prompts = [PREFIX * 2, "short", PREFIX, "hi there"]
     engine = load(llama, prefix_caching=False)
@@ -89,7 +89,7 @@ def test_long_contexts_split_the_decode_step_and_shrink_the_chunk(llama: Path, m
         expected = run(engine, prompts, max_new_tokens=16)
     finally:
         engine.close()
-    monkeypatch.setattr(generation_batch, "GATHER_POSITIONS", 256)  # forces several decode forwards per step
+    monkeypatch.setattr(paged_forward, "GATHER_POSITIONS", 256)  # forces several decode forwards per step
     monkeypatch.setattr(generation_batch, "PREFILL_SCORES", 64 * 256)  # and chunks of a few dozen tokens
     engine = load(llama, prefix_caching=False)
     try:
