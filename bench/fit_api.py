@@ -1,6 +1,6 @@
 """How fast the fit API answers for the whole catalog, in-process (Starlette TestClient) and as a direct call.
 
-    .venv/bin/python bench/fit_api.py [--runs N]
+    .venv/bin/python -m bench.fit_api [--runs N]
 
 Prints the median latency of `GET /api/v1/models` (the whole catalog, no limit), of `/api/v1/models/top` and of the
 pure `fit_report` call it wraps, with their ratio to the 50 ms budget measured in the same run.
@@ -12,10 +12,7 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from starlette.applications import Starlette
 from starlette.testclient import TestClient

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Generation throughput through the whole server against the same model in-process, in one run.
 
-    .venv/bin/python bench/generation.py [--hidden 64] [--layers 2] [--duration S] [--threads N] [--quick]
-    .venv/bin/python bench/generation.py --load --threads 0    # the engine under load (bench/generation_load.py)
+    .venv/bin/python -m bench.generation [--hidden 64] [--layers 2] [--duration S] [--threads N] [--quick]
+    .venv/bin/python -m bench.generation --load --threads 0    # the engine under load (bench/generation_load.py)
 
 1. Builds the tiny random-weight Llama of the reader tests (tests/readers/tiny_models.py, byte-level BPE tokenizer;
    hidden 64 and 2 layers by default, as bench/generation_inprocess.py) in `<tmp>/models/tiny-llama`.
@@ -39,16 +39,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# As in bench/embeddings.py: the repository root instead of bench/ first on sys.path, so that `gateway` is the
-# project's package; the bench modules are imported as `bench.*`.
-if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
-    sys.path[0] = str(REPO)
-elif str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.embeddings import (  # noqa: E402  (the server harness and report helpers live there)
+from bench.embeddings import (  # the server harness and report helpers live there
     THREADS_ENV,
     GatewayHarness,
     InProcess,
@@ -151,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.load:
         return _load(args, argv, tmp)
     try:
-        sys.path.insert(0, str(REPO / "tests" / "readers"))
-        from tiny_models import build_llama
+        from tests.readers.tiny_models import build_llama
 
         path = build_llama(tmp / "models" / MODEL_DIR, hidden=args.hidden, layers=args.layers)
         params = sum(t.numel() for t in _weights(path))
@@ -204,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\"consumer_group\": \"{GROUP}\"}}, {args.workers} worker(s); reader max_batch_size "
             f"{args.max_batch_size}; {args.warmup:g}s warm-up + {args.duration:g}s measured per concurrency",
         ]
-        header = header_lines("bench/generation.py", argv, extra)
+        header = header_lines("bench.generation", argv, extra)
         print()
         for line in header:
             print(line)
@@ -251,7 +243,7 @@ def _load(args: argparse.Namespace, argv: list[str], tmp: Path) -> int:
 
     extra = [f"torch threads {args.threads} (bench process and readers), {args.workers} gateway worker(s); "
              f"(b) {args.warmup:g}s warm-up + {args.duration:g}s measured over {args.rounds} rounds"]
-    for line in header_lines("bench/generation.py", argv, extra):
+    for line in header_lines("bench.generation", argv, extra):
         print(line)
     print()
     try:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generation engine throughput in-process, against static-batch and sequential `model.generate()`, in one run.
 
-    .venv/bin/python bench/generation_inprocess.py [--jobs 32] [--new-tokens 64] [--rounds 2]
+    .venv/bin/python -m bench.generation_inprocess [--jobs 32] [--new-tokens 64] [--rounds 2]
                                                               [--hidden 64] [--layers 2]
 
 Builds the tiny random-weight Llama of the reader tests (byte-level BPE tokenizer) in a temporary directory, then,
@@ -20,20 +20,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "readers"))
 
 import torch
 
 from liftoff.core.settings import ReaderConfig
 from readers.engines.generation import GenerationEngine
-
-from tiny_models import CollectingSink, build_llama, make_job
+from tests.readers.tiny_models import CollectingSink, build_llama, make_job
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "readers", "answer",
          "requests", "from", "streams"]

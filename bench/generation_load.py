@@ -1,4 +1,4 @@
-"""The generation engine under real load, through the whole server (`bench/generation.py --load`).
+"""The generation engine under real load, through the whole server (`python -m bench.generation --load`).
 
 Three measurements in one run, on a random-weight Llama of a real small shape (12 layers, hidden 768, ~100M
 parameters; tests/readers/tiny_models.py `build_small_llama`), whose 2,000-token prefill takes seconds on a CPU:
@@ -267,10 +267,7 @@ def _serve(harness_cls: Any, workdir: Path, reader: dict[str, Any], args: argpar
 
 
 def run(args: argparse.Namespace, tmp: Path, harness_cls: Any, measure_all: Any, run_loop: Any) -> dict[str, Any]:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "readers"))
-    from tiny_models import build_small_llama, long_text
+    from tests.readers.tiny_models import build_small_llama, long_text
 
     models = tmp / "models"
     path = build_small_llama(models / "small-llama")

@@ -1,4 +1,4 @@
-"""The bare baseline for bench/gateway.py: a Starlette hello world, served like the Liftoff gateway.
+"""The bare baseline for bench/gateway_overhead.py: a Starlette hello world, served like the Liftoff gateway.
 
 One route, ``POST /generate`` (the same path and request bytes as the Liftoff run), answering a small JSON body.
 It does not read or parse the request body: it is the floor that gunicorn's native asgi worker and Starlette's

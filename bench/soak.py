@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Soak test: a steady mixed load on `liftoff serve` for a bounded time, watching for lost requests and growth.
 
-    .venv/bin/python bench/soak.py [--minutes M] [--concurrency N] [--workers N] [--quick]
+    .venv/bin/python -m bench.soak [--minutes M] [--concurrency N] [--workers N] [--quick]
 
 Starts ``liftoff serve`` on free loopback ports (embedded Redis, ``--workers`` gunicorn workers, two echo readers
 in group ``primary``), warms up, then holds ``--concurrency`` keep-alive connections busy for ``--minutes`` with a
@@ -42,18 +42,10 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-# Run as `python bench/soak.py`, the script's folder comes first on sys.path, where bench/gateway.py would shadow
-# the product's `gateway` package: import the bench modules as `bench.*` from the repository root instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import psutil
+import redis
 
-import psutil  # noqa: E402
-import redis  # noqa: E402
-
-from bench.gateway import (  # noqa: E402
+from bench.gateway_overhead import (
     CLK_TCK,
     Server,
     _machine_busy_ticks,
@@ -62,7 +54,7 @@ from bench.gateway import (  # noqa: E402
     launch_liftoff,
     wait_ready,
 )
-from liftoff.core.keys import Keys  # noqa: E402
+from liftoff.core.keys import Keys
 
 NAMESPACE = "liftoff"
 GROUP = "primary"
@@ -693,7 +685,7 @@ async def soak(server: Server, tmp: Path, args: argparse.Namespace, loop_name: s
     client.close()
 
     # ---- report
-    command = " ".join(["python", "bench/soak.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python", "-m", "bench.soak", *(argv if argv is not None else sys.argv[1:])])
     now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     print()
     print(f"date: {now}   command: {command}   tree: {git_revision()}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Streaming chat through the OpenAI port against the same stream on the Takeoff port, in one run.
 
-    .venv/bin/python bench/openai.py [--duration S] [--delay-ms 10] [--words 32] [--conc 1,8,32] [--rounds 2]
+    .venv/bin/python -m bench.openai_port [--duration S] [--delay-ms 10] [--words 32] [--conc 1,8,32] [--rounds 2]
                                      [--client raw|httpx] [--quick]
 
 1. Starts `liftoff serve` from a temporary config.toml (six free loopback ports, one gateway worker) with one echo
@@ -35,14 +35,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# This file is named like the `openai` package: keep bench/ off the front of sys.path.
-if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
-    sys.path[0] = str(REPO)
+import httpx
 
-import httpx  # noqa: E402
-
-from bench.gateway import PORT_NAMES, Server, free_ports, http_status, launch_liftoff  # noqa: E402
+from bench.gateway_overhead import PORT_NAMES, Server, free_ports, http_status, launch_liftoff
 
 
 def start_server(tmp: Path, delay_ms: int) -> tuple[Server, dict[str, int]]:

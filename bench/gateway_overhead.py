@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Gateway overhead benchmark: Liftoff's full /generate path against a bare Starlette app, in one run.
 
-    .venv/bin/python bench/gateway.py [--duration S] [--rounds N] [--workers N] [--quick]
+    .venv/bin/python -m bench.gateway_overhead [--duration S] [--rounds N] [--workers N] [--quick]
 
 Starts, on free loopback ports,
 
@@ -672,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         coro = run_all(servers, concs, args.rounds, args.warmup, args.duration, not args.quiet)
         results = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
 
-        command = " ".join(["python", "bench/gateway.py", *(argv if argv is not None else sys.argv[1:])])
+        command = " ".join(["python", "-m", "bench.gateway_overhead", *(argv if argv is not None else sys.argv[1:])])
         now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
         host = (
             f"host: {platform.node()}  {os.cpu_count()} CPUs  load {os.getloadavg()[0]:.2f}  "
