@@ -47,8 +47,11 @@ class EmbeddingEngine(BatchedModelEngine):
         return await self._thread.call(self._encode_sync, texts)
 
     def _encode_sync(self, texts: list[str]) -> list[list[float]]:
-        vectors = self.model.encode(texts, batch_size=max(len(texts), 1), convert_to_numpy=True,
-                                    show_progress_bar=False)
+        # sentence-transformers tokenizes inside encode, with the tokenizer itself (not this engine's locked view of
+        # it): the whole call holds the tokenizer's lock, so the event loop's tokenizer work waits for the batch.
+        with self.tokenizer.lock:
+            vectors = self.model.encode(texts, batch_size=max(len(texts), 1), convert_to_numpy=True,
+                                        show_progress_bar=False)
         return vectors.astype("float32").tolist()
 
     def encode(self, texts: list[str]) -> list[list[float]]:

@@ -23,7 +23,7 @@ class ModelEngine(TokenizerHelpers, Engine):
         self.model_path = Path(model_path) if model_path is not None else None
         self.device = config.device  # the configured one until load() settles it
         self.model: Any = None
-        self.tokenizer: Any = None
+        self.tokenizer = None
         # What the loaded weights are, read from the model: "F32", "BF16", "F16", "INT8", ...; None until loaded.
         self.loaded_dtype: str | None = None
 

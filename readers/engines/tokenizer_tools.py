@@ -5,6 +5,11 @@ Streaming text must join back to the final text exactly: a byte-level token may 
 character, and SentencePiece tokens carry their leading space in a way that only shows when decoded with their
 neighbours. `IncrementalDetokenizer` decodes a short window of recent tokens and emits only text that is complete
 (the offsets method of Hugging Face's text-generation-inference).
+
+Fast (Rust) tokenizers must not be entered by two threads at once: encoding with truncation or padding changes the
+tokenizer's own state, and a second thread inside it then fails with "Already borrowed". An engine's tokenizer is
+used from the event loop (tokenize, chat templates, prompts) and from its torch thread (detokenizing streams,
+classification batches, embedding batches), so every engine holds it as a `LockedTokenizer`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,49 @@ from typing import Any
 from readers.engines.base import EngineRequestError
 
 REPLACEMENT = "\ufffd"
+
+
+# Methods of a Hugging Face tokenizer that reach the Rust tokenizer, taken under the lock.
+_LOCKED_METHODS = frozenset({
+    "__call__", "encode", "encode_plus", "batch_encode_plus", "decode", "batch_decode", "tokenize", "pad",
+    "convert_ids_to_tokens", "convert_tokens_to_ids", "apply_chat_template",
+})
+
+
+class LockedTokenizer:
+    """A tokenizer that one thread at a time uses: its methods that reach the Rust tokenizer run under `lock` (a
+    re-entrant lock, so code holding it may call them); anything else is the wrapped tokenizer's own attribute."""
+
+    def __init__(self, inner: Any) -> None:
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "lock", threading.RLock())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return self.inner(*args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.inner, name)
+        if name not in _LOCKED_METHODS or not callable(value):
+            return value
+        lock = self.lock
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return value(*args, **kwargs)
+
+        return locked
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.inner, name, value)
+
+
+def locked_tokenizer(tokenizer: Any) -> Any:
+    """`tokenizer` as a LockedTokenizer (None stays None; a locked one stays itself)."""
+    return tokenizer if tokenizer is None or isinstance(tokenizer, LockedTokenizer) else LockedTokenizer(tokenizer)
 
 
 class IncrementalDetokenizer:
@@ -50,19 +98,18 @@ def decode_all(tokenizer: Any, ids: list[int]) -> str:
 
 
 class TokenizerHelpers:
-    """Mixin for engines with a Hugging Face tokenizer in `self.tokenizer`.
+    """Mixin for engines with a Hugging Face tokenizer in `self.tokenizer`, which is always held as a LockedTokenizer
+    (whatever is assigned is wrapped), so that every thread's use of it is serialised."""
 
-    Fast tokenizers change their own truncation/padding state on every call, so encoding is serialised by a lock.
-    """
+    _tokenizer: Any = None
 
-    tokenizer: Any
-    _tokenizer_lock: threading.Lock
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
 
-    def _lock(self) -> threading.Lock:
-        lock = getattr(self, "_tokenizer_lock", None)
-        if lock is None:
-            lock = self._tokenizer_lock = threading.Lock()
-        return lock
+    @tokenizer.setter
+    def tokenizer(self, value: Any) -> None:
+        self._tokenizer = locked_tokenizer(value)
 
     def tokenizer_op(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
         """The reader's tokenizer work: `tokenize` {text, use_chat_template?, skip_special_tokens?} → {tokens,
@@ -98,20 +145,17 @@ class TokenizerHelpers:
         """Each conversation (a list of {role, content}) rendered as prompt text by the model's chat template."""
         if not self.has_chat_template():
             raise ValueError("this model's tokenizer has no chat template")
-        with self._lock():
-            return [
-                self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                                   tokenize=False)
-                for messages in conversations
-            ]
+        return [
+            self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+            for messages in conversations
+        ]
 
     def tokenize_ids(self, text: str, use_chat_template: bool = False, skip_special_tokens: bool = False) -> list[int]:
         """Token ids of `text` (after the chat template when asked; the template adds its own special tokens)."""
         if use_chat_template:
             ids = self.templated_ids(self.chat_prompt(text))
         else:
-            with self._lock():
-                ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+            ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
         if skip_special_tokens:
             special = set(self.tokenizer.all_special_ids)
             ids = [i for i in ids if i not in special]
@@ -119,8 +163,7 @@ class TokenizerHelpers:
 
     def templated_ids(self, rendered: str) -> list[int]:
         """Token ids of text a chat template rendered: the template wrote the special tokens it wants already."""
-        with self._lock():
-            return list(self.tokenizer(rendered, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
     def tokenize(self, text: str, use_chat_template: bool = False, skip_special_tokens: bool = False) -> list[str]:
         """Token strings of `text`, as the tokenizer's vocabulary spells them."""
