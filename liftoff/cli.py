@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from liftoff.core.process import configure_logging
 from liftoff.core.settings import ReaderConfig, Settings, SettingsError, load_settings
@@ -63,6 +64,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _with_primary_model(settings: Settings, model: str) -> Settings:
+    if model.startswith(("./", "../", "~")) or (model != "echo" and "/" in model and Path(model).expanduser().is_dir()):
+        model = str(Path(model).expanduser().resolve())  # a directory named on the command line, from where it runs
     readers = [r for r in settings.readers if r.consumer_group != "primary"]
     primary = next((r for r in settings.readers if r.consumer_group == "primary"), ReaderConfig())
     # A model named on the command line is what the user wants served: no silent fallback when it can't be had.

@@ -1,7 +1,9 @@
 """Where a reader's model comes from, and what kind of model it is.
 
-`resolve_model` tries, in order: `model_name` as a local directory; `repository_path/<model_name>`; a model bundled
-in an installed package; a Hugging Face download into `repository_path/<model_name>` (with the hub's progress bar).
+`resolve_model` takes an absolute `model_name` as the model's directory; a relative one (confined to the repository:
+liftoff.core.settings.check_model_name) it looks up, in order, as `repository_path/<model_name>`, as a model bundled
+in an installed package, and as a Hugging Face id downloaded into `repository_path/<model_name>` (with the hub's
+progress bar).
 Every failure is an `EngineLoadError` with one line that says what was tried and how to point the reader at a local
 copy, so that `/status` and the log show the reason and the supervisor does not restart-loop.
 """
@@ -16,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
+from liftoff.core.settings import check_model_name
 from readers.engines.base import EngineLoadError
 
 log = logging.getLogger(__name__)
@@ -34,13 +37,14 @@ _CLASSIFICATION_SUFFIXES = ("ForSequenceClassification",)
 
 def resolve_model(model_name: str, repository_path: str | Path, access_token: str | None = None) -> Path:
     """The local directory holding `model_name`'s files, downloading them into the repository when needed."""
-    if not model_name or not model_name.strip():
-        raise EngineLoadError("model_name is empty: set it to a local directory or a Hugging Face model id")
-    direct = Path(model_name).expanduser()
-    if direct.is_dir():
-        return direct.resolve()
-    if model_name.startswith(("/", "./", "../", "~")):
-        raise EngineLoadError(f"model directory {str(direct)!r} does not exist")
+    if model_name.startswith("/"):
+        if not Path(model_name).is_dir():
+            raise EngineLoadError(f"model directory {model_name!r} does not exist")
+        return Path(model_name).resolve()
+    try:
+        check_model_name(model_name)
+    except ValueError as exc:
+        raise EngineLoadError(str(exc)) from None
     in_repository = Path(repository_path).expanduser() / model_name
     if _has_files(in_repository):
         return in_repository.resolve()
@@ -90,6 +94,9 @@ def _download(model_name: str, target: Path, access_token: str | None) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover — huggingface_hub comes with transformers
         raise EngineLoadError(f"model {model_name!r} is not local and huggingface_hub is missing: {hint}") from exc
+    if model_name.count("/") > 1:
+        raise EngineLoadError(f"model {model_name!r} is not in the model repository, not bundled, and not a Hugging "
+                              f"Face model id (which is NAME or OWNER/NAME): {hint}")
     created = not target.exists()
     log.info("downloading %s into %s", model_name, target)
     try:

@@ -111,4 +111,6 @@ def test_primary_is_a_hub_chat_model_with_the_echo_fallback_and_model_flag_drops
     assert primary.model_name == "Qwen/Qwen2.5-0.5B-Instruct" and primary.fallback_model_name == "echo"
     chosen = _with_primary_model(load_settings(), "./artefacts/my-model")
     assert [r.consumer_group for r in chosen.readers] == ["primary", "embed"]
-    assert chosen.readers[0].model_name == "./artefacts/my-model" and chosen.readers[0].fallback_model_name is None
+    # a directory named on the command line is taken from where the command runs, as an absolute path
+    assert chosen.readers[0].model_name == str(Path("artefacts/my-model").resolve())
+    assert chosen.readers[0].fallback_model_name is None
