@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from liftoff.core import metrics, reclaim, registry
+from liftoff.core import broker, metrics, registry
 from liftoff.core.http.auth import management_bind
 from liftoff.core.keys import Keys
 from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, child_preexec, compute_backoff
@@ -212,9 +212,9 @@ class Supervisor:
 
     async def _sweep(self) -> None:
         """Dead-letter exhausted work of dead readers even in groups with no live reader, and tidy consumers."""
-        live = await reclaim.live_consumers(self.redis, self.keys, self.settings.heartbeat_check_interval)
-        for group in sorted(g.decode() for g in await self.redis.smembers(self.keys.groups)):
-            await reclaim.sweep(self.redis, self.keys, group, f"supervisor-{self.id}", self.settings.max_deliveries,
+        live = await broker.live_consumers(self.redis, self.keys, self.settings.heartbeat_check_interval)
+        for group in await broker.served_groups(self.redis, self.keys):
+            await broker.sweep(self.redis, self.keys, group, f"supervisor-{self.id}", self.settings.max_deliveries,
                                 0, live)
 
     # --- processes ------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Reading work for one consumer group: new entries with XREADGROUP, and entries reclaimed from dead readers.
+"""Reading work for one consumer group: new entries, and entries reclaimed from dead readers.
 
-The consumer owns the XREADGROUP side; acknowledgement happens in the reply sink, after the terminal reply. Jobs go
-to the reader's `Executor`, which owns capacity: the consumer asks for at most as many entries as there are free
-slots, so a busy reader leaves work in the stream for its peers.
+The consumer is the reader's loop over the broker (`liftoff.core.broker`, which holds every stream command): it
+reads new entries and reclaims dead readers' ones; acknowledgement happens in the reply sink, after the terminal
+reply. Jobs go to the reader's `Executor`, which owns capacity: the consumer asks for at most as many entries as
+there are free slots, so a busy reader leaves work in the stream for its peers.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import redis.exceptions
 from redis.asyncio import Redis
 
-from liftoff.core import reclaim, wire
+from liftoff.core import broker, wire
+from liftoff.core.broker import TRANSIENT, Entry
 from liftoff.core.keys import Keys
 from liftoff.core.process import compute_backoff
 from liftoff.core.wire import WIRE_VERSION
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 500  # longest XREADGROUP block, which bounds how long a stop request waits for the read loop
 RECLAIM_EVERY_S = 1.0
-TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 class Executor(Protocol):
@@ -65,11 +65,7 @@ class GroupConsumer:
         self._next_reclaim = 0.0
 
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await broker.ensure_group(self.redis, self.stream, self.group)
 
     async def run(self) -> None:
         attempt = 0
@@ -84,31 +80,30 @@ class GroupConsumer:
                     free -= await self._reclaim(free)
                     if free <= 0:
                         continue
-                resp = await self.redis.xreadgroup(
-                    self.group, self.consumer, {self.stream: ">"}, count=free, block=READ_BLOCK_MS
-                )
+                entries = await broker.read_new(self.redis, self.stream, self.group, self.consumer, free,
+                                                READ_BLOCK_MS)
                 attempt = 0
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("consumer group %s is gone (Redis restarted?); recreating it", self.group)
-                await self.ensure_group()
-                continue
             except TRANSIENT as exc:
                 delay = compute_backoff(attempt, base_s=0.2, cap_s=5.0)
                 log.warning("read from %s failed (%s); retrying in %.1fs", self.stream, exc, delay)
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
-            jobs = [job for _, entries in resp or [] for job in self._decode(entries)]
+            except Exception as exc:
+                if not broker.group_gone(exc):
+                    raise
+                log.warning("consumer group %s is gone (Redis restarted?); recreating it", self.group)
+                await self.ensure_group()
+                continue
+            jobs = self._decode(entries)
             if jobs:
                 self.executor.start(jobs)
 
     async def _reclaim(self, free: int) -> int:
         """Take over work of dead readers of this group; returns how many jobs were started."""
-        live = await reclaim.live_consumers(self.redis, self.keys, self.check_interval_s)
+        live = await broker.live_consumers(self.redis, self.keys, self.check_interval_s)
         live.add(self.consumer)
-        claimed = await reclaim.sweep(
+        claimed = await broker.sweep(
             self.redis, self.keys, self.group, self.consumer, self.max_deliveries, free, live
         )
         jobs = []
@@ -122,7 +117,7 @@ class GroupConsumer:
             self.executor.start(jobs)
         return len(jobs)
 
-    def _decode(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Job]:
+    def _decode(self, entries: list[Entry]) -> list[Job]:
         jobs = []
         for entry_id, fields in entries:
             try:

@@ -1,9 +1,10 @@
-"""One reader process: register, load the engine, heartbeat, read batches with XREADGROUP, reply, XACK, drain.
+"""One reader process: register, load the engine, heartbeat, read batches, reply, acknowledge, drain.
 
 The reader joins the consumers (Redis, one per consumer group) to the engine (model): consumers read at most as
 many entries as the reader has free slots, the reader hands each read to the engine as one batch, and the reply
 sink acknowledges each entry only after its terminal reply is in Redis. Each process consumes under its own
-consumer name, so whatever a dead predecessor left pending is reclaimed explicitly (see `liftoff.core.reclaim`).
+consumer name, so whatever a dead predecessor left pending is reclaimed explicitly (see
+`liftoff.core.broker.reclaim`). Every stream command goes through `liftoff.core.broker`.
 
 It stops on SIGTERM or when asked through Redis (`DELETE /reader/{id}`): it stops reading, lets in-flight work
 finish within the grace period while still heartbeating, then deregisters. A second signal exits at once. Clients
@@ -25,13 +26,14 @@ from dataclasses import dataclass
 import psutil
 
 from liftoff.core import metrics, registry
+from liftoff.core.broker import TRANSIENT, CancelFeed
 from liftoff.core.calibration import MeasurementStore, record_measurement
 from liftoff.core.keys import Keys
 from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, EXIT_OK, compute_backoff
 from liftoff.core.redis_client import connect
 from liftoff.core.settings import ReaderConfig
 from liftoff.core.wire import TOKENIZER_KINDS, ReaderInfo
-from readers.consumer import TRANSIENT, GroupConsumer
+from readers.consumer import GroupConsumer
 from readers.engines import Engine, EngineLoadError, load_engine
 from readers.engines.base import EngineRequestError
 from readers.engines.echo import EchoEngine
@@ -281,12 +283,11 @@ class Reader:
         attempt = 0
         while True:
             try:
-                pubsub = self.redis.pubsub()
-                await pubsub.subscribe(self.keys.cancel_channel)
+                feed = CancelFeed(self.redis, self.keys)
+                await feed.subscribe()
                 attempt = 0
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        self._cancel(message["data"].decode())
+                async for request_id in feed.ids():
+                    self._cancel(request_id)
             except TRANSIENT as exc:
                 delay = compute_backoff(attempt, base_s=0.2, cap_s=5.0)
                 attempt += 1

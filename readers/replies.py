@@ -1,13 +1,13 @@
-"""Replies from a reader to gateway workers, coalesced into one pipeline per event-loop turn.
+"""Replies from a reader to gateway workers, coalesced into one round trip per event-loop turn.
 
-Engines call `token`, `done` and `error` synchronously (the reader's liveness task, `alive`); the sink queues token
-and beat XADDs and, for terminal replies, one call of the `FINISH` script, and flushes them together in one
-MULTI/EXEC. The script writes the terminal reply,
+Engines call `token`, `done` and `error` synchronously (the reader's liveness task, `alive`); the sink queues them
+as the broker's reply operations (`liftoff.core.broker.consumer`: a plain reply for tokens and beats, a `Finish`
+for terminal replies) and sends what has gathered together in one MULTI/EXEC. A `Finish` writes the terminal reply,
 acknowledges and deletes the request entry and counts the outcome, but only while this reader's consumer still owns
 the entry: a reader that was taken for dead and whose work was reclaimed by another (a long pause, a partition)
 drops its late answer instead of answering twice. A reader killed mid-flush leaves the entry pending, to be
-reclaimed. Acknowledged entries are deleted, which keeps each request stream's length equal to its backlog. Under
-load one round trip carries a whole batch's replies.
+reclaimed. Under load one round trip carries a whole batch's replies; while Redis is out of reach the replies are
+kept and re-sent when it is back.
 """
 
 from __future__ import annotations
@@ -20,27 +20,14 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio import Redis
 
-from liftoff.core import wire
+from liftoff.core import broker, wire
+from liftoff.core.broker import Ack, Finish, PostReply, ReplyOp
 from liftoff.core.keys import Keys
 from liftoff.core.process import compute_backoff
 from liftoff.core.wire import Reply
 from readers.jobs import Job
 
 log = logging.getLogger(__name__)
-
-REPLY_STREAM_MAXLEN = 100_000  # approximate cap; gateway workers trim what they have read long before this
-
-# KEYS: request stream, reply stream, outcome counter.
-# ARGV: group, consumer, entry id, reply payload (the `d` field), reply stream MAXLEN.
-FINISH = """
-local owned = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
-if #owned == 0 then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'd', ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
-redis.call('INCR', KEYS[3])
-return 1
-"""
 
 
 class ReplySink:
@@ -50,7 +37,7 @@ class ReplySink:
         self._keys = keys
         self._consumer = consumer
         self.dropped = 0  # terminal replies not written: another reader had taken the request over
-        self._ops: list[tuple[str, Any]] = []
+        self._ops: list[ReplyOp] = []
         self._flushing: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -82,10 +69,10 @@ class ReplySink:
     def error_raw(self, reply_to: str, request_id: str, status: int, message: str) -> None:
         """Answer an entry that could not be decoded into a Job (but whose sender is known)."""
         reply = Reply(id=request_id, kind="error", status=status, message=message, reader_id=self._reader_id)
-        self._queue(("xadd", (reply_to, wire.encode(reply))))
+        self._queue(PostReply(reply_to, wire.encode(reply)))
 
     def ack_raw(self, stream: str, group: str, entry_id: bytes) -> None:
-        self._queue(("xack", (stream, group, entry_id)))
+        self._queue(Ack(stream, group, entry_id))
 
     async def drained(self) -> None:
         """Wait until everything queued so far is in Redis."""
@@ -95,7 +82,7 @@ class ReplySink:
         reply.reader_id = self._reader_id
         reply.attempt = job.deliveries
         job.last_reply_s = time.monotonic()
-        self._queue(("xadd", (job.item.reply_to, wire.encode(reply))))
+        self._queue(PostReply(job.item.reply_to, wire.encode(reply)))
 
     def _finish_job(self, job: Job, reply: Reply) -> None:
         job.finished = True
@@ -103,11 +90,11 @@ class ReplySink:
         reply.reader_id = self._reader_id
         reply.attempt = job.deliveries
         counter = "cancelled" if job.cancelled else ("failed" if job.failed else "completed")
-        keys = [job.stream, job.item.reply_to, self._keys.stat(counter)]
-        args = [job.group, self._consumer, job.entry_id, wire.encode(reply)[wire.FIELD], REPLY_STREAM_MAXLEN]
-        self._queue(("finish", (keys, args)))
+        self._queue(Finish(stream=job.stream, group=job.group, consumer=self._consumer, entry_id=job.entry_id,
+                           reply_stream=job.item.reply_to, payload=wire.encode(reply)[wire.FIELD],
+                           counter=self._keys.stat(counter)))
 
-    def _queue(self, op: tuple[str, Any]) -> None:
+    def _queue(self, op: ReplyOp) -> None:
         self._ops.append(op)
         self._idle.clear()
         if self._flushing is None:
@@ -136,23 +123,8 @@ class ReplySink:
             if not self._ops:
                 self._idle.set()
 
-    async def _send(self, ops: list[tuple[str, Any]]) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        finishes = []
-        for index, (name, args) in enumerate(ops):
-            if name == "xadd":
-                stream, fields = args
-                pipe.xadd(stream, fields, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
-            elif name == "finish":
-                # EVAL rather than EVALSHA: Redis caches the compiled script by its hash anyway, and EVAL needs
-                # neither the SCRIPT EXISTS round trip a pipeline makes before EVALSHA nor a reload after a restart.
-                keys, argv = args
-                pipe.eval(FINISH, len(keys), *keys, *argv)
-                finishes.append(index)
-            else:
-                getattr(pipe, name)(*args)
-        results = await pipe.execute()
-        dropped = sum(1 for index in finishes if results[index] == 0)
+    async def _send(self, ops: list[ReplyOp]) -> None:
+        dropped = await broker.send_replies(self._redis, ops)
         if dropped:
             self.dropped += dropped
             log.warning("dropped %d late answer(s): another reader had taken those requests over", dropped)

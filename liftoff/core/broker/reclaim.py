@@ -11,6 +11,7 @@ accident: they are reclaimed like any other). Its pending entries (XPENDING) are
 Claims use a minimum idle time so that two sweepers racing for one entry cannot both win it. Dead consumers with
 nothing pending are deleted from the group. Readers run `sweep` for their groups; the supervisor runs it with no
 free slots, which dead-letters exhausted entries and tidies consumers even when no reader of a group is live.
+A dead-lettered request's client gets a 503 naming the letter, written straight onto its reply stream.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from liftoff.core import registry, wire
+from liftoff.core.broker.dead_letters import add_letter
 from liftoff.core.keys import Keys
 from liftoff.core.wire import DeadLetter, Reply
 
 log = logging.getLogger(__name__)
 
 CLAIM_MIN_IDLE_MS = 1000
-DLQ_MAXLEN = 100_000
 
 
 @dataclass(slots=True)
@@ -111,7 +112,7 @@ async def _dead_letter(
                   f"{max_deliveries} time(s), the limit (max_deliveries)")
         letter = DeadLetter(group=group, entry_id=entry_id.decode(), reason=reason, failed_s=time.time(),
                             payload=(fields or {}).get(wire.FIELD, b"").decode())
-        pipe.xadd(keys.dlq, wire.encode(letter), maxlen=DLQ_MAXLEN, approximate=True)
+        add_letter(pipe, keys, letter)
         request_id, reply_to = wire.peek_ids(fields or {})
         if request_id and reply_to:
             message = f"the request failed: {reason}; it is kept in the dead-letter queue as {entry_id.decode()}"
