@@ -8,9 +8,9 @@ groups when it is unknown). Per group:
 * `live_readers` / `loading_readers`: readers of the group by registry state;
 * `reserved`: whether requests for the group wait for a reader (`reserved_consumers`) rather than being refused.
 
-Readers delete entries as they acknowledge them, so the stream's length is queued plus in progress.
-`read_backlogs` (liftoff.core.groups) is shared with the health report and the deployment autoscaler, so that the
-three never disagree on a number.
+Readers delete entries as they acknowledge them, so the stream's length is queued plus in progress. The groups
+and their numbers come from the broker (`read_directory`, `read_backlogs` in liftoff.core.broker), as the health
+report's and the deployment autoscaler's do, so that they never disagree on a number.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from liftoff.core import registry
-from liftoff.core.dispatch import TRANSIENT
-from liftoff.core.groups import read_backlogs
+from liftoff.core import broker
+from liftoff.core.broker import TRANSIENT
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import NotFound, Unavailable
 from liftoff.core.http.responses import json_response
@@ -31,16 +30,13 @@ from liftoff.core.http.responses import json_response
 
 async def group_table(gw: Gateway) -> dict[str, dict[str, Any]]:
     """Every known consumer group (served, registered or reserved; direct reader groups left out) with its backlog."""
-    d = gw.dispatcher
-    records = await registry.read_registry(d.redis, d.keys, gw.settings.heartbeat_check_interval)
-    served = {g.decode() for g in await d.redis.smembers(d.keys.groups)}
-    reserved = set(gw.settings.reserved_groups())
-    known = served | {g for r in records for g in r.info.consumer_groups} | reserved
-    groups = sorted(g for g in known if not g.startswith("@"))
-    backlogs = await read_backlogs(d.redis, d.keys, groups)
+    d, s = gw.dispatcher, gw.settings
+    directory = await broker.read_directory(d.redis, d.keys, s.heartbeat_check_interval, s.reserved_groups())
+    groups = sorted(directory.known())
+    backlogs = await broker.read_backlogs(d.redis, d.keys, groups)
     table = {}
     for group in groups:
-        members = [r for r in records if group in r.info.consumer_groups]
+        members = [r for r in directory.records if group in r.info.consumer_groups]
         b = backlogs[group]
         table[group] = {
             "name": group,
@@ -49,7 +45,7 @@ async def group_table(gw: Gateway) -> dict[str, dict[str, Any]]:
             "backlog": b.total,
             "live_readers": sum(r.status == "live" for r in members),
             "loading_readers": sum(r.status == "loading" for r in members),
-            "reserved": group in reserved,
+            "reserved": group in directory.reserved,
         }
     return table
 

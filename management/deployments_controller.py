@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from liftoff.core import registry
-from liftoff.core.groups import Backlog, read_backlogs
+from liftoff.core.broker import Backlog, read_backlogs
 from liftoff.core.keys import Keys
 from liftoff.core.registry import ReaderRecord
 from liftoff.core.settings import ReaderConfig, Settings

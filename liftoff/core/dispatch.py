@@ -1,4 +1,5 @@
-"""Dispatch from a gateway worker to readers over Redis Streams, and routing of their replies back.
+"""Dispatch from a gateway worker to readers over Redis Streams (through `liftoff.core.broker`), and routing of
+their replies back.
 
 Each gateway worker owns one reply stream, read by one background listener that hands every reply to the
 waiting request by id: no per-request subscriptions, no polling. Request XADDs issued in the same event-loop turn
@@ -20,9 +21,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.exceptions
-
-from liftoff.core import wire
+from liftoff.core import broker, wire
+from liftoff.core.broker import TRANSIENT  # also imported from here by older callers
 from liftoff.core.groups import GroupDirectory
 from liftoff.core.http.errors import GatewayTimeout, Unavailable, raise_for_reply
 from liftoff.core.keys import Keys
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 VIEW_REFRESH_S = 0.5
 REPLY_STREAM_TTL_S = 120  # a dead worker's reply stream goes away on its own
-TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 @dataclass(eq=False, slots=True)
@@ -215,22 +214,15 @@ class Dispatcher:
         return GatewayTimeout(f"no answer from consumer group {ticket.group!r} within {limit:g}s")
 
     async def _forget(self, ticket: Ticket) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        if ticket.entry_id is not None:
-            pipe.xdel(ticket.stream, ticket.entry_id)
-        pipe.publish(self.keys.cancel_channel, ticket.id)
         with contextlib.suppress(*TRANSIENT):  # else the reader drops it anyway once its deadline passes
-            await pipe.execute()
+            await broker.withdraw(self.redis, self.keys, ticket.stream, ticket.entry_id, ticket.id)
 
     async def _flush(self) -> None:
         try:
             while self._outbox:
                 batch, self._outbox = self._outbox, []
-                pipe = self.redis.pipeline(transaction=False)
-                for ticket, fields in batch:
-                    pipe.xadd(ticket.stream, fields)
                 try:
-                    ids = await pipe.execute()
+                    ids = await broker.submit(self.redis, [(ticket.stream, fields) for ticket, fields in batch])
                 except TRANSIENT as exc:
                     for ticket, _ in batch:
                         self._deliver_error(ticket, Unavailable(f"could not queue the request (Redis): {exc}"))
@@ -245,8 +237,8 @@ class Dispatcher:
         attempt = 0
         while True:
             try:
-                streams = {self.reply_key: self._last_reply_id}
-                resp = await self._listen_redis.xread(streams, count=1000, block=MAX_BLOCK_MS)
+                entries = await broker.read_replies(self._listen_redis, self.reply_key, self._last_reply_id,
+                                                    count=1000, block_ms=MAX_BLOCK_MS)
                 attempt = 0
             except TRANSIENT as exc:
                 self._fail_all(Unavailable(f"lost the connection to the request queue (Redis): {exc}"))
@@ -254,10 +246,9 @@ class Dispatcher:
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
-            for _, entries in resp or []:
-                for entry_id, fields in entries:
-                    self._last_reply_id = entry_id
-                    self._route(fields)
+            for entry_id, fields in entries:
+                self._last_reply_id = entry_id
+                self._route(fields)
 
     def _route(self, fields: dict[bytes, bytes]) -> None:
         try:
@@ -299,10 +290,8 @@ class Dispatcher:
             await asyncio.sleep(VIEW_REFRESH_S)
             try:
                 await self.refresh_view()
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.xtrim(self.reply_key, minid=self._last_reply_id)  # what the listener has read is done
-                pipe.expire(self.reply_key, REPLY_STREAM_TTL_S)
-                await pipe.execute()
+                # what the listener has read is done
+                await broker.trim_replies(self.redis, self.reply_key, self._last_reply_id, REPLY_STREAM_TTL_S)
             except TRANSIENT as exc:
                 log.debug("maintenance skipped: %s", exc)
             except Exception:

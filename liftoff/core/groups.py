@@ -1,8 +1,8 @@
 """Which consumer groups a gateway worker may dispatch to, and how deep their queues are.
 
-The directory is refreshed in the background (registry, served groups and each group's stream length, in two
-round trips); a request for a group the directory says is not live gets a fresh look before it is refused, so a
-reader that just came up is never turned away by a stale view.
+The directory is refreshed in the background (registry, served groups and each group's stream length, read
+through `liftoff.core.broker`); a request for a group the directory says is not live gets a fresh look before it is
+refused, so a reader that just came up is never turned away by a stale view.
 
 Queue depth is the request stream's length: readers delete entries as they acknowledge them, so the length is
 exactly what is queued or in progress. Between refreshes the worker adds what it has sent itself, which keeps the
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 from redis.asyncio import Redis
 
-from liftoff.core import registry
+from liftoff.core import broker
 from liftoff.core.http.errors import NotFound, TooManyRequests, Unavailable
 from liftoff.core.keys import Keys
 from liftoff.core.settings import Settings
@@ -80,57 +79,8 @@ class GroupDirectory:
             self._refreshing = None
 
     async def _read(self) -> GroupView:
-        records = await registry.read_registry(self.redis, self.keys, self.check_interval_s)
-        served = await self.redis.smembers(self.keys.groups)
-        live = {g for r in records if r.status == "live" for g in r.info.consumer_groups}
-        live |= {Keys.direct_group(r.reader_id) for r in records if r.status == "live"}
-        known = {g.decode() for g in served} | {g for r in records for g in r.info.consumer_groups} | self.reserved
-        known |= {Keys.direct_group(r.reader_id) for r in records}
+        directory = await broker.read_directory(self.redis, self.keys, self.check_interval_s, self.reserved)
+        known = directory.known(direct=True)
         groups = sorted(known)
-        pipe = self.redis.pipeline(transaction=False)
-        for group in groups:
-            pipe.xlen(self.keys.requests(group))
-        depths = await pipe.execute()
-        return GroupView(frozenset(live), frozenset(known), dict(zip(groups, depths, strict=True)))
-
-
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    group: str
-    queued: int  # in the stream, not yet delivered to any reader
-    in_progress: int  # delivered, not yet acknowledged
-    consumers: int  # consumer names the group has (live or not yet tidied)
-
-    @property
-    def total(self) -> int:
-        return self.queued + self.in_progress
-
-
-async def read_backlogs(redis: Redis, keys: Keys, groups: list[str]) -> dict[str, Backlog]:
-    """One round trip: XLEN and XINFO GROUPS of each group's request stream (a missing stream is an empty one)."""
-    if not groups:
-        return {}
-    pipe = redis.pipeline(transaction=False)
-    for group in groups:
-        pipe.xlen(keys.requests(group))
-        pipe.xinfo_groups(keys.requests(group))
-    replies = await pipe.execute(raise_on_error=False)
-    out = {}
-    for index, group in enumerate(groups):
-        length, infos = replies[2 * index], replies[2 * index + 1]
-        length = length if isinstance(length, int) else 0
-        info = _group_info(infos, group)
-        pending = int(info.get("pending", 0)) if info else 0
-        consumers = int(info.get("consumers", 0)) if info else 0
-        out[group] = Backlog(group, max(0, length - pending), pending, consumers)
-    return out
-
-
-def _group_info(infos: Any, group: str) -> dict[Any, Any] | None:
-    if not isinstance(infos, list):  # an error (no such key) stands for a stream nobody has written yet
-        return None
-    for info in infos:
-        name = info.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == group:
-            return info
-    return None
+        depths = await broker.stream_lengths(self.redis, [self.keys.requests(group) for group in groups])
+        return GroupView(directory.live(direct=True), known, dict(zip(groups, depths, strict=True)))

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from liftoff.core import registry
-from liftoff.core.dispatch import TRANSIENT
+from liftoff.core.broker import TRANSIENT
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import BadRequest
 from liftoff.core.http.responses import json_response
