@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from liftoff.core import wire
+from liftoff.core import broker, wire
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import BadRequest, NotFound
 from liftoff.core.http.parsing import read_json_object, validate
@@ -32,12 +32,8 @@ class RetryRequest(BaseModel):
 
 
 async def list_letters(redis: Redis, keys: Keys, count: int) -> list[dict[str, Any]]:
-    out = []
-    for letter_id, fields in await redis.xrange(keys.dlq, count=count):
-        letter = wire.DeadLetter.model_validate_json(fields[wire.FIELD])
-        out.append({"id": letter_id.decode(), **letter.model_dump(exclude={"payload", "v"}),
-                    "request": _request_view(letter)})
-    return out
+    return [{"id": letter_id, **letter.model_dump(exclude={"payload", "v"}), "request": _request_view(letter)}
+            for letter_id, letter in await broker.read_letters(redis, keys, count)]
 
 
 def _request_view(letter: DeadLetter) -> dict[str, Any] | None:
@@ -49,23 +45,17 @@ def _request_view(letter: DeadLetter) -> dict[str, Any] | None:
 
 
 async def retry(redis: Redis, keys: Keys, ids: list[str] | None, timeout_s: float) -> list[str]:
-    entries = await redis.xrange(keys.dlq) if ids is None else [
-        e for i in ids for e in await redis.xrange(keys.dlq, min=i, max=i)
-    ]
-    if ids is not None and len(entries) != len(ids):
-        found = {e[0].decode() for e in entries}
+    letters = await broker.read_letters(redis, keys) if ids is None else await broker.letters_by_id(redis, keys, ids)
+    if ids is not None and len(letters) != len(ids):
+        found = {letter_id for letter_id, _ in letters}
         raise NotFound(f"no dead letter {sorted(set(ids) - found)}")
     retried = []
-    for letter_id, fields in entries:
-        letter = DeadLetter.model_validate_json(fields[wire.FIELD])
+    for letter_id, letter in letters:
         item = WorkItem.model_validate_json(letter.payload)
         now = wire.now_ms()
         item = item.model_copy(update={"enqueued_ms": now, "deadline_ms": now + int(timeout_s * 1000)})
-        pipe = redis.pipeline(transaction=True)
-        pipe.xadd(keys.requests(letter.group), wire.encode(item))
-        pipe.xdel(keys.dlq, letter_id)
-        await pipe.execute()
-        retried.append(letter_id.decode())
+        await broker.requeue(redis, keys, letter_id, letter.group, item)
+        retried.append(letter_id)
     return retried
 
 
@@ -76,7 +66,7 @@ def dlq_routes(gw: Gateway) -> list[Route]:
         raw = request.query_params.get("count", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
             raise BadRequest(f"count must be an integer between 1 and {MAX_LIST}; given {raw!r}")
-        total = await d.redis.xlen(d.keys.dlq)
+        total = await broker.dlq_length(d.redis, d.keys)
         return json_response({"total": total, "entries": await list_letters(d.redis, d.keys, int(raw))})
 
     async def retry_letters(request: Request) -> Response:
@@ -87,9 +77,7 @@ def dlq_routes(gw: Gateway) -> list[Route]:
         return json_response({"retried": retried})
 
     async def purge(request: Request) -> Response:
-        total = await d.redis.xlen(d.keys.dlq)
-        await d.redis.delete(d.keys.dlq)
-        return json_response({"purged": total})
+        return json_response({"purged": await broker.purge(d.redis, d.keys)})
 
     return [
         Route("/dlq", show, methods=["GET"]),

@@ -43,8 +43,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import liftoff
-from liftoff.core import registry
-from liftoff.core.groups import read_backlogs
+from liftoff.core import broker, registry
+from liftoff.core.broker import read_backlogs
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.responses import json_response
 from liftoff.core.keys import Keys
@@ -160,31 +160,18 @@ class HealthReport:
         return await registry.read_registry(self.redis, self.keys, self.gw.settings.heartbeat_check_interval)
 
     async def _groups(self) -> list[str]:
-        served = {g.decode() for g in await self.redis.smembers(self.keys.groups)}
-        registered = {g for r in await self._records() for g in r.info.consumer_groups}
-        return sorted(served | registered | set(self.gw.settings.reserved_groups()))
+        s = self.gw.settings
+        directory = await broker.read_directory(self.redis, self.keys, s.heartbeat_check_interval, s.reserved_groups())
+        return sorted(directory.known())
 
     async def redis_info(self) -> dict[str, Any]:
         info = await self.redis.info("server")
         return {"url": redact(self.gw.settings.redis_url or ""), "version": info.get("redis_version")}
 
     async def streams(self) -> list[dict[str, Any]]:
-        groups = await self._groups()
-        names = [self.keys.requests(g) for g in groups] + [self.keys.dlq]
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.xlen(name)
-            pipe.memory_usage(name)
-            pipe.xinfo_groups(name)
-        replies = await pipe.execute(raise_on_error=False)
-        out = []
-        for index, name in enumerate(names):
-            length, size, infos = replies[3 * index: 3 * index + 3]
-            if size is None or isinstance(size, Exception):
-                continue  # no such stream yet
-            consumers = sum(int(i.get("consumers", 0)) for i in infos) if isinstance(infos, list) else 0
-            out.append({"name": name, "messages": int(length), "bytes": int(size), "consumers": consumers})
-        return out
+        names = [self.keys.requests(g) for g in await self._groups()] + [self.keys.dlq]
+        return [{"name": st.name, "messages": st.messages, "bytes": st.bytes, "consumers": st.consumers}
+                for st in await broker.stream_stats(self.redis, names)]
 
     async def kv_buckets(self) -> list[dict[str, Any]]:
         k = self.keys
@@ -204,10 +191,8 @@ class HealthReport:
         groups = await self._groups()
         backlogs = await read_backlogs(self.redis, self.keys, groups)
         counters = ["completed", "failed", "cancelled", "dead_lettered"]
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.mget([self.keys.stat(c) for c in counters])
-        pipe.xlen(self.keys.dlq)
-        values, dlq = await pipe.execute()
+        values = await self.redis.mget([self.keys.stat(c) for c in counters])
+        dlq = await broker.dlq_length(self.redis, self.keys)
         stats = dict(zip(counters, (int(v or 0) for v in values), strict=True))
         unprocessed = sum(b.queued for b in backlogs.values())
         processing = sum(b.in_progress for b in backlogs.values())
@@ -235,15 +220,13 @@ class HealthReport:
             b = backlogs[group]
             if b.consumers == 0 and b.total == 0:
                 continue
-            stream = self.keys.requests(group)
             redelivered = 0
             if b.in_progress:
-                pending = await self.redis.xpending_range(stream, group, min="-", max="+", count=MAX_PENDING_SCAN)
-                redelivered = sum(p["times_delivered"] > 1 for p in pending)
-            members = await self.redis.xinfo_consumers(stream, group) if b.consumers else []
+                redelivered = await broker.redelivered(self.redis, self.keys, group, MAX_PENDING_SCAN)
+            members = await broker.group_consumers(self.redis, self.keys, group) if b.consumers else []
             rows.append({"name": group, "pending": b.queued, "ack_pending": b.in_progress, "redelivered": redelivered,
-                         "readers": [{"name": _text(m["name"]), "ack_pending": int(m["pending"]),
-                                      "idle_ms": int(m["idle"])} for m in members]})
+                         "readers": [{"name": m.name, "ack_pending": m.pending, "idle_ms": m.idle_ms}
+                                     for m in members]})
         return {"total": len(rows), "consumers": rows}
 
     async def process_registry(self) -> list[dict[str, Any]]:
@@ -350,10 +333,6 @@ def _cpu_percent(procs: list[psutil.Process]) -> dict[int, float]:
         with contextlib.suppress(psutil.Error):
             out[proc.pid] = round(proc.cpu_percent(None), 1)
     return out
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def health_report_routes(gw: Gateway) -> list[Route]:

@@ -2,8 +2,9 @@
 
 Two parts: the values every gateway worker and reader recorded (summed over their files in multiprocess mode, see
 `liftoff.core.metrics`), and gauges read from Redis at scrape time, which no process owns: readers by state (from the
-registry), the backlog of each consumer group's request stream (XLEN: acknowledged entries are deleted, so the
-length is the work queued or in progress) and the dead-letter queue's length. Redis being unreachable drops the
+registry), the backlog of the request stream of each consumer group ever served (XLEN: acknowledged entries are
+deleted, so the length is the work queued or in progress) and the dead-letter queue's length, all read through
+`liftoff.core.broker`. Redis being unreachable drops the
 scrape-time gauges and sets `liftoff_redis_up` to 0; the recorded values are still served.
 """
 
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from liftoff.core import registry
+from liftoff.core import broker
 from liftoff.core.http.context import Gateway
 from liftoff.core.metrics import multiprocess_dir
 
@@ -51,13 +52,9 @@ async def scrape_time(gw: Gateway) -> list[Metric]:
     d = gw.dispatcher
     up = GaugeMetricFamily("liftoff_redis_up", "1 when the scrape could read Redis")
     try:
-        records = await registry.read_registry(d.redis, d.keys, gw.settings.heartbeat_check_interval)
-        groups = sorted(g.decode() if isinstance(g, bytes) else g for g in await d.redis.smembers(d.keys.groups))
-        async with d.redis.pipeline(transaction=False) as pipe:
-            for group in groups:
-                pipe.xlen(d.keys.requests(group))
-            pipe.xlen(d.keys.dlq)
-            lengths = await pipe.execute()
+        directory = await broker.read_directory(d.redis, d.keys, gw.settings.heartbeat_check_interval, ())
+        records, groups = directory.records, sorted(directory.served)
+        lengths = await broker.stream_lengths(d.redis, [d.keys.requests(g) for g in groups] + [d.keys.dlq])
     except Exception:  # noqa: BLE001 — a scrape must answer; the recorded values still help
         up.add_metric([], 0)
         return [up]
