@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from bench.common import interleave, print_best
 from liftoff.core.settings import ReaderConfig
 from readers.engines.embedding import EmbeddingEngine
 from tests.readers.tiny_models import CollectingSink, make_job
@@ -80,17 +81,14 @@ def main() -> None:
     items = texts(args.jobs)
     bench_engine(engine, items[:8])
     bench_static(engine, items[:8])
-    results: dict[str, list[float]] = {"engine": [], "static": [], "one at a time": []}
-    for _ in range(args.rounds):
-        results["engine"].append(bench_engine(engine, items))
-        results["static"].append(bench_static(engine, items))
-        results["one at a time"].append(bench_single(engine, items[:16]))
-    best = {k: max(v) for k, v in results.items()}
-    print(f"all-MiniLM-L6-v2, {args.jobs} texts, torch threads {torch.get_num_threads()}, best of {args.rounds}")
-    for name, value in best.items():
-        print(f"  {name:<14} {value:8.0f} sentences/s   (rounds: {', '.join(f'{v:.0f}' for v in results[name])})")
-    print(f"  ratio engine/static          {best['engine'] / best['static']:.2f}   (target >= 0.8)")
-    print(f"  ratio static/one-at-a-time   {best['static'] / best['one at a time']:.2f}")
+    results = interleave(args.rounds, {
+        "engine": lambda: bench_engine(engine, items),
+        "static": lambda: bench_static(engine, items),
+        "one at a time": lambda: bench_single(engine, items[:16]),
+    })
+    print_best(f"all-MiniLM-L6-v2, {args.jobs} texts, torch threads {torch.get_num_threads()}, best of {args.rounds}",
+               results, "sentences", (14, 8, 29), [("ratio engine/static", "engine", "static", "   (target >= 0.8)"),
+                                                   ("ratio static/one-at-a-time", "static", "one at a time", "")])
 
 
 if __name__ == "__main__":

@@ -30,39 +30,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
-import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from bench import common
 
-from bench.embeddings import (  # the server harness and report helpers live there
-    THREADS_ENV,
-    GatewayHarness,
-    InProcess,
-    Timed,
-    apply_quick,
-    common_flags,
-    conditions_json,
-    header_lines,
-    measure_all,
-    post_json,
-    print_gateway,
-    run_loop,
-    timed,
-    verdict,
-)
-
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is first imported (in functions below)
 GROUP = "primary"
 MODEL_DIR = "tiny-llama"
 
 
-def inprocess(args: argparse.Namespace, path: Path, texts: list[str]) -> list[Timed]:
+def inprocess(args: argparse.Namespace, path: Path, texts: list[str]) -> list[common.Timed]:
     import torch
 
     from bench.generation_inprocess import bench_engine
@@ -77,7 +59,7 @@ def inprocess(args: argparse.Namespace, path: Path, texts: list[str]) -> list[Ti
     batch = tok(batch_texts, return_tensors="pt", padding=True)
     singles = [tok(t, return_tensors="pt") for t in batch_texts]
 
-    def generate(inputs) -> int:
+    def generate(inputs: Any) -> int:
         with torch.inference_mode():
             out = model.generate(**inputs, do_sample=False, max_new_tokens=new, min_new_tokens=new,
                                  pad_token_id=tok.pad_token_id)
@@ -97,9 +79,9 @@ def inprocess(args: argparse.Namespace, path: Path, texts: list[str]) -> list[Ti
         for warm in (static, sequential, engine_jobs):
             warm(0)
         return [
-            timed(f"static batch: generate({len(batch_texts)} prompts)", static, args.inproc_seconds, 2),
-            timed("sequential: generate(1 prompt)", sequential, args.inproc_seconds, 4),
-            timed(f"reader engine, {len(batch_texts)} concurrent jobs", engine_jobs, args.inproc_seconds, 2),
+            common.timed(f"static batch: generate({len(batch_texts)} prompts)", static, args.inproc_seconds, 2),
+            common.timed("sequential: generate(1 prompt)", sequential, args.inproc_seconds, 4),
+            common.timed(f"reader engine, {len(batch_texts)} concurrent jobs", engine_jobs, args.inproc_seconds, 2),
         ]
     finally:
         engine.close()
@@ -107,7 +89,7 @@ def inprocess(args: argparse.Namespace, path: Path, texts: list[str]) -> list[Ti
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    common_flags(p)
+    common.common_flags(p)
     p.add_argument("--hidden", type=int, default=64, help="tiny Llama hidden size (64)")
     p.add_argument("--layers", type=int, default=2, help="tiny Llama layers (2)")
     p.add_argument("--new-tokens", type=int, default=64, help="new tokens per request, min = max (64)")
@@ -124,118 +106,80 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3,
                    help="--load (b): paired rounds of static pass + gateway window, --duration split over them (3)")
     args = p.parse_args(argv)
-    apply_quick(args)
+    common.apply_quick(args)
+    common.use_threads(args)
     argv = sys.argv[1:] if argv is None else argv
-    concs = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
+    tmp = Path(tempfile.mkdtemp(prefix="liftoff-bench-generate-"))
+    if args.load:
+        return _load(args, argv, tmp)
+    reader = {"model_name": MODEL_DIR, "consumer_group": GROUP, "max_batch_size": args.max_batch_size}
+    harness = common.GatewayHarness(tmp, reader, args.threads, args.workers, repository_path=tmp / "models")
+    return harness.guarded(lambda: bench(args, argv, harness), args.keep)
+
+
+def bench(args: argparse.Namespace, argv: list[str], harness: common.GatewayHarness) -> int:
+    """In-process, through the gateway, in-process again; then the report."""
     import torch
 
     from bench.generation_inprocess import prompts
+    from tests.readers.tiny_models import build_llama
 
-    args.threads = args.threads or torch.get_num_threads()
-    os.environ[THREADS_ENV] = str(args.threads)
-    torch.set_num_threads(args.threads)
+    concs = common.concurrencies(args.concurrency)
     texts = prompts(max(64, args.jobs))
     new = args.new_tokens
     bodies = [json.dumps({"text": t, "max_new_tokens": new, "min_new_tokens": new, "consumer_group": GROUP}).encode()
               for t in texts]
-    tmp = Path(tempfile.mkdtemp(prefix="liftoff-bench-generate-"))
-    harness: GatewayHarness | None = None
-    code = 0
-    if args.load:
-        return _load(args, argv, tmp)
-    try:
-        from tests.readers.tiny_models import build_llama
+    path = build_llama(harness.repository_path / MODEL_DIR, hidden=args.hidden, layers=args.layers)
+    params = sum(t.numel() for t in _weights(path))
+    inproc = common.InProcess()
+    if not args.skip_inprocess:
+        print(f"in-process: tiny Llama hidden {args.hidden}, {args.layers} layers, torch threads "
+              f"{torch.get_num_threads()} ...", flush=True)
+        inproc.measure("before", lambda: inprocess(args, path, texts), "tokens")
+    if not harness.serve(args.start_timeout):
+        return 1
+    check(harness.port, texts[0], new)
+    results = common.measure_served(harness, args, "/generate", bodies, concs, "tokens", new, inproc,
+                                    lambda: inprocess(args, path, texts))
 
-        path = build_llama(tmp / "models" / MODEL_DIR, hidden=args.hidden, layers=args.layers)
-        params = sum(t.numel() for t in _weights(path))
-        inproc = InProcess()
-        if not args.skip_inprocess:
-            print(f"in-process: tiny Llama hidden {args.hidden}, {args.layers} layers, torch threads "
-                  f"{torch.get_num_threads()} ...", flush=True)
-            inproc.add("before", inprocess(args, path, texts), "tokens")
-            gc.collect()
+    lengths = [len(ids) for ids in _tokenize(path, texts)]
+    extra = [
+        f"model: tiny random-weight Llama, hidden {args.hidden}, {args.layers} layers, {params / 1e6:.2f} M "
+        f"parameters, fp32, SDPA; {common.threads_note(args.threads)}",
+        f"prompts: {len(texts)} distinct, {min(lengths)}-{max(lengths)} tokens; greedy, min_new_tokens = "
+        f"max_new_tokens = {new}",
+        common.gateway_line(f"POST /generate {{\"text\": <prompt>, \"max_new_tokens\": {new}, \"min_new_tokens\": "
+                            f"{new}, \"consumer_group\": \"{GROUP}\"}}", args, f"max_batch_size {args.max_batch_size}"),
+    ]
+    static, sequential = inproc.best("static"), inproc.best("sequential")
+    out = common.print_served("bench.generation", argv, extra, inproc, args.threads, "tokens", new, results,
+                              [("static", static), ("sequential", sequential)],
+                              note=f"tokens/s = responses/s x {new}; ")
+    head = args.jobs if args.jobs in results else max(concs)
+    if inproc and head in results:
+        rate = results[head].rps * new
+        r_static = rate / static if static else float("nan")
+        r_seq = rate / sequential if sequential else float("nan")
+        print(f"gateway c={head} / in-process static batch of {args.jobs}:  {r_static:.2f}   "
+              f"(target >= 0.7: {common.verdict(r_static, 0.7)})")
+        print(f"gateway c={head} / in-process sequential:          {r_seq:.2f}x  "
+              f"(target >= 5x: {common.verdict(r_seq, 5.0)})")
+        out["ratios"] = {f"gateway_c{head}_over_static": round(r_static, 3),
+                         f"gateway_c{head}_over_sequential": round(r_seq, 3)}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
 
-        reader = {"model_name": MODEL_DIR, "consumer_group": GROUP, "max_batch_size": args.max_batch_size}
-        harness = GatewayHarness(tmp, reader, args.threads, args.workers, repository_path=tmp / "models")
-        started = time.monotonic()
-        harness.start()
-        print(f"starting liftoff serve (temp dir {tmp}) ...", flush=True)
-        failure = harness.wait_healthy(args.start_timeout)
-        if failure:
-            print(f"FAILED TO START: {failure}", file=sys.stderr)
-            return 1
-        print(f"healthy in {time.monotonic() - started:.1f}s: {harness.describe()}", flush=True)
-        status, body = post_json(harness.port, "/generate", {"text": texts[0], "max_new_tokens": new,
-                                                             "min_new_tokens": new, "consumer_group": GROUP,
-                                                             "return_metadata": True})
-        meta = body.get("metadata") if status == 200 and isinstance(body, dict) else body
-        print(f"check: POST /generate -> {status}, metadata {meta}", flush=True)
-        if not (isinstance(meta, dict) and meta.get("generated_tokens") == new):
-            print(f"WARNING: the check request did not generate {new} tokens; tokens/s below assume it does",
-                  flush=True)
 
-        results = run_loop(measure_all(harness, "/generate", bodies, concs, args.warmup, args.duration, "tokens",
-                                       new))
-        if args.hold > 0:
-            print(f"holding the server {args.hold:g}s: {harness.describe()}", flush=True)
-            time.sleep(args.hold)
-        harness.stop()
-        if inproc and not args.no_after:
-            print("in-process again, the server stopped ...", flush=True)
-            inproc.add("after", inprocess(args, path, texts), "tokens")
-            gc.collect()
-
-        lengths = [len(ids) for ids in _tokenize(path, texts)]
-        extra = [
-            f"model: tiny random-weight Llama, hidden {args.hidden}, {args.layers} layers, {params / 1e6:.2f} M "
-            f"parameters, fp32, SDPA; torch threads {args.threads} (bench process and reader: "
-            f"{THREADS_ENV}={args.threads})",
-            f"prompts: {len(texts)} distinct, {min(lengths)}-{max(lengths)} tokens; greedy, min_new_tokens = "
-            f"max_new_tokens = {new}",
-            f"gateway: POST /generate {{\"text\": <prompt>, \"max_new_tokens\": {new}, \"min_new_tokens\": {new}, "
-            f"\"consumer_group\": \"{GROUP}\"}}, {args.workers} worker(s); reader max_batch_size "
-            f"{args.max_batch_size}; {args.warmup:g}s warm-up + {args.duration:g}s measured per concurrency",
-        ]
-        header = header_lines("bench.generation", argv, extra)
-        print()
-        for line in header:
-            print(line)
-        print()
-        static, sequential = inproc.best("static"), inproc.best("sequential")
-        if inproc:
-            inproc.print("tokens", args.threads)
-            print()
-        print(f"through the gateway (HTTP -> gateway -> Redis -> reader -> back); tokens/s = responses/s x {new}; "
-              "÷: over the best in-process pass")
-        refs = [("static", static), ("sequential", sequential)] if inproc else []
-        print_gateway(results, "tokens", new, refs)
-        print()
-        out: dict = {"header": header, "inprocess_tokens_per_s": inproc.as_json(),
-                     "gateway": conditions_json(results, new), "ratios": {}}
-        head = args.jobs if args.jobs in results else max(concs)
-        if inproc and head in results:
-            rate = results[head].rps * new
-            r_static = rate / static if static else float("nan")
-            r_seq = rate / sequential if sequential else float("nan")
-            print(f"gateway c={head} / in-process static batch of {args.jobs}:  {r_static:.2f}   "
-                  f"(target >= 0.7: {verdict(r_static, 0.7)})")
-            print(f"gateway c={head} / in-process sequential:          {r_seq:.2f}x  "
-                  f"(target >= 5x: {verdict(r_seq, 5.0)})")
-            out["ratios"] = {f"gateway_c{head}_over_static": round(r_static, 3),
-                             f"gateway_c{head}_over_sequential": round(r_seq, 3)}
-        if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = 130
-    finally:
-        if harness is not None:
-            harness.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return code
+def check(port: int, text: str, new: int) -> None:
+    """One request with its metadata: does it generate `new` tokens, as the tokens/s figures assume?"""
+    status, body = common.post_json(port, "/generate", {"text": text, "max_new_tokens": new, "min_new_tokens": new,
+                                                 "consumer_group": GROUP, "return_metadata": True})
+    meta = body.get("metadata") if status == 200 and isinstance(body, dict) else body
+    print(f"check: POST /generate -> {status}, metadata {meta}", flush=True)
+    if not (isinstance(meta, dict) and meta.get("generated_tokens") == new):
+        print(f"WARNING: the check request did not generate {new} tokens; tokens/s below assume it does",
+              flush=True)
 
 
 def _load(args: argparse.Namespace, argv: list[str], tmp: Path) -> int:
@@ -243,28 +187,24 @@ def _load(args: argparse.Namespace, argv: list[str], tmp: Path) -> int:
 
     extra = [f"torch threads {args.threads} (bench process and readers), {args.workers} gateway worker(s); "
              f"(b) {args.warmup:g}s warm-up + {args.duration:g}s measured over {args.rounds} rounds"]
-    for line in header_lines("bench.generation", argv, extra):
+    for line in common.header_lines("bench.generation", argv, extra):
         print(line)
     print()
-    try:
-        results = run(args, tmp, GatewayHarness, measure_all, run_loop)
+
+    def work() -> int:
+        try:
+            results = run(args, tmp)
+        except RuntimeError as exc:
+            print(f"FAILED: {exc}", file=sys.stderr)
+            return 1
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
         return 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except RuntimeError as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    return common.guarded(work, lambda: common.remove_tmp(tmp, args.keep))
 
 
-def _weights(path: Path):
+def _weights(path: Path) -> list[Any]:
     from safetensors.torch import load_file
 
     return [t for f in sorted(path.glob("*.safetensors")) for t in load_file(str(f)).values()]

@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from bench.common import interleave, print_best
 from liftoff.core.settings import ReaderConfig
 from readers.engines.generation import GenerationEngine
 from tests.readers.tiny_models import CollectingSink, build_llama, make_job
@@ -95,19 +96,16 @@ def main() -> None:
         texts = prompts(args.jobs)
         bench_engine(engine, texts[:4], 8)  # warm-up
         bench_static(engine, texts[:4], 8)
-        results: dict[str, list[float]] = {"engine": [], "static": [], "sequential": []}
-        for _ in range(args.rounds):
-            results["engine"].append(bench_engine(engine, texts, args.new_tokens))
-            results["static"].append(bench_static(engine, texts, args.new_tokens))
-            results["sequential"].append(bench_sequential(engine, texts[:8], args.new_tokens))
+        results = interleave(args.rounds, {
+            "engine": lambda: bench_engine(engine, texts, args.new_tokens),
+            "static": lambda: bench_static(engine, texts, args.new_tokens),
+            "sequential": lambda: bench_sequential(engine, texts[:8], args.new_tokens),
+        })
         engine.close()
-    best = {k: max(v) for k, v in results.items()}
-    print(f"tiny Llama (hidden {args.hidden}, {args.layers} layers), {args.jobs} prompts x {args.new_tokens} "
-          f"new tokens, torch threads {torch.get_num_threads()}, best of {args.rounds}")
-    for name, value in best.items():
-        print(f"  {name:<11} {value:10.0f} tokens/s   (rounds: {', '.join(f'{v:.0f}' for v in results[name])})")
-    print(f"  ratio engine/static     {best['engine'] / best['static']:.2f}   (target >= 0.7)")
-    print(f"  ratio static/sequential {best['static'] / best['sequential']:.2f}")
+    print_best(f"tiny Llama (hidden {args.hidden}, {args.layers} layers), {args.jobs} prompts x {args.new_tokens} "
+               f"new tokens, torch threads {torch.get_num_threads()}, best of {args.rounds}", results, "tokens",
+               (11, 10, 24), [("ratio engine/static", "engine", "static", "   (target >= 0.7)"),
+                              ("ratio static/sequential", "static", "sequential", "")])
 
 
 if __name__ == "__main__":

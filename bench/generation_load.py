@@ -32,6 +32,8 @@ from typing import Any
 
 import httpx
 
+from bench.common import GatewayHarness
+
 NEW = 64
 
 
@@ -183,7 +185,7 @@ def static_generate(path: Path, texts: list[str], seconds: float) -> float:
     return best
 
 
-def interference_runs(args: argparse.Namespace, tmp: Path, harness_cls: Any, models: Path, tok: Any,
+def interference_runs(args: argparse.Namespace, tmp: Path, models: Path, tok: Any,
                       base: str) -> list[dict[str, Any]]:
     """(a): the interference load once with the shipped chunking and once with whole prompts."""
     longs = [f"{i} {base}" for i in range(200)]
@@ -196,7 +198,7 @@ def interference_runs(args: argparse.Namespace, tmp: Path, harness_cls: Any, mod
         reader: dict[str, Any] = {"model_name": "small-llama", "consumer_group": "primary"}
         if chunk is not None:
             reader["prefill_chunk_size"] = chunk
-        harness, url = _serve(harness_cls, tmp / f"a-{chunk}", reader, args, models)
+        harness, url = _serve(tmp / f"a-{chunk}", reader, args, models)
         try:
             httpx.post(url + "/generate", json={"text": longs[-1], "max_new_tokens": 2}, timeout=600)  # warm-up
             stats, elapsed = asyncio.run(interference(url, shorts, longs, args.streams, args.long_every,
@@ -253,11 +255,11 @@ def defaults(args: argparse.Namespace, path: Path, texts: list[str], bodies: lis
             "ratios": [round(r, 3) for r in ratios], "ratio": round(ratio, 3), "errors": errors}
 
 
-def _serve(harness_cls: Any, workdir: Path, reader: dict[str, Any], args: argparse.Namespace,
-           models: Path) -> tuple[Any, str]:
+def _serve(workdir: Path, reader: dict[str, Any], args: argparse.Namespace,
+           models: Path) -> tuple[GatewayHarness, str]:
     """`liftoff serve` with one reader, healthy, and its inference URL (RuntimeError with its log otherwise)."""
     workdir.mkdir()
-    harness = harness_cls(workdir, reader, args.threads, args.workers, repository_path=models)
+    harness = GatewayHarness(workdir, reader, args.threads, args.workers, repository_path=models)
     harness.start()
     failure = harness.wait_healthy(args.start_timeout)
     if failure:
@@ -266,7 +268,7 @@ def _serve(harness_cls: Any, workdir: Path, reader: dict[str, Any], args: argpar
     return harness, f"http://127.0.0.1:{harness.port}"
 
 
-def run(args: argparse.Namespace, tmp: Path, harness_cls: Any, measure_all: Any, run_loop: Any) -> dict[str, Any]:
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from tests.readers.tiny_models import build_small_llama, long_text
 
     models = tmp / "models"
@@ -278,13 +280,13 @@ def run(args: argparse.Namespace, tmp: Path, harness_cls: Any, measure_all: Any,
     results: dict[str, Any] = {"interference": [], "defaults": {}, "prefix": {}}
 
     if "a" in args.parts:
-        results["interference"] = interference_runs(args, tmp, harness_cls, models, tok, base)
+        results["interference"] = interference_runs(args, tmp, models, tok, base)
 
     print(f"\n(b) defaults: liftoff serve --model small-llama as shipped, c={args.jobs} POST /generate "
           f"({NEW} new tokens) / in-process static generate of {args.jobs}, {args.rounds} paired rounds")
     texts = [f"Request {i}: a reader holds a model and answers" for i in range(max(64, args.jobs))]
     bodies = [json.dumps({"text": t, "max_new_tokens": NEW, "min_new_tokens": NEW}).encode() for t in texts]
-    harness, url = _serve(harness_cls, tmp / "b", {"model_name": "small-llama", "consumer_group": "primary"}, args,
+    harness, url = _serve(tmp / "b", {"model_name": "small-llama", "consumer_group": "primary"}, args,
                           models)
     try:
         if "b" in args.parts:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.gateway_overhead import PORT_NAMES, Server, free_ports, http_status, launch_liftoff
+from bench.common import PORT_NAMES, Server, free_ports, http_status, launch_liftoff, post_request
 
 
 def start_server(tmp: Path, delay_ms: int) -> tuple[Server, dict[str, int]]:
@@ -161,10 +161,8 @@ def _has_text(buf: bytes, openai: bool) -> bool:
 
 
 def raw_request(url: str, body: dict[str, object]) -> bytes:
-    path = "/" + url.split("/", 3)[3]
-    payload = json.dumps(body).encode()
-    return (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(payload)}\r\n\r\n").encode() + payload
+    port, path = url.split(":")[2].split("/", 1)
+    return post_request(int(port), "/" + path, json.dumps(body).encode())
 
 
 async def measure(url: str, body: dict[str, object], openai: bool, conc: int, warmup_s: float,

@@ -26,13 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as _dt
 import json
-import os
-import platform
 import random
-import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -45,13 +40,23 @@ from typing import Any
 import psutil
 import redis
 
-from bench.gateway_overhead import (
+from bench.common import (
     CLK_TCK,
     Server,
-    _machine_busy_ticks,
+    client_loop,
     free_ports,
-    git_revision,
+    guarded,
+    host_line,
     launch_liftoff,
+    machine_busy_ticks,
+    nearest_rank_ms,
+    post_request,
+    remove_tmp,
+    response_head,
+    run_line,
+    run_loop,
+    set_nodelay,
+    start_failed,
     wait_ready,
 )
 from liftoff.core.keys import Keys
@@ -124,11 +129,7 @@ class Load:
         expected: Any = [prompt(f"b{i}") for i in range(BATCH)] if kind == "batch4" else prompt()
         body = json.dumps({"text": expected}, ensure_ascii=False).encode()
         path = "/generate_stream" if kind == "stream" else "/generate"
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        return kind, expected, head + body
+        return kind, expected, post_request(self.port, path, body)
 
     async def start(self) -> None:
         self.sending = True
@@ -188,10 +189,7 @@ class Conn(asyncio.Protocol):
     # transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(transport)
         if self.load.sending and not self.busy:
             self.send()
 
@@ -233,17 +231,8 @@ class Conn(asyncio.Protocol):
             head = bytes(self.buf[:end]).lower()
             del self.buf[: end + 4]
             self.head = head
-            try:
-                self.status = int(head[9:12])
-            except ValueError:
-                self.status = 0
-            i = head.find(b"\r\ncontent-length:")
-            if i >= 0:
-                j = head.find(b"\r\n", i + 2)
-                self.clen = int(head[i + 17 : j if j >= 0 else len(head)])
-            elif b"\r\ntransfer-encoding: chunked" in head:
-                self.chunked = True
-            else:
+            self.status, self.clen, self.chunked = response_head(head)
+            if self.clen < 0 and not self.chunked:
                 self.load.transport_errors["response without length"] += 1
                 self.load.note("response without length", repr(head[:300]))
                 self.transport.close()  # type: ignore[union-attr]  # the request counts as cut
@@ -491,22 +480,13 @@ def sample(load: Load, tree: Tree, client: redis.Redis, keys: Keys, t: float, re
                                        if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == load.port)
         except psutil.Error:
             pass
-    s.machine_busy_s = _machine_busy_ticks() / CLK_TCK
+    s.machine_busy_s = machine_busy_ticks() / CLK_TCK
     s.redis = redis_figures(client, keys)
     s.redis["aof_bytes"] = aof_bytes(redis_dir)
     return s
 
 
 # --- report -----------------------------------------------------------------------------------------------------
-def pct(values: list[int], q: float) -> float:
-    """Nearest-rank percentile, ns -> ms."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(rank) - 1] / 1e6
-
-
 def slope_mb_per_min(series: list[tuple[float, int]]) -> float:
     """Least-squares slope of RSS over time, MB per minute."""
     if len(series) < 3:
@@ -580,48 +560,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.minutes, args.warmup, args.interval = 20 / 60, 5.0, 5.0
 
-    try:
-        import uvloop
-        loop_name = f"uvloop {uvloop.__version__}"
-    except ImportError:
-        uvloop = None
-        loop_name = "asyncio (uvloop not installed)"
-
     tmp = Path(tempfile.mkdtemp(prefix="liftoff-soak-"))
-    server: Server | None = None
-    code = 0
-    try:
-        ports = free_ports(6)
-        started = time.monotonic()
-        server = start_liftoff(tmp, ports, args.workers)
-        print(f"starting liftoff serve (workers={args.workers}, readers {', '.join(READER_IDS)}, temp dir {tmp}) ...",
-              flush=True)
-        failures = wait_ready([server], ports[1], args.start_timeout)
-        if failures:
-            for failure in failures:
-                print(f"FAILED TO START: {failure}", file=sys.stderr)
-            return 1
-        print(f"server ready in {time.monotonic() - started:.1f}s on 127.0.0.1:{server.port}", flush=True)
-        coro = soak(server, tmp, args, loop_name, argv)
-        if uvloop is not None:
-            uvloop.run(coro)
-        else:
-            asyncio.run(coro)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = 130
-    finally:
-        if server is not None:
+    servers: list[Server] = []
+
+    def cleanup() -> None:
+        for server in servers:
             server.refresh_groups()
             server.stop(timeout_s=60.0)
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return code
+        remove_tmp(tmp, args.keep)
+
+    return guarded(lambda: serve_and_soak(args, argv, tmp, servers), cleanup)
 
 
-async def soak(server: Server, tmp: Path, args: argparse.Namespace, loop_name: str, argv: list[str] | None) -> None:
+def serve_and_soak(args: argparse.Namespace, argv: list[str] | None, tmp: Path, servers: list[Server]) -> int:
+    ports = free_ports(6)
+    started = time.monotonic()
+    server = start_liftoff(tmp, ports, args.workers)
+    servers.append(server)
+    print(f"starting liftoff serve (workers={args.workers}, readers {', '.join(READER_IDS)}, temp dir {tmp}) ...",
+          flush=True)
+    if start_failed(wait_ready([server], ports[1], args.start_timeout)):
+        return 1
+    print(f"server ready in {time.monotonic() - started:.1f}s on 127.0.0.1:{server.port}", flush=True)
+    run_loop(soak(server, tmp, args, argv))
+    return 0
+
+
+async def soak(server: Server, tmp: Path, args: argparse.Namespace, argv: list[str] | None) -> None:
     keys = Keys(NAMESPACE)
     redis_dir = tmp / "state" / "redis"
     client = redis.Redis(unix_socket_path=str(redis_dir / "redis.sock"), decode_responses=True,
@@ -685,12 +650,9 @@ async def soak(server: Server, tmp: Path, args: argparse.Namespace, loop_name: s
     client.close()
 
     # ---- report
-    command = " ".join(["python", "-m", "bench.soak", *(argv if argv is not None else sys.argv[1:])])
-    now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     print()
-    print(f"date: {now}   command: {command}   tree: {git_revision()}")
-    print(f"host: {platform.node()}  {os.cpu_count()} CPUs  load {os.getloadavg()[0]:.2f}  "
-          f"Python {platform.python_version()}  client: {loop_name}")
+    print(run_line("bench.soak", argv))
+    print(host_line(f"client: {client_loop()}"))
     print(f"server: liftoff serve, workers={args.workers}, readers {', '.join(READER_IDS)} (echo, group {GROUP}, "
           f"echo_token_delay_ms=2, max_batch_size=16), reserved_consumers=\"\", request_timeout_s={REQUEST_TIMEOUT_S}")
     total_answered = load.answered_total
@@ -703,11 +665,8 @@ async def soak(server: Server, tmp: Path, args: argparse.Namespace, loop_name: s
 
     print("\nLATENCY of 200 responses after warm-up, ms (stream: to the last event; ttfb: to its first byte)")
     print(f"{'kind':<12}{'n':>9}{'p50':>9}{'p99':>9}{'max':>9}")
-    for kind in KINDS:
-        lat = load.lat[kind]
-        print(f"{kind:<12}{len(lat):>9}{pct(lat, 50):>9.1f}{pct(lat, 99):>9.1f}{pct(lat, 100):>9.1f}")
-    print(f"{'stream ttfb':<12}{len(load.ttfb):>9}{pct(load.ttfb, 50):>9.1f}{pct(load.ttfb, 99):>9.1f}"
-          f"{pct(load.ttfb, 100):>9.1f}")
+    for kind, lat in [*((k, load.lat[k]) for k in KINDS), ("stream ttfb", load.ttfb)]:
+        print(f"{kind:<12}{len(lat):>9}" + "".join(f"{nearest_rank_ms(lat, q):>9.1f}" for q in (50, 99, 100)))
 
     start = samples[0]
     print(f"\nPROCESSES: RSS in MB after warm-up (start), at the end of the load (end), after the drain; change = "
