@@ -19,7 +19,8 @@ from starlette.testclient import TestClient
 
 from management.fit.api import fit_routes
 from management.fit.catalog import load_catalog
-from management.fit.hardware import cached_specs
+from management.fit.detect import cached_specs
+from management.fit.facts import FixedFacts
 from management.fit.query import parse_query
 from management.fit.report import fit_report
 
@@ -42,7 +43,8 @@ def main() -> int:
     parser.add_argument("--repository-path", default="./artefacts")
     args = parser.parse_args()
     gw = SimpleNamespace(settings=SimpleNamespace(repository_path=args.repository_path))
-    with TestClient(Starlette(routes=fit_routes(gw))) as client:  # type: ignore[arg-type]
+    routes = fit_routes(gw, facts=FixedFacts(cached_specs()))  # type: ignore[arg-type]
+    with TestClient(Starlette(routes=routes)) as client:
         body = client.get("/api/v1/models").json()
         models = body["total_models"]
         http_ms = median_ms(lambda: client.get("/api/v1/models"), args.runs)

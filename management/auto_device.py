@@ -1,7 +1,9 @@
 """Readers configured with `device = "auto"`: the fit engine chooses device, dtype and batch size.
 
-Placement counts the readers already running on this node (their models' memory), so a second reader lands on
-what the first left free. A model that fits no device is refused before any process starts, with the fit report
+Placement runs on the node's hardware facts, given as a `FactsSource`: the supervisor passes what it detected, the
+management API (in a gateway worker, which never detects) the facts the supervisor published in Redis. It counts
+the readers already running on this node (their models' memory), so a second reader lands on what the first left
+free. A model that fits no device is refused before any process starts, with the fit report
 that says why; so is a model the fit engine knows nothing about (give its device explicitly instead).
 """
 
@@ -13,7 +15,7 @@ from liftoff.core.registry import ReaderRecord
 from liftoff.core.settings import ReaderConfig
 from management.fit.analysis import fit_json
 from management.fit.catalog import load_catalog
-from management.fit.hardware import cached_specs
+from management.fit.facts import FactsSource
 from management.fit.placement import DEFAULT_MAX_BATCH_SIZE, PlacementRefused, RunningReader, UnknownModel, place
 
 NO_MODEL_NEEDED = {"echo"}
@@ -27,18 +29,23 @@ class AutoPlacementError(Exception):
         self.report = report
 
 
-def place_reader(
-    config: ReaderConfig, running: list[RunningReader], repository_path: str, echo: bool = False
+async def place_reader(
+    config: ReaderConfig, running: list[RunningReader], repository_path: str, echo: bool = False, *,
+    facts: FactsSource,
 ) -> ReaderConfig:
-    """`config` with device, dtype and max_batch_size filled in when its device is "auto"."""
+    """`config` with device, dtype and max_batch_size filled in when its device is "auto".
+
+    The facts are read only when placement needs them; `FactsUnavailable` (a 503) when they are not published.
+    """
     if config.device != "auto":
         return config
     if echo or config.model_name in NO_MODEL_NEEDED:
         return config.model_copy(update={"device": "cpu"})
+    specs = await facts.current()
     try:
         placement = place(
             config.model_name,
-            cached_specs(),
+            specs,
             load_catalog(repository_path),
             running,
             max_sequence_length=config.max_sequence_length,

@@ -19,6 +19,7 @@ from liftoff.core.http.responses import json_response
 from liftoff.core.settings import ReaderConfig
 from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader, running_readers
+from management.fit.facts import PublishedFacts
 
 REMOVE_POLL_S = 0.1
 
@@ -64,7 +65,9 @@ def reader_routes(gw: Gateway) -> list[Route]:
         if any(r.reader_id == reader_id for r in current):
             raise Conflict(f"reader_id {reader_id!r} is already registered")
         try:
-            config = place_reader(config, running_readers(current), gw.settings.repository_path, gw.settings.echo)
+            # On the facts the supervisor published: a gateway worker never detects hardware itself.
+            config = await place_reader(config, running_readers(current), gw.settings.repository_path,
+                                        gw.settings.echo, facts=PublishedFacts(d.redis, d.keys))
         except AutoPlacementError as exc:
             raise Unprocessable(f"cannot place the reader: {exc}", {"fit": exc.report}) from None
         config = config.model_copy(update={"reader_id": reader_id})

@@ -31,6 +31,8 @@ from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader
 from management.deployments_controller import DeploymentController
 from management.embedded_redis import EmbeddedRedis
+from management.facts_publisher import FactsPublisher
+from management.fit.facts import FixedFacts
 from management.fit.placement import RunningReader
 
 log = logging.getLogger("liftoff.supervisor")
@@ -79,13 +81,16 @@ class Supervisor:
         self.keys = Keys(self.settings.redis_namespace)
         self.id = f"{socket.gethostname()}-{os.getpid()}"
         self.deployments = DeploymentController(self.redis, self.keys, self.id, self.settings)
+        self.hardware = FactsPublisher(self.redis, self.keys, self.id)
         self.env = {**os.environ, RESOLVED_ENV: self.settings.model_dump_json(), reader_store.SUPERVISOR_ENV: self.id}
         if self.settings.enable_metrics:  # every child records into its own file there; GET /metrics sums them
             self.env[metrics.MULTIPROC_ENV] = metrics.fresh_multiprocess_dir(self.settings.state_dir)
         code = 1
         try:
+            # Before the gateway starts: its workers never detect hardware, they read what is published here.
+            await self.hardware.start(self.env)
             try:
-                configs = self._placed_readers()
+                configs = await self._placed_readers()
             except AutoPlacementError as exc:
                 log.error("cannot start: %s", exc)
                 return 2
@@ -101,13 +106,16 @@ class Supervisor:
                 self.redis_server.stop()
         return code
 
-    def _placed_readers(self) -> list[ReaderConfig]:
+    async def _placed_readers(self) -> list[ReaderConfig]:
         """config.toml's readers with their ids, and devices chosen for those that say "auto" (each counted for the
         next, so that they share the node rather than each assume all of it)."""
         placed: list[ReaderConfig] = []
+        assert self.hardware.specs is not None
+        facts = FixedFacts(self.hardware.specs)
         for index, config in enumerate(self.settings.readers):
             running = [RunningReader(c.model_name, c.device) for c in placed]
-            config = place_reader(config, running, self.settings.repository_path, self.settings.echo)
+            config = await place_reader(config, running, self.settings.repository_path, self.settings.echo,
+                                        facts=facts)
             reader_id = config.reader_id or f"{config.consumer_group}-{index}"
             placed.append(config.model_copy(update={"reader_id": reader_id}))
         return placed
@@ -144,6 +152,8 @@ class Supervisor:
             if now - last_prune > PRUNE_EVERY_S:
                 last_prune = now
                 await self._housekeeping(self._prune)
+            if self.hardware.due():
+                await self._housekeeping(self.hardware.refresh)
             await asyncio.sleep(POLL_S)
         log.info("stopping: %s", signal.Signals(self._signals[0]).name)
         return 0

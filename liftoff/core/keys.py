@@ -13,6 +13,7 @@
 | `<ns>:cancel`                | pub/sub channel             | -                              | cancelled request ids|
 | `<ns>:reader_configs:<sup>`  | hash reader_id → config     | none                           | one supervisor's set |
 | `<ns>:fit:measurements`      | hash model → Measurement    | none                           | fit calibration      |
+| `<ns>:fit:hardware:<node>`   | string (HardwareFacts JSON) | PX 60 s, refreshed every 15 s  | one node's hardware  |
 | `<ns>:deployments`           | hash rid → Deployment       | none                           | live deployments     |
 | `<ns>:deployment_models`     | hash model rid → model name | none                           | deployments' models  |
 | `<ns>:deployment_scale`      | hash rid → {target, next}   | none (controller only)         | replica targets      |
@@ -76,6 +77,10 @@ class Keys:
     @property
     def fit_measurements(self) -> str:
         return f"{self.ns}:fit:measurements"
+
+    def hardware_facts(self, node: str) -> str:
+        """What one node's supervisor detected (published by it, read by the fit engine in gateway workers)."""
+        return f"{self.ns}:fit:hardware:{node}"
 
     @property
     def deployments(self) -> str:

@@ -1,7 +1,12 @@
-"""The fit engine's HTTP routes: thin handlers over `management.fit.report`.
+"""The fit engine's HTTP routes: thin handlers over `management.fit.report`, run on published hardware facts.
 
-Errors use the reference's own body, `{"error": "..."}` (400 for a bad filter value, 500 `server error: ...`),
-not Liftoff's `{"error", "details", "code"}` shape, because schedulers written against the reference parse it.
+These routes are served by gateway workers, which never detect hardware (see `management.fit.facts`): the node's
+specs come from the facts its supervisor publishes in Redis, one GET per request. Until they are published the
+routes answer 503 with `Retry-After`.
+
+Errors use the reference's own body, `{"error": "..."}` (400 for a bad filter value, 503 when the hardware facts
+are not published yet, 500 `server error: ...`), not Liftoff's `{"error", "details", "code"}` shape, because
+schedulers written against the reference parse it.
 """
 
 from __future__ import annotations
@@ -20,23 +25,22 @@ from liftoff.core.calibration import Measurement, MeasurementSource, NoMeasureme
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.responses import json_response
 from management.fit.catalog import OVERLAY_ENV, ModelSpec, load_catalog
-from management.fit.hardware import SystemSpecs, cached_specs
+from management.fit.facts import FactsSource, FactsUnavailable, PublishedFacts
+from management.fit.hardware import node_name
 from management.fit.query import FitQuery, FitQueryError, parse_query
 from management.fit.report import fit_report, health_report, query_specs, system_report
 
 log = logging.getLogger(__name__)
 
-SpecsProvider = Callable[[], SystemSpecs]
-
 
 class FitService:
-    """What the routes need: the node's specs, its catalog, and its measurements; each injectable for tests."""
+    """What the routes need: the node's facts, its catalog, and its measurements; each injectable for tests."""
 
-    def __init__(self, repository_path: str | None, store: MeasurementSource | None = None,
-                 specs: SpecsProvider = cached_specs, overlay_path: str | None = None) -> None:
+    def __init__(self, repository_path: str | None, facts: FactsSource, store: MeasurementSource | None = None,
+                 overlay_path: str | None = None) -> None:
         self.repository_path = repository_path
         self.store = store or NoMeasurements()
-        self.specs = specs
+        self.facts = facts
         self.overlay_path = overlay_path if overlay_path is not None else os.environ.get(OVERLAY_ENV)
 
     def catalog(self) -> tuple[ModelSpec, ...]:
@@ -51,17 +55,27 @@ class FitService:
             return {}
 
     async def report(self, query: FitQuery) -> dict[str, Any]:
-        return fit_report(self.catalog(), self.specs(), query, await self.measurements())
+        specs = await self.facts.current()
+        return fit_report(self.catalog(), specs, query, await self.measurements())
 
 
 def _error(message: str, status: int) -> Response:
     return json_response({"error": message}, status)
 
 
-def fit_routes(gw: Gateway, store: MeasurementSource | None = None, specs: SpecsProvider = cached_specs,
+def _unavailable(exc: FactsUnavailable) -> Response:
+    return json_response({"error": exc.message}, exc.status, exc.headers)
+
+
+def fit_routes(gw: Gateway, store: MeasurementSource | None = None, facts: FactsSource | None = None,
                overlay_path: str | None = None) -> list[Route]:
-    """`/api/v1/system`, `/api/v1/models`, `/api/v1/models/top`, `/api/v1/models/{name}` for the management app."""
-    service = FitService(gw.settings.repository_path, store, specs, overlay_path)
+    """`/api/v1/system`, `/api/v1/models`, `/api/v1/models/top`, `/api/v1/models/{name}` for the management app.
+
+    `facts` defaults to those published for this node in the worker's Redis (`gw.dispatcher`).
+    """
+    if facts is None:
+        facts = PublishedFacts(gw.dispatcher.redis, gw.dispatcher.keys)
+    service = FitService(gw.settings.repository_path, facts, store, overlay_path)
 
     async def respond(request: Request, top_only: bool = False, name: str | None = None) -> Response:
         try:
@@ -70,6 +84,8 @@ def fit_routes(gw: Gateway, store: MeasurementSource | None = None, specs: Specs
             return _error(str(exc), 400)
         try:
             return json_response(await service.report(query))
+        except FactsUnavailable as exc:
+            return _unavailable(exc)
         except Exception as exc:
             log.exception("fit report failed")
             return _error(f"server error: {exc}", 500)
@@ -88,7 +104,11 @@ def fit_routes(gw: Gateway, store: MeasurementSource | None = None, specs: Specs
             query = parse_query(request.query_params)
         except FitQueryError as exc:
             return _error(str(exc), 400)
-        return json_response(system_report(query_specs(service.specs(), query)))
+        try:
+            specs = await service.facts.current()
+        except FactsUnavailable as exc:
+            return _unavailable(exc)
+        return json_response(system_report(query_specs(specs, query)))
 
     return [
         Route("/api/v1/system", system, methods=["GET"]),
@@ -98,14 +118,15 @@ def fit_routes(gw: Gateway, store: MeasurementSource | None = None, specs: Specs
     ]
 
 
-def fit_health_route(specs: SpecsProvider = cached_specs, path: str = "/health") -> Route:
+def fit_health_route(node: Callable[[], str] = node_name, path: str = "/health") -> Route:
     """The reference's liveness body, `{"status": "ok", "node": {"name", "os"}}`.
 
-    Liftoff's port apps already answer `/health` with the readiness body; mount this where the reference shape is
-    wanted (it must come before the port app's own `/health` route to win).
+    Liveness needs only the node's name and OS, so it reads no hardware facts and answers before they are
+    published. Liftoff's port apps already answer `/health` with the readiness body; mount this where the
+    reference shape is wanted (it must come before the port app's own `/health` route to win).
     """
 
     async def health(request: Request) -> Response:
-        return json_response(health_report(specs()))
+        return json_response(health_report(node()))
 
     return Route(path, health, methods=["GET"])

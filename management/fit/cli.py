@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from management.fit.catalog import load_catalog
-from management.fit.hardware import detect_specs
+from management.fit.detect import detect_specs
 from management.fit.query import FitQueryError, parse_query
 from management.fit.report import fit_report
 

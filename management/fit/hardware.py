@@ -1,26 +1,19 @@
-"""What this node has: RAM, CPU, GPUs, and the "what if" overrides a scheduler may ask about.
+"""What a node has (RAM, CPU, GPUs) as plain values, and the "what if" overrides a scheduler may ask about.
 
-`detect_specs()` polls the OS (psutil, `/proc/cpuinfo`), `torch.cuda` when torch is importable and NVML when
-`pynvml` is installed; neither is required, and their absence reads as "no GPU". Detection costs tens of
-milliseconds (importing torch costs far more the first time), so `cached_specs()` keeps the answer for a few
-seconds: the list endpoint must stay fast while available RAM is still reported fresh enough for placement.
+Nothing here asks the hardware: `management.fit.detect` does that (torch, NVML), in the supervisor's detection
+child and in `liftoff fit`. Gateway workers get a node's `SystemSpecs` from the facts the supervisor publishes
+(`management.fit.facts`), so this module, which they import, must stay free of torch and of detection.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import socket
-import threading
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import psutil
-
 GIB = 1024**3
-SPECS_TTL_S = 5.0
 
 # Peak memory bandwidth by GPU name fragment (first match wins, so longer names come first). Vendor data sheets.
 GPU_BANDWIDTH_GBPS: tuple[tuple[str, float], ...] = (
@@ -130,70 +123,6 @@ def node_os() -> str:
     return platform.system().lower() or "unknown"
 
 
-def cpu_arch() -> str:
-    machine = platform.machine().lower()
-    return "ARM" if machine.startswith(("arm", "aarch")) else "x86"
-
-
-def cpu_name() -> str:
-    # x86 kernels say "model name" ("model" is a number there); ARM kernels say "Hardware" or "Model", if anything.
-    found: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key, value = key.strip().lower(), value.strip()
-                if key in ("model name", "hardware", "model") and value and key not in found:
-                    found[key] = value
-    except OSError:
-        pass
-    for key in ("model name", "hardware", "model"):
-        if key in found and not found[key].isdigit():
-            return found[key]
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _torch_gpus() -> list[GpuInfo]:
-    # torch is optional and slow to import: ask whether it exists before importing it.
-    if importlib.util.find_spec("torch") is None:
-        return []
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return []
-        backend = "ROCm" if getattr(torch.version, "hip", None) else "CUDA"
-        cards = []
-        for index in range(torch.cuda.device_count()):
-            props = torch.cuda.get_device_properties(index)
-            cards.append(GpuInfo(props.name, round(props.total_memory / GIB, 2), backend))
-        return cards
-    except Exception:  # noqa: BLE001 - a broken driver must read as "no GPU", never fail detection
-        return []
-
-
-def _nvml_gpus() -> list[GpuInfo]:
-    if importlib.util.find_spec("pynvml") is None:
-        return []
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            cards = []
-            for index in range(pynvml.nvmlDeviceGetCount()):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                name = pynvml.nvmlDeviceGetName(handle)
-                name = name.decode() if isinstance(name, bytes) else name
-                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-                cards.append(GpuInfo(str(name), round(memory.total / GIB, 2), "CUDA"))
-            return cards
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - NVML present without a driver is common in containers
-        return []
-
-
 def group_gpus(cards: list[GpuInfo]) -> tuple[GpuInfo, ...]:
     """Identical cards (same name and VRAM) become one entry with a count."""
     groups: dict[tuple[str, float | None, str], int] = {}
@@ -201,37 +130,6 @@ def group_gpus(cards: list[GpuInfo]) -> tuple[GpuInfo, ...]:
         key = (card.name, card.vram_gb, card.backend)
         groups[key] = groups.get(key, 0) + card.count
     return tuple(GpuInfo(name, vram, backend, count) for (name, vram, backend), count in groups.items())
-
-
-def detect_specs() -> SystemSpecs:
-    memory = psutil.virtual_memory()
-    # NVML sees cards that CUDA_VISIBLE_DEVICES hides from torch; torch is what a reader will use, so it wins.
-    cards = _torch_gpus() or _nvml_gpus()
-    return SystemSpecs(
-        total_ram_gb=round(memory.total / GIB, 2),
-        available_ram_gb=round(memory.available / GIB, 2),
-        cpu_cores=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
-        cpu_name=cpu_name(),
-        cpu_arch=cpu_arch(),
-        gpus=group_gpus(cards),
-        quant_libs=importlib.util.find_spec("bitsandbytes") is not None,
-    )
-
-
-_cache_lock = threading.Lock()
-_cached: tuple[float, SystemSpecs] | None = None
-
-
-def cached_specs(ttl_s: float = SPECS_TTL_S) -> SystemSpecs:
-    global _cached
-    now = time.monotonic()
-    with _cache_lock:
-        if _cached is not None and now - _cached[0] < ttl_s:
-            return _cached[1]
-    specs = detect_specs()
-    with _cache_lock:
-        _cached = (now, specs)
-    return specs
 
 
 def with_overrides(specs: SystemSpecs, ram_gb: float | None = None, vram_gb: float | None = None,

@@ -8,7 +8,7 @@ from typing import Any
 from liftoff.core.calibration import Measurement
 from management.fit.analysis import FIT_RANK, ModelFit, analyze, fit_json
 from management.fit.catalog import ModelSpec
-from management.fit.hardware import SystemSpecs, node_json, system_json, with_overrides
+from management.fit.hardware import SystemSpecs, node_json, node_os, system_json, with_overrides
 from management.fit.query import FitQuery
 
 
@@ -94,5 +94,6 @@ def system_report(specs: SystemSpecs) -> dict[str, Any]:
     return {"node": node_json(specs), "system": system_json(specs)}
 
 
-def health_report(specs: SystemSpecs) -> dict[str, Any]:
-    return {"status": "ok", "node": node_json(specs)}
+def health_report(name: str) -> dict[str, Any]:
+    """The reference's liveness body for the node called `name`."""
+    return {"status": "ok", "node": {"name": name, "os": node_os()}}

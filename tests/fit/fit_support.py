@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from liftoff.core.calibration import MeasurementSource
 from management.fit.api import fit_health_route, fit_routes
+from management.fit.facts import FixedFacts
 from management.fit.hardware import GpuInfo, SystemSpecs
 
 CPU_NODE = SystemSpecs(total_ram_gb=64.0, available_ram_gb=60.0, cpu_cores=8, cpu_name="Test CPU", cpu_arch="x86",
@@ -66,8 +67,9 @@ def fit_app_fixture(tmp_path: Path) -> Iterator[AppFactory]:
     def make(specs: SystemSpecs = CPU_NODE, store: MeasurementSource | None = None,
              repository_path: str | None = None, overlay_path: str | None = None) -> TestClient:
         gw = SimpleNamespace(settings=SimpleNamespace(repository_path=repository_path or str(tmp_path / "empty")))
-        routes = [*fit_routes(gw, store, specs=lambda: specs, overlay_path=overlay_path or ""),  # type: ignore[arg-type]
-                  fit_health_route(lambda: specs)]
+        # The node's facts as the supervisor would have published them: fit routes never detect hardware.
+        routes = [*fit_routes(gw, store, facts=FixedFacts(specs), overlay_path=overlay_path or ""),  # type: ignore[arg-type]
+                  fit_health_route(lambda: specs.node_name)]
         # Entered, so that every request runs on one event loop: the store's Redis connections are bound to it.
         client = TestClient(Starlette(routes=routes)).__enter__()
         clients.append(client)

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import platform
 
-from management.fit.hardware import (
-    GpuInfo,
-    cached_specs,
-    detect_specs,
-    gpu_bandwidth_gbps,
-    group_gpus,
-    system_json,
-    with_overrides,
-)
+from management.fit.detect import cached_specs, detect_specs
+from management.fit.hardware import GpuInfo, gpu_bandwidth_gbps, group_gpus, system_json, with_overrides
 
 from fit_support import CPU_NODE, H100_NODE
 
