@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from redis.asyncio import Redis
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,7 +36,7 @@ from liftoff.core.http.errors import ApiError, Unavailable
 from liftoff.core.http.parsing import read_json_object
 from liftoff.core.http.responses import json_response
 from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
-from liftoff.core.keys import valid_group_name
+from liftoff.core.keys import Keys, valid_group_name
 from management import deployments_store as store
 from management import reader_store
 from management.deployments_model import (
@@ -113,62 +114,101 @@ RunGenerate = Callable[[str, dict[str, Any], str], Awaitable[dict[str, Any]]]
 
 
 def deployment_routes(gw: Gateway, run_generate: RunGenerate) -> list[BaseRoute]:
-    d = gw.dispatcher
+    return LiveDeployments(gw, run_generate).routes()
 
-    async def view(dep: Deployment) -> dict[str, Any]:
-        records = await registry.read_registry(d.redis, d.keys, gw.settings.heartbeat_check_interval)
-        scale = (await store.load_scale(d.redis, d.keys)).get(dep.rid)
+
+class LiveDeployments:
+    """The handlers of the live deployments API, on one gateway's dispatcher (its Redis and key names)."""
+
+    def __init__(self, gw: Gateway, run_generate: RunGenerate) -> None:
+        self.gw = gw
+        self.dispatcher = gw.dispatcher
+        self.run_generate = run_generate
+
+    def routes(self) -> list[BaseRoute]:
+        inner = Router(routes=[
+            Route("/{rid}", self.get_one, methods=["GET"]),
+            Route("/{rid}", self.replace, methods=["PUT"]),
+            Route("/{rid}", self.remove, methods=["DELETE"]),
+            Route("/{rid}/start", self.start, methods=["POST"]),
+            Route("/{rid}/disable", self.disable, methods=["POST"]),
+            Route("/{rid}/transformJson", self.transform_json, methods=["POST"]),
+        ])
+        # The exact prefix is a Route (a Mount would redirect it to a trailing slash); the rest is mounted below it.
+        return [
+            Route(PREFIX, EnvelopeErrors(self.top), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+            Mount(PREFIX, app=EnvelopeErrors(inner)),
+        ]
+
+    @property
+    def redis(self) -> Redis:
+        return self.dispatcher.redis
+
+    @property
+    def keys(self) -> Keys:
+        return self.dispatcher.keys
+
+    async def top(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = {"GET": self.list_deployments, "POST": self.create}.get(scope["method"])
+        if handler is None:
+            raise HTTPException(405, f"method {scope['method']} not allowed on {PREFIX}")
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def view(self, dep: Deployment) -> dict[str, Any]:
+        records = await registry.read_registry(self.redis, self.keys, self.gw.settings.heartbeat_check_interval)
+        scale = (await store.load_scale(self.redis, self.keys)).get(dep.rid)
         health = store.health(dep, scale.target if scale else None, store.replicas_of(dep, records))
         return dep.view(health.state, health.ready, health.reason)
 
-    async def find(request: Request) -> Deployment:
+    async def find(self, request: Request) -> Deployment:
         _preview(request)
         rid = check_rid(request.path_params["rid"], RID_PARAM, DEPLOYMENT_TYPE, "UnsupportedLiveDeployment")
-        dep = await store.get(d.redis, d.keys, rid)
+        dep = await store.get(self.redis, self.keys, rid)
         if dep is None:
             raise not_found("LiveDeploymentNotFound", **{RID_PARAM: rid})
         return dep
 
-    async def list_deployments(request: Request) -> Response:
+    async def list_deployments(self, request: Request) -> Response:
         _preview(request)
         model_rid = request.query_params.get("modelRid")
         branch = request.query_params.get("branch")
-        deps = await store.load_all(d.redis, d.keys)
+        deps = await store.load_all(self.redis, self.keys)
         if model_rid is not None:
             check_rid(model_rid, "modelRid", MODEL_TYPE)
-            if await store.model_name(d.redis, d.keys, model_rid) is None:
+            if await store.model_name(self.redis, self.keys, model_rid) is None:
                 raise not_found("ModelNotFound", modelRid=model_rid)
             deps = [x for x in deps if x.model_rid == model_rid]
         if branch is not None:
             deps = [x for x in deps if x.branch == branch]
-        return json_response({"data": [await view(x) for x in deps]})
+        return json_response({"data": [await self.view(x) for x in deps]})
 
-    async def create(request: Request) -> Response:
+    async def create(self, request: Request) -> Response:
         _preview(request)
         body = _parse(CreateRequest, await read_json_object(request))
         kind = body.deployment_type
         if kind.type != "direct":
             raise invalid("UnsupportedLiveDeployment", deploymentType=kind.type)
-        model_rid, name = await _model(body)
+        model_rid, name = await self._model(body)
         reader = check_reader_config(body.reader_config)
         check_fits_node(body.runtime_configuration)
         rid = mint_rid(DEPLOYMENT_TYPE)
         group = body.consumer_group or f"deployment-{rid.rsplit('.', 1)[1][:8]}"
-        await _check_group(group)
+        await self._check_group(group)
         dep = Deployment(rid=rid, model_rid=model_rid, model_name=name,
                          model_version_rid=model_version_rid_for(model_rid, name), branch=kind.branch or DEFAULT_BRANCH,
                          consumer_group=group, runtime=body.runtime_configuration, reader=reader,
                          supervisor=_supervisor())
-        await store.register_model(d.redis, d.keys, model_rid, name)
-        await store.save(d.redis, d.keys, dep)
+        await store.register_model(self.redis, self.keys, model_rid, name)
+        await store.save(self.redis, self.keys, dep)
         log.info("live deployment %s created: model %s, group %s", rid, name, group)
-        return json_response(await view(dep))
+        return json_response(await self.view(dep))
 
-    async def _model(body: CreateRequest) -> tuple[str, str]:
+    async def _model(self, body: CreateRequest) -> tuple[str, str]:
         given = body.deployment_type.model_rid
         if given is not None:
             check_rid(given, "modelRid", MODEL_TYPE)
-        known = await store.model_name(d.redis, d.keys, given) if given else None
+        known = await store.model_name(self.redis, self.keys, given) if given else None
         if body.model_name is None:
             if given is None:
                 raise invalid("InvalidArgument", field="deploymentType.modelRid",
@@ -181,71 +221,50 @@ def deployment_routes(gw: Gateway, run_generate: RunGenerate) -> list[BaseRoute]
                           message=f"model rid {given} is model {known!r}, not {body.model_name!r}")
         return given or model_rid_for(body.model_name), body.model_name
 
-    async def _check_group(group: str) -> None:
+    async def _check_group(self, group: str) -> None:
         if not valid_group_name(group):
             raise invalid("InvalidArgument", field="consumerGroup",
                           message=f"consumerGroup must be a name without spaces or braces; given {group!r}")
-        if group.startswith("@") or any(x.consumer_group == group for x in await store.load_all(d.redis, d.keys)):
+        if group.startswith("@") or any(x.consumer_group == group
+                                        for x in await store.load_all(self.redis, self.keys)):
             raise invalid("ConsumerGroupInUse", consumerGroup=group)
 
-    async def get_one(request: Request) -> Response:
-        return json_response(await view(await find(request)))
+    async def get_one(self, request: Request) -> Response:
+        return json_response(await self.view(await self.find(request)))
 
-    async def replace(request: Request) -> Response:
-        dep = await find(request)
+    async def replace(self, request: Request) -> Response:
+        dep = await self.find(request)
         body = _parse(ReplaceRequest, await read_json_object(request))
         check_fits_node(body.runtime_configuration)
         dep = dep.model_copy(update={"runtime": body.runtime_configuration})
-        await store.save(d.redis, d.keys, dep)
-        return json_response(await view(dep))
+        await store.save(self.redis, self.keys, dep)
+        return json_response(await self.view(dep))
 
-    async def remove(request: Request) -> Response:
-        dep = await find(request)
-        stopped = await store.delete(d.redis, d.keys, dep)
+    async def remove(self, request: Request) -> Response:
+        dep = await self.find(request)
+        stopped = await store.delete(self.redis, self.keys, dep)
         log.info("live deployment %s deleted; stopping replicas %s", dep.rid, stopped)
         return Response(status_code=204)
 
-    async def set_disabled(request: Request, disabled: bool) -> Response:
-        dep = await find(request)
+    async def set_disabled(self, request: Request, disabled: bool) -> Response:
+        dep = await self.find(request)
         if dep.disabled != disabled:
-            await store.save(d.redis, d.keys, dep.model_copy(update={"disabled": disabled}))
+            await store.save(self.redis, self.keys, dep.model_copy(update={"disabled": disabled}))
         return Response(status_code=204)
 
-    async def start(request: Request) -> Response:
-        return await set_disabled(request, False)
+    async def start(self, request: Request) -> Response:
+        return await self.set_disabled(request, False)
 
-    async def disable(request: Request) -> Response:
-        return await set_disabled(request, True)
+    async def disable(self, request: Request) -> Response:
+        return await self.set_disabled(request, True)
 
-    async def transform_json(request: Request) -> Response:
-        dep = await find(request)
+    async def transform_json(self, request: Request) -> Response:
+        dep = await self.find(request)
         body = await read_json_object(request)
         data = body.get("input")
         if not isinstance(data, dict):
             raise invalid("InvalidArgument", field="input", message="input must be an object: a /generate body")
-        return json_response({"output": await run_generate(dep.consumer_group, data, "input.")})
-
-    inner = Router(routes=[
-        Route("/{rid}", get_one, methods=["GET"]),
-        Route("/{rid}", replace, methods=["PUT"]),
-        Route("/{rid}", remove, methods=["DELETE"]),
-        Route("/{rid}/start", start, methods=["POST"]),
-        Route("/{rid}/disable", disable, methods=["POST"]),
-        Route("/{rid}/transformJson", transform_json, methods=["POST"]),
-    ])
-
-    async def top(scope: Scope, receive: Receive, send: Send) -> None:
-        handler = {"GET": list_deployments, "POST": create}.get(scope["method"])
-        if handler is None:
-            raise HTTPException(405, f"method {scope['method']} not allowed on {PREFIX}")
-        response = await handler(Request(scope, receive))
-        await response(scope, receive, send)
-
-    # The exact prefix is a Route (a Mount would redirect it to a trailing slash); the rest is mounted below it.
-    return [
-        Route(PREFIX, EnvelopeErrors(top), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
-        Mount(PREFIX, app=EnvelopeErrors(inner)),
-    ]
+        return json_response({"output": await self.run_generate(dep.consumer_group, data, "input.")})
 
 
 def _preview(request: Request) -> None:
