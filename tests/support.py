@@ -70,16 +70,16 @@ class Server:
         self.log_path = workdir / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def port_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['port']}"
+        return self.port_url("port")
 
     @property
     def mgmt(self) -> str:
-        return f"http://127.0.0.1:{self.ports['management_port']}"
-
-    def port_url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
+        return self.port_url("management_port")
 
     def start(self, wait_healthy: bool = True, timeout_s: float = 60) -> Server:
         log = open(self.log_path, "ab")
