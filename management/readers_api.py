@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from pydantic import ValidationError
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,6 +17,7 @@ from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError, NotFound, Unavailable, Unprocessable, from_validation
 from liftoff.core.http.parsing import read_json_object
 from liftoff.core.http.responses import json_response
+from liftoff.core.keys import Keys
 from liftoff.core.settings import ReaderConfig
 from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader, running_readers
@@ -29,14 +31,38 @@ class Conflict(ApiError):
 
 
 def reader_routes(gw: Gateway) -> list[Route]:
-    d = gw.dispatcher
+    return ReaderManagement(gw).routes()
 
-    async def records() -> list[registry.ReaderRecord]:
-        return await registry.read_registry(d.redis, d.keys, gw.settings.heartbeat_check_interval)
 
-    async def reader_groups(request: Request) -> Response:
+class ReaderManagement:
+    """The handlers of the reader routes, on one gateway's dispatcher (its Redis and key names) and settings."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.dispatcher = gw.dispatcher
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/reader_groups", self.reader_groups, methods=["GET"]),
+            Route("/reader", self.add_reader, methods=["POST"]),
+            Route("/reader/{reader_id}", self.delete_reader, methods=["DELETE"]),
+            Route("/config/{reader_id}", self.reader_config, methods=["GET"]),
+        ]
+
+    @property
+    def redis(self) -> Redis:
+        return self.dispatcher.redis
+
+    @property
+    def keys(self) -> Keys:
+        return self.dispatcher.keys
+
+    async def records(self) -> list[registry.ReaderRecord]:
+        return await registry.read_registry(self.redis, self.keys, self.gw.settings.heartbeat_check_interval)
+
+    async def reader_groups(self, request: Request) -> Response:
         groups: dict[str, list[dict[str, Any]]] = {}
-        for r in await records():
+        for r in await self.records():
             for group in r.info.consumer_groups:
                 groups.setdefault(group, []).append(
                     {
@@ -51,7 +77,7 @@ def reader_routes(gw: Gateway) -> list[Route]:
                 )
         return json_response(groups)
 
-    async def add_reader(request: Request) -> Response:
+    async def add_reader(self, request: Request) -> Response:
         sup = _supervisor()
         body = await read_json_object(request)
         known = {k: v for k, v in body.items() if k in ReaderConfig.model_fields}
@@ -61,17 +87,8 @@ def reader_routes(gw: Gateway) -> list[Route]:
         except ValidationError as exc:
             raise from_validation(exc) from None
         reader_id = config.reader_id or f"{config.consumer_group}-{uuid.uuid4().hex[:8]}"
-        current = await records()
-        if any(r.reader_id == reader_id for r in current):
-            raise Conflict(f"reader_id {reader_id!r} is already registered")
-        try:
-            # On the facts the supervisor published: a gateway worker never detects hardware itself.
-            config = await place_reader(config, running_readers(current), gw.settings.repository_path,
-                                        gw.settings.echo, facts=PublishedFacts(d.redis, d.keys))
-        except AutoPlacementError as exc:
-            raise Unprocessable(f"cannot place the reader: {exc}", {"fit": exc.report}) from None
-        config = config.model_copy(update={"reader_id": reader_id})
-        if not await reader_store.put(d.redis, d.keys, sup, config):
+        config = await self._placed(config, reader_id)
+        if not await reader_store.put(self.redis, self.keys, sup, config):
             raise Conflict(f"reader_id {reader_id!r} is already configured")
         answer: dict[str, Any] = {"reader_id": reader_id, "device": config.device}
         if unknown:
@@ -79,48 +96,54 @@ def reader_routes(gw: Gateway) -> list[Route]:
             answer["warning"] = f"fields not known to this server were ignored: {unknown}"
         return json_response(answer, 201)
 
-    async def delete_reader(request: Request) -> Response:
+    async def _placed(self, config: ReaderConfig, reader_id: str) -> ReaderConfig:
+        """`config` as `reader_id`, on a device chosen beside the readers that run (409 if the id is registered)."""
+        current = await self.records()
+        if any(r.reader_id == reader_id for r in current):
+            raise Conflict(f"reader_id {reader_id!r} is already registered")
+        try:
+            # On the facts the supervisor published: a gateway worker never detects hardware itself.
+            config = await place_reader(config, running_readers(current), self.gw.settings.repository_path,
+                                        self.gw.settings.echo, facts=PublishedFacts(self.redis, self.keys))
+        except AutoPlacementError as exc:
+            raise Unprocessable(f"cannot place the reader: {exc}", {"fit": exc.report}) from None
+        return config.model_copy(update={"reader_id": reader_id})
+
+    async def delete_reader(self, request: Request) -> Response:
         reader_id = request.path_params["reader_id"]
         sup = _supervisor()
-        configured = await reader_store.remove(d.redis, d.keys, sup, reader_id)
-        registered = any(r.reader_id == reader_id for r in await records())
+        configured = await reader_store.remove(self.redis, self.keys, sup, reader_id)
+        registered = any(r.reader_id == reader_id for r in await self.records())
         if not configured and not registered:
             raise NotFound(f"no reader {reader_id!r}")
-        await registry.request_stop(d.redis, d.keys, reader_id)  # hand-started readers obey this too
-        await _wait_gone(reader_id, gw.settings.shutdown_grace_s + 15)
+        await registry.request_stop(self.redis, self.keys, reader_id)  # hand-started readers obey this too
+        await self._wait_gone(reader_id, self.gw.settings.shutdown_grace_s + 15)
         return Response(status_code=204)
 
-    async def _wait_gone(reader_id: str, timeout_s: float) -> None:
+    async def _wait_gone(self, reader_id: str, timeout_s: float) -> None:
         """The reader drains, deregisters and exits; a dead one is dropped from the registry here."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            record = next((r for r in await records() if r.reader_id == reader_id), None)
+            record = next((r for r in await self.records() if r.reader_id == reader_id), None)
             if record is None:
                 return
             if record.status == "dead":
-                await registry.deregister(d.redis, d.keys, reader_id)
+                await registry.deregister(self.redis, self.keys, reader_id)
                 return
             await asyncio.sleep(REMOVE_POLL_S)
         raise Unavailable(f"reader {reader_id!r} was asked to stop but is still draining after {timeout_s:.0f}s")
 
-    async def reader_config(request: Request) -> Response:
+    async def reader_config(self, request: Request) -> Response:
         reader_id = request.path_params["reader_id"]
-        for r in await records():
+        for r in await self.records():
             if r.reader_id == reader_id:
                 return json_response(r.info.config)
         sup = reader_store.supervisor_id()
-        configs = await reader_store.load(d.redis, d.keys, sup) if sup else {}
+        configs = await reader_store.load(self.redis, self.keys, sup) if sup else {}
         if reader_id in configs:
             return json_response(configs[reader_id].model_dump())
         raise NotFound(f"no reader {reader_id!r}")
-
-    return [
-        Route("/reader_groups", reader_groups, methods=["GET"]),
-        Route("/reader", add_reader, methods=["POST"]),
-        Route("/reader/{reader_id}", delete_reader, methods=["DELETE"]),
-        Route("/config/{reader_id}", reader_config, methods=["GET"]),
-    ]
 
 
 def _supervisor() -> str:
