@@ -1,9 +1,10 @@
 """Errors of the OpenAI-compatible port, in OpenAI's envelope: `{"error": {"message", "type", "param", "code"}}`.
 
-`openai_error_body` is the one builder of that body: route errors, validation errors, dispatcher and reader errors
-(`ApiError`s, whose statuses are mapped to OpenAI's: a reader's 422 is a 400 here) and SSE error events all go
-through it. `ReshapeErrors` is a small pure-ASGI wrapper that turns the Takeoff-shaped error answers of the shared
-port machinery (no route, method not allowed, body too large) into a port's own shape.
+`openai_error_body` is the one builder of that body: route errors, validation errors, service, dispatcher and reader
+errors (`ApiError`s, whose statuses are mapped to OpenAI's: a reader's 422 is a 400 here) and SSE error events all
+go through it; `openai_shape` is it for `liftoff.core.http.middleware.ReshapeErrors`, which turns the Takeoff-shaped
+answers of the shared port machinery (no route, method not allowed, body too large) into this shape, and
+`openai_auth_error_body` for the API-key middleware.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from liftoff.core.http.errors import ApiError
+from liftoff.core.http.errors import ApiError, internal_error
 from liftoff.core.http.responses import json_response
-from liftoff.core.http.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def as_openai_error(exc: BaseException, model: str | None = None) -> OpenAIError
     if isinstance(exc, ValidationError):
         return from_validation(exc)
     log.error("unhandled error on the OpenAI port", exc_info=exc)
-    return OpenAIError(500, f"internal error: {type(exc).__name__}")
+    return from_api_error(internal_error(exc))
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -124,58 +124,7 @@ def openai_endpoint(handler: Endpoint) -> Endpoint:
     return endpoint
 
 
-ErrorBuilder = Callable[[int, str], dict[str, Any]]
-
-
-class ReshapeErrors:
-    """Rewrites Takeoff-shaped JSON error answers (`{"error": str, "details", "code"}`) with `builder`.
-
-    Only error statuses with a JSON body of that exact shape are touched, so the port's own answers, streams and
-    health reports pass unchanged.
-    """
-
-    def __init__(self, app: ASGIApp, builder: ErrorBuilder) -> None:
-        self.app = app
-        self.builder = builder
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start: Message | None = None
-        chunks: list[bytes] = []
-
-        async def reshaping_send(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                headers = dict(message.get("headers", []))
-                if message["status"] >= 400 and headers.get(b"content-type", b"").startswith(b"application/json"):
-                    start = message
-                    return
-                await send(message)
-                return
-            if start is None or message["type"] != "http.response.body":
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                await self._send_reshaped(send, start, b"".join(chunks))
-
-        await self.app(scope, receive, reshaping_send)
-
-    async def _send_reshaped(self, send: Send, start: Message, body: bytes) -> None:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("error"), str) and "details" in data:
-            body = orjson.dumps(self.builder(start["status"], data["error"]))
-        headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({**start, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
 def openai_shape(status: int, message: str) -> dict[str, Any]:
+    """The port machinery's answers (`ReshapeErrors`) in OpenAI's shape: an unknown route is `not_found`."""
     code = "not_found" if status == 404 else None
     return openai_error_body(status, message, None, code)

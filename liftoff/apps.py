@@ -13,14 +13,16 @@ from functools import partial
 from gateway.inference import create_inference_app
 from gateway.internal import internal_routes
 from gateway.openai_api import openai_routes
-from gateway.openai_errors import ReshapeErrors, openai_auth_error_body, openai_shape
+from gateway.openai_errors import openai_auth_error_body, openai_shape
 from gateway.requests import generate_for_group
 from gateway.snowflake import snowflake_error_body, snowflake_routes
 from gateway.vertex import vertex_error_body, vertex_routes
 from liftoff.core.dispatch import Dispatcher
 from liftoff.core.http.auth import inference_auth, management_auth
 from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import takeoff_error_body
 from liftoff.core.http.metrics_middleware import HttpMetrics, starlette_routes
+from liftoff.core.http.middleware import ReshapeErrors
 from liftoff.core.http.port_app import port_app
 from liftoff.core.http.responses import json_response
 from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
@@ -66,7 +68,7 @@ class PortRouter:
         server = scope.get("server")
         app = self.apps.get(server[1]) if server else None
         if app is None:
-            response = json_response({"error": f"no API is served on {server}", "details": None, "code": 404}, 404)
+            response = json_response(takeoff_error_body(404, f"no API is served on {server}"), 404)
             await response(scope, receive, send)
             return
         await app(scope, receive, send)

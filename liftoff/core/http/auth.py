@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
-
+from liftoff.core.http.asgi import HttpMiddleware, send_json
+from liftoff.core.http.errors import takeoff_error_body
 from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
 from liftoff.core.settings import Settings, SettingsError
 
@@ -84,12 +84,8 @@ class KeyRing:
         return found
 
 
-# --- error shapes --------------------------------------------------------------------------------------------------
+# A port's error body for a refusal: (status, message, details); Takeoff's is `errors.takeoff_error_body`.
 ErrorBody = Callable[[int, str, Any], dict[str, Any]]
-
-
-def takeoff_error_body(status: int, message: str, details: Any) -> dict[str, Any]:
-    return {"error": message, "details": details, "code": status}
 
 
 # --- which permission a request needs ------------------------------------------------------------------------------
@@ -106,21 +102,18 @@ def inference_role_for(scope: Scope) -> str | None:
     return None if scope["path"] in OPEN_PATHS else INFERENCE
 
 
-class ApiKeyAuth:
+class ApiKeyAuth(HttpMiddleware):
     """Pure-ASGI middleware: 401 without a known key, 403 when the key's role lacks what `role_for` asks;
     `role_for` returning None leaves the route open. The caller's name and role go into `scope["api_key"]`."""
 
     def __init__(self, app: ASGIApp, keys: KeyRing, role_for: RoleFor = management_role_for,
                  error_body: ErrorBody = takeoff_error_body) -> None:
-        self.app = app
+        super().__init__(app)
         self.keys = keys
         self.role_for = role_for
         self.error_body = error_body
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         needed = self.role_for(scope)
         if needed is None:
             await self.app(scope, receive, send)
@@ -142,12 +135,8 @@ class ApiKeyAuth:
         await self.app(scope, receive, send)
 
     async def _refuse(self, send: Send, status: int, message: str, details: Any) -> None:
-        body = orjson.dumps(self.error_body(status, message, details))
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if status == 401:
-            headers.append((b"www-authenticate", b'Bearer realm="liftoff"'))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        challenge = [(b"www-authenticate", b'Bearer realm="liftoff"')] if status == 401 else []
+        await send_json(send, status, self.error_body(status, message, details), challenge)
 
 
 def _presented_key(scope: Scope) -> str | None:

@@ -1,8 +1,9 @@
 """One error hierarchy for every port, and the Takeoff-shaped error body.
 
-Routes raise `ApiError`s; the exception handlers installed by `install_error_handlers` turn them (and framework and
-validation errors) into `{"error": <message>, "details": <detail or null>, "code": <status>}`. Streaming routes
-send the same body as an SSE error event through `gateway.sse`.
+Routes raise `ApiError`s; the exception handlers of `EXCEPTION_HANDLERS` turn them (and framework and validation
+errors) into `{"error": <message>, "details": <detail or null>, "code": <status>}`, built by `takeoff_error_body`
+alone: the pure-ASGI answers (body too large, a refused key, `/generate`'s fast path, no port) and the SSE error
+events of `gateway.sse` use it too. Ports with another protocol have their own builder and translate `ApiError`s.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ class ApiError(Exception):
         self.headers = headers
 
     def body(self) -> dict[str, Any]:
-        return {"error": self.message, "details": self.details, "code": self.status}
+        return takeoff_error_body(self.status, self.message, self.details)
+
+
+def takeoff_error_body(status: int, message: str, details: Any = None) -> dict[str, Any]:
+    """The one Takeoff error body."""
+    return {"error": message, "details": details, "code": status}
 
 
 class BadRequest(ApiError):
@@ -76,15 +82,28 @@ def error_for_status(status: int, message: str) -> ApiError:
     return err
 
 
-def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+def internal_error(exc: BaseException) -> ApiError:
+    """What a client is told of a bug: its kind, nothing more (the log has the traceback)."""
+    return ApiError(f"internal error: {type(exc).__name__}")
+
+
+def validation_details(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
+    """Each problem with the field it is about: `prefix` + its location; a rule across fields names the object
+    (`prefix` without its dot, or `body`)."""
     return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"].removeprefix("Value error, ")}
+        {"field": _field(e["loc"], prefix), "message": e["msg"].removeprefix("Value error, ")}
         for e in exc.errors(include_url=False, include_input=False)
     ]
 
 
-def from_validation(exc: ValidationError) -> Unprocessable:
-    details = validation_details(exc)
+def _field(loc: tuple[int | str, ...], prefix: str) -> str:
+    path = ".".join(str(p) for p in loc)
+    return prefix + path if path else prefix.removesuffix(".") or "body"
+
+
+def from_validation(exc: ValidationError, prefix: str = "") -> Unprocessable:
+    """422 naming each field, under `prefix` when the validated object sits inside the body (`input.`)."""
+    details = validation_details(exc, prefix)
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
     return Unprocessable(f"invalid request: {summary}", details)
 
@@ -99,12 +118,13 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     message = exc.detail if exc.status_code != 404 else f"no route for {request.method} {request.url.path}"
     if exc.status_code == 405:
         message = f"method {request.method} not allowed on {request.url.path}"
-    return json_response({"error": message, "details": None, "code": exc.status_code}, exc.status_code, exc.headers)
+    return json_response(takeoff_error_body(exc.status_code, message), exc.status_code, exc.headers)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return json_response({"error": f"internal error: {type(exc).__name__}", "details": None, "code": 500}, 500)
+    err = internal_error(exc)
+    return json_response(err.body(), err.status)
 
 
 def raise_for_reply(reply: Reply) -> None:
