@@ -12,13 +12,14 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
+from gateway.rules import Bound, check_bound, rule
 from liftoff.core.keys import valid_group_name
 from liftoff.core.wire import GenerationParams
 
 MAX_NEW_TOKENS_LIMIT = 32_768
 
-# field: (lowest, lowest allowed itself?, highest or None, note) — one rule per generation parameter with a range
-BOUNDS: dict[str, tuple[float, bool, float | None, str]] = {
+# One rule per generation parameter with a range.
+BOUNDS: dict[str, Bound] = {
     "sampling_temperature": (0, True, 100, " (0 = greedy)"),
     "sampling_topp": (0, False, 1, ""),
     "sampling_topk": (0, True, None, ""),
@@ -30,22 +31,31 @@ BOUNDS: dict[str, tuple[float, bool, float | None, str]] = {
 }
 
 
-def _rule(ok: bool, message: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"{message}; given {value!r}")
+class TextsRequest(BaseModel):
+    """`text`: one text, or a non-empty list of them (a user batch); for the consumer group named (or `primary`)."""
 
-
-def _non_empty_texts(value: str | list[str]) -> str | list[str]:
-    if isinstance(value, list):
-        _rule(len(value) > 0, "text must be a string or a non-empty list of strings", value)
-    return value
-
-
-class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     text: StrictStr | list[StrictStr]
     consumer_group: StrictStr | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            rule(len(value) > 0, "text must be a string or a non-empty list of strings", value)
+        return value
+
+    @property
+    def texts(self) -> list[str]:
+        return self.text if isinstance(self.text, list) else [self.text]
+
+    @property
+    def batched(self) -> bool:
+        return isinstance(self.text, list)
+
+
+class GenerateRequest(TextsRequest):
     sampling_temperature: float | None = None
     sampling_topp: float | None = None
     sampling_topk: int | None = None
@@ -61,26 +71,17 @@ class GenerateRequest(BaseModel):
     use_chat_template: StrictBool | None = None
     lora_id: StrictStr | None = None
 
-    @field_validator("text")
-    @classmethod
-    def _text(cls, value: str | list[str]) -> str | list[str]:
-        return _non_empty_texts(value)
-
     @field_validator("consumer_group")
     @classmethod
     def _group(cls, value: str | None) -> str | None:
         if value is not None:
-            _rule(valid_group_name(value), "consumer_group must be a name", value)
+            rule(valid_group_name(value), "consumer_group must be a name", value)
         return value
 
     @field_validator(*BOUNDS)
     @classmethod
     def _within_bounds(cls, v: float | None, info: Any) -> float | None:
-        if v is not None:
-            low, inclusive, high, note = BOUNDS[info.field_name]
-            ok = (v >= low if inclusive else v > low) and (high is None or v <= high)
-            upper = f" and <= {high}" if high is not None else ""
-            _rule(ok, f"{info.field_name} must be {'>=' if inclusive else '>'} {low}{upper}{note}", v)
+        check_bound(info.field_name, v, BOUNDS[info.field_name])
         return v
 
     @field_validator("regex_string")
@@ -101,7 +102,7 @@ class GenerateRequest(BaseModel):
                 v = orjson.loads(v)
             except orjson.JSONDecodeError:
                 raise ValueError("json_schema must be a JSON schema object or its JSON text") from None
-            _rule(isinstance(v, dict), "json_schema must be a JSON object", v)
+            rule(isinstance(v, dict), "json_schema must be a JSON object", v)
         return v
 
     @model_validator(mode="after")
@@ -111,29 +112,13 @@ class GenerateRequest(BaseModel):
             raise ValueError(f"min_new_tokens must be <= max_new_tokens ({max_new}); given {self.min_new_tokens}")
         return self
 
-    @property
-    def texts(self) -> list[str]:
-        return self.text if isinstance(self.text, list) else [self.text]
-
-    @property
-    def batched(self) -> bool:
-        return isinstance(self.text, list)
-
     def params(self) -> dict[str, Any]:
         """The GenerationParams fields given (validated above); readers fill in the defaults."""
         return self.model_dump(exclude_none=True, exclude={"text", "consumer_group"})
 
 
-class EmbedRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    text: StrictStr | list[StrictStr]
-    consumer_group: StrictStr | None = None
-
-    @field_validator("text")
-    @classmethod
-    def _text(cls, value: str | list[str]) -> str | list[str]:
-        return _non_empty_texts(value)
+class EmbedRequest(TextsRequest):
+    """/embed: the texts and the consumer group, nothing more."""
 
 
 class ClassifyRequest(BaseModel):
@@ -148,9 +133,9 @@ class ClassifyRequest(BaseModel):
     @classmethod
     def _text(cls, value: Any) -> Any:
         if isinstance(value, list):
-            _rule(len(value) > 0, "text must be a string, a non-empty list of strings, or a list of pairs", value)
+            rule(len(value) > 0, "text must be a string, a non-empty list of strings, or a list of pairs", value)
             if isinstance(value[0], list):
-                _rule(all(len(pair) == 2 for pair in value), "each pair in text must hold exactly two strings", value)
+                rule(all(len(pair) == 2 for pair in value), "each pair in text must hold exactly two strings", value)
         return value
 
     @property
@@ -162,6 +147,10 @@ class ClassifyRequest(BaseModel):
         if self.pairs is not None:
             return []
         return self.text if isinstance(self.text, list) else [self.text]  # type: ignore[return-value]
+
+    @property
+    def batched(self) -> bool:
+        return isinstance(self.text, list)
 
 
 class TokenizeRequest(BaseModel):

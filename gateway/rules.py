@@ -1,0 +1,24 @@
+"""Validation rules the request models of every port share: each refusal names the parameter and the value given
+(`sampling_topp must be > 0 and <= 1; given 1.5`), as a pydantic field validator's ValueError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# lowest, whether the lowest is allowed itself, highest (None: no upper bound), a note for the message
+Bound = tuple[float, bool, float | None, str]
+
+
+def rule(ok: bool, message: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{message}; given {value!r}")
+
+
+def check_bound(name: str, value: float | None, bound: Bound) -> None:
+    """`value` (None: not given) within `bound`."""
+    if value is None:
+        return
+    low, inclusive, high, note = bound
+    ok = (value >= low if inclusive else value > low) and (high is None or value <= high)
+    upper = f" and <= {high}" if high is not None else ""
+    rule(ok, f"{name} must be {'>=' if inclusive else '>'} {low}{upper}{note}", value)
