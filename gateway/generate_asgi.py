@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
 from gateway.protocol import GenerateRequest
-from gateway.requests import generate_answer, submit_generate
+from gateway.requests import generate_takeoff
+from liftoff.core.http.asgi import header_list, send_json
 from liftoff.core.http.context import Gateway
-from liftoff.core.http.errors import ApiError, PayloadTooLarge
+from liftoff.core.http.errors import ApiError, PayloadTooLarge, internal_error
 from liftoff.core.http.middleware import too_large_message
 from liftoff.core.http.parsing import parse_json_object, validate
 from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
@@ -24,7 +23,6 @@ from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 PATH = "/generate"
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class GenerateApp:
@@ -41,20 +39,17 @@ class GenerateApp:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"method {scope['method']} not allowed on {PATH}")
             body = await self._read_body(scope, receive)
-            status, answer = 200, await self.generate(body)
-            headers = None
+            status, answer, headers = 200, await self.generate(body), None
         except ApiError as err:
             status, answer, headers = err.status, err.body(), err.headers
         except Exception as exc:  # a bug must still answer, in the usual shape
             log.exception("unhandled error on %s %s", scope["method"], PATH)
-            status, answer, headers = 500, {"error": f"internal error: {type(exc).__name__}", "details": None,
-                                            "code": 500}, None
-        await _send_json(send, status, answer, headers)
+            err = internal_error(exc)
+            status, answer, headers = err.status, err.body(), None
+        await send_json(send, status, answer, header_list(headers))
 
     async def generate(self, raw: bytes) -> dict[str, Any]:
-        req = validate(GenerateRequest, parse_json_object(raw))
-        reply = await self.gw.dispatcher.outcome(await submit_generate(self.gw, req))
-        return generate_answer(req, reply)
+        return await generate_takeoff(self.gw, validate(GenerateRequest, parse_json_object(raw)))
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         for name, value in scope["headers"]:
@@ -83,12 +78,3 @@ class MethodNotAllowed(ApiError):
 
 class ClientGone(ApiError):
     status = 499
-
-
-async def _send_json(send: Send, status: int, content: Any, headers: dict[str, str] | None) -> None:
-    body = orjson.dumps(content)
-    raw_headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    if headers:
-        raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})

@@ -1,7 +1,8 @@
 """The OpenAI-compatible API (port 3003): `model` names the consumer group.
 
-Routes are thin: parse (OpenAI's envelope for every failure, see `gateway.openai_errors`), validate
-(`gateway.openai_protocol`), dispatch, answer (`gateway.openai_generation` for completions). Wire it with
+Routes only translate: parse (OpenAI's envelope for every failure, see `gateway.openai_errors`), validate
+(`gateway.openai_protocol`), call the service (`gateway.services`; completions through `gateway.openai_generation`,
+which also shapes their answers and streams), answer in OpenAI's shape. Wire it with
 `ReshapeErrors(port_app(gw, openai_routes(gw)), openai_shape)` so that the port's shared answers (no route,
 method not allowed, body too large) speak OpenAI's envelope too.
 """
@@ -21,7 +22,8 @@ from gateway.openai_errors import OpenAIError, from_api_error, model_not_found, 
 from gateway.openai_generation import Completion
 from gateway.openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_openai
 from gateway.openai_readers import Readers
-from gateway.requests import check_count
+from gateway.services import encode
+from gateway.services.limits import check_count
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError
 from liftoff.core.http.parsing import read_json_object
@@ -29,76 +31,84 @@ from liftoff.core.http.responses import json_response
 
 
 def openai_routes(gw: Gateway) -> list[Route]:
-    readers = Readers(gw)
-    dispatcher = gw.dispatcher
+    api = OpenAIApi(gw)
+    return [
+        Route("/v1/chat/completions", openai_endpoint(api.chat_completions), methods=["POST"]),
+        Route("/v1/completions", openai_endpoint(api.completions), methods=["POST"]),
+        Route("/v1/embeddings", openai_endpoint(api.embeddings), methods=["POST"]),
+        Route("/v1/models", openai_endpoint(api.models), methods=["GET"]),
+        Route("/v1/models/{model:path}", openai_endpoint(api.model), methods=["GET"]),
+    ]
 
-    async def respond(completion: Completion) -> Response:
-        try:
-            return await (completion.stream() if completion.req.stream else completion.answer())
-        except ApiError as err:
-            raise from_api_error(err, completion.req.model) from None
 
-    async def chat_completions(request: Request) -> Response:
+class OpenAIApi:
+    """The port's handlers, sharing the registry reads that name the live models and pick readers' tokenizers."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.readers = Readers(gw)
+
+    async def chat_completions(self, request: Request) -> Response:
         req = parse_openai(ChatCompletionRequest, await read_json_object(request))
         messages = [m.template_view() for m in req.messages]
-        return await respond(Completion(gw, "chat", req, [], chat=messages))
+        return await respond(Completion(self.gw, "chat", req, [], chat=messages))
 
-    async def completions(request: Request) -> Response:
+    async def completions(self, request: Request) -> Response:
         req = parse_openai(CompletionRequest, await read_json_object(request))
         prompts = req.prompts()
         if prompts and not isinstance(prompts[0], str):
-            prompts = await readers.detokenize(req.model, prompts, "prompt")  # type: ignore[arg-type]
-        return await respond(Completion(gw, "text", req, prompts, echo=req.echo))  # type: ignore[arg-type]
+            prompts = await self.readers.detokenize(req.model, prompts, "prompt")  # type: ignore[arg-type]
+        return await respond(Completion(self.gw, "text", req, prompts, echo=req.echo))  # type: ignore[arg-type]
 
-    async def embeddings(request: Request) -> Response:
+    async def embeddings(self, request: Request) -> Response:
         req = parse_openai(EmbeddingRequest, await read_json_object(request))
         inputs = req.inputs()
         token_ids = not isinstance(inputs[0], str)
         try:
-            check_count(len(inputs), gw.settings.max_user_batch_size)
+            check_count(len(inputs), self.gw.settings.max_user_batch_size)
         except ApiError as err:
             raise OpenAIError(400, err.message, "input") from None
-        texts = await readers.detokenize(req.model, inputs, "input") if token_ids else inputs  # type: ignore[arg-type]
+        texts: list[str] = (await self.readers.detokenize(req.model, inputs, "input")  # type: ignore[arg-type]
+                            if token_ids else inputs)
 
-        async def embed() -> list[list[float]]:
-            try:
-                ticket = await dispatcher.submit(req.model, texts, kind="embed", batched=True)  # type: ignore[arg-type]
-                return (await dispatcher.outcome(ticket)).result or []
-            except ApiError as err:
-                raise from_api_error(err, req.model) from None
-
-        async def count() -> int:
+        async def count() -> int:  # token-id inputs as given; texts by the group's tokenizer, while they are embedded
             if token_ids:
                 return sum(len(ids) for ids in inputs)  # type: ignore[misc]
-            return await readers.count_tokens(req.model, texts)  # type: ignore[arg-type]
+            return await self.readers.count_tokens(req.model, texts)
 
-        vectors, tokens = await asyncio.gather(embed(), count())
+        vectors, tokens = await asyncio.gather(self._embed(req.model, texts), count())
         data = [{"object": "embedding", "index": i, "embedding": encode_vector(v, req.encoding_format)}
                 for i, v in enumerate(vectors)]
         return json_response({"object": "list", "data": data, "model": req.model,
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
-    async def models(request: Request) -> Response:
-        groups = await readers.live_groups()
+    async def _embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        try:
+            return await encode.embed(self.gw, model, texts, batched=True)
+        except ApiError as err:
+            raise from_api_error(err, model) from None
+
+    async def models(self, request: Request) -> Response:
+        groups = await self.readers.live_groups()
         return json_response({"object": "list", "data": [model_card(g, rs) for g, rs in groups.items()]})
 
-    async def model(request: Request) -> Response:
+    async def model(self, request: Request) -> Response:
         name = request.path_params["model"]
-        groups = await readers.live_groups()
+        groups = await self.readers.live_groups()
         if name not in groups:
-            await readers.records(fresh=True)
-            groups = await readers.live_groups()
+            await self.readers.records(fresh=True)
+            groups = await self.readers.live_groups()
         if name not in groups:
             raise model_not_found(name, sorted(groups))
         return json_response(model_card(name, groups[name]))
 
-    return [
-        Route("/v1/chat/completions", openai_endpoint(chat_completions), methods=["POST"]),
-        Route("/v1/completions", openai_endpoint(completions), methods=["POST"]),
-        Route("/v1/embeddings", openai_endpoint(embeddings), methods=["POST"]),
-        Route("/v1/models", openai_endpoint(models), methods=["GET"]),
-        Route("/v1/models/{model:path}", openai_endpoint(model), methods=["GET"]),
-    ]
+
+async def respond(completion: Completion) -> Response:
+    """A completion answered whole or streamed; a service's error in OpenAI's terms."""
+    try:
+        return await (completion.stream() if completion.req.stream else completion.answer())
+    except ApiError as err:
+        raise from_api_error(err, completion.req.model) from None
 
 
 def model_card(group: str, records: list[Any]) -> dict[str, Any]:

@@ -22,10 +22,9 @@ from starlette.responses import Response
 from gateway import sse
 from gateway.openai_errors import as_openai_error, invalid, openai_error_body
 from gateway.openai_protocol import SamplingRequest
-from gateway.requests import check_count
-from liftoff.core.dispatch import Ticket
+from gateway.services import generate
+from gateway.services.generate import Generation, ReplyStream
 from liftoff.core.http.context import Gateway
-from liftoff.core.http.errors import ApiError, error_for_status
 from liftoff.core.http.responses import json_response
 from liftoff.core.wire import GenerationParams, Reply
 
@@ -123,23 +122,19 @@ class Completion:
         """Choices in all: `n` per prompt (per conversation for a chat)."""
         return self.n * (1 if self.chat is not None else len(self.prompts))
 
-    async def submit(self, stream: bool) -> Ticket:
-        settings = self.gw.settings
-        check_count(self.count, settings.max_user_batch_size)
-        what = "messages" if self.chat is not None else "prompt {}"
-        sizes = [sum(len(str(m.get("content") or "").encode()) for m in self.chat)] if self.chat is not None \
-            else [len(p.encode()) for p in self.prompts]
-        for i, size in enumerate(sizes):
-            if size > settings.max_prompt_string_bytes:
-                raise error_for_status(400, f"{what.format(i)} is {size} bytes; the limit (max_prompt_string_bytes) "
-                                       f"is {settings.max_prompt_string_bytes}")
-        self._check_logprob_budget()
-        texts = [p for p in self.prompts for _ in range(self.n)]
-        work: dict[str, Any] = {}
+    def generation(self) -> Generation:
+        """The request for the generate service, its limits checked (the server's, then the log-probability
+        budget): one user batch of `n` copies of each prompt, or of the chat."""
         if self.chat is not None:
+            prompts = [("messages", sum(len(str(m.get("content") or "").encode()) for m in self.chat))]
             work = {"chats": [self.chat] * self.n, "add_generation_prompt": self.req.add_generation_prompt}
-        return await self.gw.dispatcher.submit(self.req.model, texts, self.req.params(), stream=stream,
-                                               batched=True, **work)
+        else:
+            prompts, work = [(f"prompt {i}", len(p.encode())) for i, p in enumerate(self.prompts)], {}
+        gen = Generation(group=self.req.model, texts=[p for p in self.prompts for _ in range(self.n)],
+                         params=self.req.params(), batched=True, count=self.count, prompts=prompts, work=work)
+        generate.check_limits(self.gw.settings, gen)
+        self._check_logprob_budget()
+        return gen
 
     def usage(self, metadata: list[dict[str, Any]] | None) -> dict[str, Any]:
         meta = metadata or []
@@ -154,7 +149,7 @@ class Completion:
 
     # --- whole answers --------------------------------------------------------------------------------------------
     async def answer(self) -> Response:
-        reply = await self.gw.dispatcher.outcome(await self.submit(stream=False))
+        reply = await generate.generate(self.gw, self.generation())
         texts, metadata = reply.texts or [], reply.metadata or []
         choices = []
         for index, raw in enumerate(texts):
@@ -216,10 +211,7 @@ class Completion:
 
     # --- streams --------------------------------------------------------------------------------------------------
     async def stream(self) -> Response:
-        dispatcher = self.gw.dispatcher
-        ticket = await self.submit(stream=True)
-        first = await dispatcher.first_reply(ticket)
-        return sse.response(self._events(ticket, first))
+        return sse.response(self._events(await generate.stream(self.gw, self.generation())))
 
     def _chunk(self, index: int, text: str | None, reason: str | None = None, role: bool = False,
                logprobs: list[tuple[int, dict[str, Any]]] | None = None) -> bytes:
@@ -234,42 +226,36 @@ class Completion:
         extra = {"usage": None} if self.req.include_usage else {}
         return sse.json_event(self._envelope([choice], chunk=True, **extra))
 
-    async def _events(self, ticket: Ticket, reply: Reply) -> AsyncIterator[bytes]:
+    async def _events(self, replies: ReplyStream) -> AsyncIterator[bytes]:
         """The stream's bytes, one write per reply from the reader: the role chunks go out with the first token (and
         a choice cut by a stop string finishes in the same write), so that the client's first text costs one send
-        (each send is a trip through the worker's event loop, behind every other stream's tokens)."""
-        dispatcher = self.gw.dispatcher
+        (each send is a trip through the worker's event loop, behind every other stream's tokens). A reader's
+        error, or a failure on the way, is an error event."""
         out: list[bytes] = []
-        finished = False
         try:
             for index in range(self.count):
                 prefix = self.prefix(index)
                 if self.kind == "chat" or prefix:
                     out.append(self._chunk(index, prefix or None, role=self.kind == "chat"))
             state = _StreamState(self.count, self.req.stops)
-            while True:
-                finished = self._consume(reply, state, out)
+            async for reply in replies:
+                self._consume(reply, state, out)
                 if out:
                     yield b"".join(out)
                     out.clear()
-                if finished or (not state.open_ and not self.req.include_usage):
-                    break  # when every choice has hit a stop string, the rest is withdrawn from the reader below
-                try:
-                    reply = await dispatcher.next_reply(ticket)
-                except ApiError as err:
-                    yield error_event(err)
-                    break
+                if not state.open_ and not self.req.include_usage:
+                    break  # every choice has hit a stop string: the rest is withdrawn from the reader below
         except Exception as exc:  # noqa: BLE001 — after the first byte a failure can only be an event
             yield b"".join(out) + error_event(exc)
         finally:
-            dispatcher.release(ticket, finished)
+            replies.close()
         yield DONE
 
-    def _consume(self, reply: Reply, state: _StreamState, out: list[bytes]) -> bool:
-        """Append the chunks one reply makes to `out`; True when it was the terminal reply."""
+    def _consume(self, reply: Reply, state: _StreamState, out: list[bytes]) -> None:
+        """Append the chunks one reply (a token, or the final `done`) makes to `out`."""
         if reply.kind == "token":
             if reply.index not in state.open_:
-                return False
+                return
             cut, queue = state.cuts[reply.index], state.logprobs[reply.index]
             queue.add(reply.logprobs)
             text = cut.feed(reply.text or "")
@@ -279,21 +265,17 @@ class Completion:
             if cut.hit:
                 state.open_.discard(reply.index)
                 out.append(self._chunk(reply.index, None, "stop"))
-            return False
-        if reply.kind == "done":
-            metadata = reply.metadata or []
-            for index in sorted(state.open_):
-                tail = state.cuts[index].flush()
-                placed = state.logprobs[index].take() if self.wants_logprobs else []
-                if tail or placed:
-                    out.append(self._chunk(index, tail, logprobs=placed))
-                meta = metadata[index] if index < len(metadata) else {}
-                out.append(self._chunk(index, None, meta.get("finish_reason") or "stop"))
-            if self.req.include_usage:
-                out.append(sse.json_event(self._envelope([], chunk=True, usage=self.usage(metadata))))
-            return True
-        out.append(error_event(error_for_status(reply.status or 500, reply.message or "reader error")))
-        return True
+            return
+        metadata = reply.metadata or []
+        for index in sorted(state.open_):
+            tail = state.cuts[index].flush()
+            placed = state.logprobs[index].take() if self.wants_logprobs else []
+            if tail or placed:
+                out.append(self._chunk(index, tail, logprobs=placed))
+            meta = metadata[index] if index < len(metadata) else {}
+            out.append(self._chunk(index, None, meta.get("finish_reason") or "stop"))
+        if self.req.include_usage:
+            out.append(sse.json_event(self._envelope([], chunk=True, usage=self.usage(metadata))))
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Token-id inputs are turned back into text by the tokenizer of one reader of the group (`detokenize`, the reader
 picked round-robin from the registry), and embedding inputs are counted with it (`tokenize`). All of it goes
-through the reader's direct group, as the inference port's /tokenize/{reader_id} does. (Chat messages are not
-rendered here: they travel in the generation work item and the reader that takes it renders them.)
+through the reader's direct group (`gateway.services.tokenizer`), as the inference port's /tokenize/{reader_id}
+does. (Chat messages are not rendered here: they travel in the generation work item and the reader that takes it
+renders them.)
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import time
 from typing import Any
 
 from gateway.openai_errors import OpenAIError, from_api_error, model_not_found
+from gateway.services.tokenizer import TokenizerKind, run_on_reader
 from liftoff.core import registry
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError
-from liftoff.core.keys import Keys
 
 REGISTRY_TTL_S = 1.0  # how long a read of the registry serves the picks (a dead reader is retried once)
 
@@ -58,20 +59,15 @@ class Readers:
             raise OpenAIError(503, f"model {group!r} has no live reader; try again once a reader is live", "model")
         raise model_not_found(group, sorted(await self.live_groups()))
 
-    async def call(self, group: str, kind: str, args: dict[str, Any]) -> Any:
+    async def call(self, group: str, kind: TokenizerKind, args: dict[str, Any]) -> Any:
         """Tokenizer work on one live reader of `group`; a reader that died since the last look is replaced once."""
         reader_id = await self.pick(group)
         try:
-            return await self._call(reader_id, kind, args)
+            return await run_on_reader(self.gw, reader_id, kind, args)
         except ApiError as err:
             if err.status not in (404, 503):
                 raise from_api_error(err, group) from None
-        return await self._call(await self.pick(group, fresh=True), kind, args)
-
-    async def _call(self, reader_id: str, kind: str, args: dict[str, Any]) -> Any:
-        dispatcher = self.gw.dispatcher
-        ticket = await dispatcher.submit(Keys.direct_group(reader_id), [], kind=kind, args=args)
-        return (await dispatcher.outcome(ticket)).result
+        return await run_on_reader(self.gw, await self.pick(group, fresh=True), kind, args)
 
     async def detokenize(self, group: str, prompts: list[list[int]], param: str) -> list[str]:
         """Token-id inputs as text, by the group's tokenizer (special tokens dropped: the reader adds its own)."""

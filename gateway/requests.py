@@ -1,40 +1,33 @@
-"""What every route that takes a Takeoff generation request shares: the limits, the dispatch, the answer's shape."""
+"""The Takeoff request kinds on the services: a Takeoff body (`gateway.protocol`) in, the Takeoff answer's shape out.
+
+The ports that take Takeoff bodies share these: the inference port, Vertex and Snowflake (an instance or a row is
+a Takeoff body), and live deployments' `transformJson` (`generate_for_group`, handed to the management app by the
+composition point, liftoff.apps).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.protocol import GenerateRequest
-from liftoff.core.http.errors import Unprocessable, from_validation
+from gateway.protocol import ClassifyRequest, EmbedRequest, GenerateRequest
+from gateway.services import encode, generate
+from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import from_validation
+from liftoff.core.wire import Reply
 
-if TYPE_CHECKING:
-    from liftoff.core.dispatch import Ticket
-    from liftoff.core.http.context import Gateway
-    from liftoff.core.wire import Reply
-
-
-def check_count(count: int, max_batch: int) -> None:
-    if count > max_batch:
-        raise Unprocessable(f"text has {count} items; the limit (max_user_batch_size) is {max_batch}")
+DEFAULT_GROUP = "primary"
 
 
-def check_limits(req: GenerateRequest, max_batch: int, max_prompt_bytes: int) -> None:
-    check_count(len(req.texts), max_batch)
-    for index, text in enumerate(req.texts):
-        size = len(text.encode())
-        if size > max_prompt_bytes:
-            where = f"text[{index}]" if req.batched else "text"
-            raise Unprocessable(f"{where} is {size} bytes; the limit (max_prompt_string_bytes) is {max_prompt_bytes}")
-
-
-async def submit_generate(gw: Gateway, req: GenerateRequest, stream: bool = False) -> Ticket:
-    """Check `req` against the server's limits and queue it for its consumer group (`primary` when it names none)."""
-    settings = gw.settings
-    check_limits(req, settings.max_user_batch_size, settings.max_prompt_string_bytes)
-    return await gw.dispatcher.submit(req.consumer_group or "primary", req.texts, req.params(), stream=stream,
-                                      batched=req.batched)
+def generation(req: GenerateRequest) -> generate.Generation:
+    """`req` for the generate service: its texts (a user batch when `text` is a list), for its consumer group."""
+    texts = req.texts
+    names = [f"text[{i}]" for i in range(len(texts))] if req.batched else ["text"]
+    return generate.Generation(
+        group=req.consumer_group or DEFAULT_GROUP, texts=texts, params=req.params(), batched=req.batched,
+        count=len(texts), prompts=[(name, len(text.encode())) for name, text in zip(names, texts, strict=True)],
+    )
 
 
 def generate_answer(req: GenerateRequest, reply: Reply) -> dict[str, Any]:
@@ -46,13 +39,28 @@ def generate_answer(req: GenerateRequest, reply: Reply) -> dict[str, Any]:
     return answer
 
 
+async def generate_takeoff(gw: Gateway, req: GenerateRequest) -> dict[str, Any]:
+    """`req` generated whole, answered in the /generate shape."""
+    return generate_answer(req, await generate.generate(gw, generation(req)))
+
+
 async def generate_for_group(gw: Gateway, group: str, data: dict[str, Any], field_prefix: str = "") -> dict[str, Any]:
     """A /generate body run on `group` whatever group it names, answered in the /generate shape (the live
-    deployments' `transformJson`, management.deployments, calls this through the port-app builder, liftoff.apps).
-    Validation errors name fields under `field_prefix`."""
+    deployments' `transformJson`). Validation errors name fields under `field_prefix`."""
     try:
         req = GenerateRequest.model_validate({**data, "consumer_group": group})
     except ValidationError as exc:
         raise from_validation(exc, field_prefix) from None
-    ticket = await submit_generate(gw, req)
-    return generate_answer(req, await gw.dispatcher.outcome(ticket))
+    return await generate_takeoff(gw, req)
+
+
+async def embed_takeoff(gw: Gateway, req: EmbedRequest) -> dict[str, Any]:
+    """The /embed answer: `result`, one vector (a list of them for a user batch)."""
+    vectors = await encode.embed(gw, req.consumer_group or DEFAULT_GROUP, req.texts, req.batched)
+    return {"result": vectors if req.batched else vectors[0]}
+
+
+async def classify_takeoff(gw: Gateway, req: ClassifyRequest) -> dict[str, Any]:
+    """The /classify answer: `result`, one classification (a list of them for a list of texts or pairs)."""
+    results = await encode.classify(gw, req.consumer_group or DEFAULT_GROUP, req.texts, req.pairs, req.batched)
+    return {"result": results if req.batched else results[0]}

@@ -13,6 +13,7 @@ as its result and the other rows are still answered: one bad row never loses the
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -21,11 +22,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.protocol import EmbedRequest, GenerateRequest
-from gateway.requests import check_count, generate_answer, submit_generate
+from gateway.requests import embed_takeoff, generate_takeoff
+from gateway.services.limits import check_count
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError, from_validation
 from liftoff.core.http.parsing import read_json_object
 from liftoff.core.http.responses import json_response
+
+Answer = Callable[[Gateway, Any], Awaitable[dict[str, Any]]]
 
 
 def snowflake_error_body(status: int, message: str) -> dict[str, Any]:
@@ -35,6 +39,47 @@ def snowflake_error_body(status: int, message: str) -> dict[str, Any]:
 
 class RowError(Exception):
     pass
+
+
+def snowflake_routes(gw: Gateway) -> list[Route]:
+    async def generate_snowflake(request: Request) -> Response:
+        return await _rows_endpoint(gw, request, generate_row)
+
+    async def embed_snowflake(request: Request) -> Response:
+        return await _rows_endpoint(gw, request, embed_row)
+
+    return [
+        Route("/generate_snowflake", generate_snowflake, methods=["POST"]),
+        Route("/embed_snowflake", embed_snowflake, methods=["POST"]),
+    ]
+
+
+async def generate_row(gw: Gateway, arg: Any) -> dict[str, Any]:
+    return await generate_takeoff(gw, _request(GenerateRequest, arg))
+
+
+async def embed_row(gw: Gateway, arg: Any) -> dict[str, Any]:
+    return await embed_takeoff(gw, _request(EmbedRequest, arg))
+
+
+async def _rows_endpoint(gw: Gateway, request: Request, answer: Answer) -> Response:
+    """Parse → each row answered on its own, all at once → `{"data": [[index, result], ...]}`."""
+    try:
+        rows = _rows(await read_json_object(request))
+        check_count(len(rows), gw.settings.max_user_batch_size)
+    except RowError as err:
+        return json_response(snowflake_error_body(400, str(err)), 400)
+    except ApiError as err:
+        status = 400 if err.status == 422 else err.status
+        return json_response(snowflake_error_body(status, err.message), status, err.headers)
+
+    async def row(index: int, arg: Any) -> list[Any]:
+        try:
+            return [index, await answer(gw, arg)]
+        except (RowError, ApiError) as err:
+            return [index, {"error": str(err) if isinstance(err, RowError) else err.message}]
+
+    return json_response({"data": list(await asyncio.gather(*(row(r[0], r[1]) for r in rows)))})
 
 
 def _rows(body: dict[str, Any]) -> list[list[Any]]:
@@ -57,50 +102,3 @@ def _request(model: type[BaseModel], arg: Any) -> Any:
         return model.model_validate(fields)
     except ValidationError as exc:
         raise RowError(from_validation(exc).message) from None
-
-
-def snowflake_routes(gw: Gateway) -> list[Route]:
-    dispatcher = gw.dispatcher
-    settings = gw.settings
-
-    async def generate(arg: Any) -> dict[str, Any]:
-        req: GenerateRequest = _request(GenerateRequest, arg)
-        return generate_answer(req, await dispatcher.outcome(await submit_generate(gw, req)))
-
-    async def embed(arg: Any) -> dict[str, Any]:
-        req: EmbedRequest = _request(EmbedRequest, arg)
-        texts = req.text if isinstance(req.text, list) else [req.text]
-        check_count(len(texts), settings.max_user_batch_size)
-        ticket = await dispatcher.submit(req.consumer_group or "primary", texts, kind="embed",
-                                         batched=isinstance(req.text, list))
-        vectors = (await dispatcher.outcome(ticket)).result or []
-        return {"result": vectors if isinstance(req.text, list) else vectors[0]}
-
-    async def row(answer: Any, index: int, arg: Any) -> list[Any]:
-        try:
-            return [index, await answer(arg)]
-        except (RowError, ApiError) as err:
-            return [index, {"error": str(err) if isinstance(err, RowError) else err.message}]
-
-    async def endpoint(request: Request, answer: Any) -> Response:
-        try:
-            rows = _rows(await read_json_object(request))
-            check_count(len(rows), settings.max_user_batch_size)
-        except RowError as err:
-            return json_response(snowflake_error_body(400, str(err)), 400)
-        except ApiError as err:
-            status = 400 if err.status == 422 else err.status
-            return json_response(snowflake_error_body(status, err.message), status, err.headers)
-        results = await asyncio.gather(*(row(answer, r[0], r[1]) for r in rows))
-        return json_response({"data": list(results)})
-
-    async def generate_snowflake(request: Request) -> Response:
-        return await endpoint(request, generate)
-
-    async def embed_snowflake(request: Request) -> Response:
-        return await endpoint(request, embed)
-
-    return [
-        Route("/generate_snowflake", generate_snowflake, methods=["POST"]),
-        Route("/embed_snowflake", embed_snowflake, methods=["POST"]),
-    ]

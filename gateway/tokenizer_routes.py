@@ -1,8 +1,6 @@
-"""Tokenizer endpoints of the inference port: they address one reader by id, through its direct group."""
+"""Tokenizer endpoints of the inference port: they address one reader by id (`gateway.services.tokenizer`)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -10,41 +8,29 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.protocol import ChatTemplateRequest, DetokenizeRequest, TokenizeRequest
+from gateway.services import tokenizer
+from gateway.services.tokenizer import TokenizerKind
 from liftoff.core.http.context import Gateway
-from liftoff.core.http.errors import NotFound
 from liftoff.core.http.parsing import parse_body
 from liftoff.core.http.responses import json_response
-from liftoff.core.keys import Keys
+
+KINDS: dict[TokenizerKind, type[BaseModel]] = {
+    "tokenize": TokenizeRequest,
+    "detokenize": DetokenizeRequest,
+    "chat_template": ChatTemplateRequest,
+}
 
 
 def tokenizer_routes(gw: Gateway) -> list[Route]:
-    dispatcher = gw.dispatcher
+    """`POST /<kind>/{reader_id}` for each kind: the body validated, answered with the reader's result as is."""
 
-    async def call(request: Request, kind: str, model: type[BaseModel]) -> Response:
-        reader_id = request.path_params["reader_id"]
-        body = await parse_body(request, model)
-        group = Keys.direct_group(reader_id)
-        if group not in dispatcher.groups.view.known:
-            await dispatcher.refresh_view()
-        if group not in dispatcher.groups.view.known:
-            readers = sorted(g[1:] for g in dispatcher.groups.view.known if g.startswith("@"))
-            raise NotFound(f"no reader {reader_id!r}; known readers: {readers}", {"known_readers": readers})
-        args: dict[str, Any] = body.model_dump()
-        ticket = await dispatcher.submit(group, [], kind=kind, args=args)
-        reply = await dispatcher.outcome(ticket)
-        return json_response(reply.result)
+    def route(kind: TokenizerKind, model: type[BaseModel]) -> Route:
+        async def endpoint(request: Request) -> Response:
+            body = await parse_body(request, model)
+            reader_id = request.path_params["reader_id"]
+            return json_response(await tokenizer.on_reader(gw, reader_id, kind, body.model_dump()))
 
-    async def tokenize(request: Request) -> Response:
-        return await call(request, "tokenize", TokenizeRequest)
+        endpoint.__name__ = kind
+        return Route(f"/{kind}/{{reader_id}}", endpoint, methods=["POST"])
 
-    async def detokenize(request: Request) -> Response:
-        return await call(request, "detokenize", DetokenizeRequest)
-
-    async def chat_template(request: Request) -> Response:
-        return await call(request, "chat_template", ChatTemplateRequest)
-
-    return [
-        Route("/tokenize/{reader_id}", tokenize, methods=["POST"]),
-        Route("/detokenize/{reader_id}", detokenize, methods=["POST"]),
-        Route("/chat_template/{reader_id}", chat_template, methods=["POST"]),
-    ]
+    return [route(kind, model) for kind, model in KINDS.items()]

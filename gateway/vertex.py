@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,7 +24,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.protocol import EmbedRequest, GenerateRequest
-from gateway.requests import check_count, submit_generate
+from gateway.requests import DEFAULT_GROUP, generation
+from gateway.services import encode, generate
+from gateway.services.limits import check_count
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError, from_validation
 from liftoff.core.http.health import healthz_route
@@ -34,6 +36,8 @@ from liftoff.core.http.responses import json_response
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "INVALID_ARGUMENT",
                  429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 _AS_400 = (422,)  # Vertex callers get 400 for every fault of their request
+
+Predict = Callable[[Gateway, list[Any], dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 
 
 def vertex_error_body(status: int, message: str) -> dict[str, Any]:
@@ -47,6 +51,41 @@ class VertexError(Exception):
         self.status = 400 if status in _AS_400 else status
         self.message = message
         self.headers = headers
+
+    @classmethod
+    def of(cls, err: ApiError, where: str | None = None) -> VertexError:
+        """A service's error, naming the instances it concerns (`instances[2]: ...`) when `where` says."""
+        return cls(err.status, f"{where}: {err.message}" if where else err.message, err.headers)
+
+
+def vertex_routes(gw: Gateway, environ: Mapping[str, str] = os.environ) -> list[Route]:
+    async def generate_vertex(request: Request) -> Response:
+        return await _predict(gw, request, generations)
+
+    async def embed_vertex(request: Request) -> Response:
+        return await _predict(gw, request, embeddings)
+
+    routes = [
+        Route("/generate_vertex", generate_vertex, methods=["POST"]),
+        Route("/embed_vertex", embed_vertex, methods=["POST"]),
+    ]
+    predict, health = environ.get("AIP_PREDICT_ROUTE"), environ.get("AIP_HEALTH_ROUTE")
+    if predict and predict.startswith("/") and predict not in ("/generate_vertex", "/embed_vertex"):
+        routes.append(Route(predict, generate_vertex, methods=["POST"]))
+    if health and health.startswith("/") and health not in ("/healthz", "/health"):
+        routes.append(Route(health, healthz_route(gw), methods=["GET"]))
+    return routes
+
+
+async def _predict(gw: Gateway, request: Request, predict: Predict) -> Response:
+    """Parse → `predict` → `{"predictions": [...]}`; every failure in Vertex's error shape."""
+    try:
+        instances, parameters = _instances(await read_json_object(request))
+        check_count(len(instances), gw.settings.max_user_batch_size)
+        return json_response({"predictions": await predict(gw, instances, parameters)})
+    except (VertexError, ApiError) as exc:
+        err = exc if isinstance(exc, VertexError) else VertexError.of(exc)
+        return json_response(vertex_error_body(err.status, err.message), err.status, err.headers)
 
 
 def _instances(body: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -68,81 +107,54 @@ def _fields(instance: Any, parameters: dict[str, Any], index: int) -> dict[str, 
     return {**parameters, **instance}
 
 
-def _validated(model: type[GenerateRequest] | type[EmbedRequest], fields: dict[str, Any], index: int) -> Any:
-    try:
-        req = model.model_validate(fields)
-    except ValidationError as exc:
-        raise VertexError(400, f"instances[{index}]: {from_validation(exc).message}") from None
-    if isinstance(req.text, list):
-        raise VertexError(400, f"instances[{index}]: text must be one string per instance")
-    return req
-
-
-def vertex_routes(gw: Gateway, environ: Mapping[str, str] = os.environ) -> list[Route]:
-    dispatcher = gw.dispatcher
-    settings = gw.settings
-
-    async def endpoint(request: Request, answer: Any) -> Response:
+def _validated(model: type[GenerateRequest] | type[EmbedRequest], instances: list[Any],
+               parameters: dict[str, Any]) -> list[Any]:
+    """Every instance as a request, before any is dispatched; one text per instance."""
+    reqs = []
+    for index, instance in enumerate(instances):
         try:
-            body = await read_json_object(request)
-            instances, parameters = _instances(body)
-            check_count(len(instances), settings.max_user_batch_size)
-            return json_response({"predictions": await answer(instances, parameters)})
-        except VertexError as err:
-            return json_response(vertex_error_body(err.status, err.message), err.status, err.headers)
-        except ApiError as err:
-            status = 400 if err.status in _AS_400 else err.status
-            return json_response(vertex_error_body(status, err.message), status, err.headers)
+            req = model.model_validate(_fields(instance, parameters, index))
+        except ValidationError as exc:
+            raise VertexError(400, f"instances[{index}]: {from_validation(exc).message}") from None
+        if req.batched:
+            raise VertexError(400, f"instances[{index}]: text must be one string per instance")
+        reqs.append(req)
+    return reqs
 
-    async def one_generation(index: int, req: GenerateRequest) -> dict[str, Any]:
+
+async def generations(gw: Gateway, instances: list[Any], parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    """One generation per instance, all at once: `{"text"}`, with `metadata` when asked for."""
+    reqs: list[GenerateRequest] = _validated(GenerateRequest, instances, parameters)
+
+    async def one(index: int, req: GenerateRequest) -> dict[str, Any]:
         try:
-            reply = await dispatcher.outcome(await submit_generate(gw, req))
+            reply = await generate.generate(gw, generation(req))
         except ApiError as err:
-            raise VertexError(err.status, f"instances[{index}]: {err.message}", err.headers) from None
+            raise VertexError.of(err, f"instances[{index}]") from None
         prediction: dict[str, Any] = {"text": (reply.texts or [""])[0]}
         if reply.metadata:
             prediction["metadata"] = reply.metadata[0]
         return prediction
 
-    async def generations(instances: list[Any], parameters: dict[str, Any]) -> list[dict[str, Any]]:
-        reqs = [_validated(GenerateRequest, _fields(x, parameters, i), i) for i, x in enumerate(instances)]
-        return list(await asyncio.gather(*(one_generation(i, r) for i, r in enumerate(reqs))))
+    return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs))))
 
-    async def embeddings(instances: list[Any], parameters: dict[str, Any]) -> list[dict[str, Any]]:
-        reqs = [_validated(EmbedRequest, _fields(x, parameters, i), i) for i, x in enumerate(instances)]
-        # One batch per consumer group, in instance order within it.
-        by_group: dict[str, list[int]] = {}
-        for i, req in enumerate(reqs):
-            by_group.setdefault(req.consumer_group or "primary", []).append(i)
 
-        async def embed(group: str, indices: list[int]) -> None:
-            try:
-                ticket = await dispatcher.submit(group, [reqs[i].text for i in indices], kind="embed", batched=True)
-                vectors = (await dispatcher.outcome(ticket)).result or []
-            except ApiError as err:
-                where = ", ".join(f"instances[{i}]" for i in indices[:5]) + ("..." if len(indices) > 5 else "")
-                raise VertexError(err.status, f"{where}: {err.message}", err.headers) from None
-            for i, vector in zip(indices, vectors, strict=True):
-                predictions[i] = {"result": vector}
+async def embeddings(gw: Gateway, instances: list[Any], parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    """`{"result": vector}` per instance: one batch per consumer group, in instance order within it."""
+    reqs: list[EmbedRequest] = _validated(EmbedRequest, instances, parameters)
+    by_group: dict[str, list[int]] = {}
+    for i, req in enumerate(reqs):
+        by_group.setdefault(req.consumer_group or DEFAULT_GROUP, []).append(i)
+    predictions: list[dict[str, Any]] = [{} for _ in reqs]
 
-        predictions: list[dict[str, Any]] = [{} for _ in reqs]
-        await asyncio.gather(*(embed(g, ix) for g, ix in by_group.items()))
-        return predictions
+    async def batch(group: str, indices: list[int]) -> None:
+        try:
+            vectors = await encode.embed(gw, group, [reqs[i].texts[0] for i in indices], batched=True)
+        except ApiError as err:
+            where = ", ".join(f"instances[{i}]" for i in indices[:5]) + ("..." if len(indices) > 5 else "")
+            raise VertexError.of(err, where) from None
+        for i, vector in zip(indices, vectors, strict=True):
+            predictions[i] = {"result": vector}
 
-    async def generate_vertex(request: Request) -> Response:
-        return await endpoint(request, generations)
-
-    async def embed_vertex(request: Request) -> Response:
-        return await endpoint(request, embeddings)
-
-    routes = [
-        Route("/generate_vertex", generate_vertex, methods=["POST"]),
-        Route("/embed_vertex", embed_vertex, methods=["POST"]),
-    ]
-    predict, health = environ.get("AIP_PREDICT_ROUTE"), environ.get("AIP_HEALTH_ROUTE")
-    if predict and predict.startswith("/") and predict not in ("/generate_vertex", "/embed_vertex"):
-        routes.append(Route(predict, generate_vertex, methods=["POST"]))
-    if health and health.startswith("/") and health not in ("/healthz", "/health"):
-        routes.append(Route(health, healthz_route(gw), methods=["GET"]))
-    return routes
-
+    await asyncio.gather(*(batch(g, ix) for g, ix in by_group.items()))
+    return predictions
