@@ -14,10 +14,23 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from gateway.openai_errors import OpenAIError, invalid
 from gateway.protocol import MAX_NEW_TOKENS_LIMIT
+from gateway.rules import Bound, check_bound, rule
 from liftoff.core.wire import MAX_TOP_LOGPROBS
 
 MAX_N = 128
 MAX_STOP = 16
+
+# One rule per sampling parameter with a range.
+BOUNDS: dict[str, Bound] = {
+    "max_tokens": (1, True, MAX_NEW_TOKENS_LIMIT, ""),
+    "max_completion_tokens": (1, True, MAX_NEW_TOKENS_LIMIT, ""),
+    "temperature": (0, True, 2, " (0 = greedy)"),
+    "top_p": (0, False, 1, ""),
+    "n": (1, True, MAX_N, ""),
+    "top_k": (0, True, None, ""),
+    "min_tokens": (0, True, None, ""),
+    "repetition_penalty": (0, False, 10, " (1 = off)"),
+}
 
 # Parameters of OpenAI's API that Liftoff cannot honour: refused (400 naming them) unless absent, null or the value
 # that means "off".
@@ -51,11 +64,6 @@ def parse_openai(model: type[M], data: dict[str, Any]) -> M:
             why = _WHY.get(name, "this server does not support it")
             raise invalid(f"{name} is not supported: {why}; given {data[name]!r}"[:500], name)
     return model.model_validate({k: v for k, v in data.items() if k in model.model_fields})
-
-
-def _rule(ok: bool, message: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"{message}; given {value!r}")
 
 
 def _param_rule(ok: bool, message: str, value: Any, param: str) -> None:
@@ -119,57 +127,21 @@ class SamplingRequest(BaseModel):
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
-        _rule(bool(v) and not any(c in v for c in " \t\r\n{}"), "model must name a consumer group", v)
+        rule(bool(v) and not any(c in v for c in " \t\r\n{}"), "model must name a consumer group", v)
         return v
 
-    @field_validator("max_tokens", "max_completion_tokens")
+    @field_validator(*BOUNDS)
     @classmethod
-    def _max_tokens(cls, v: int | None, info: Any) -> int | None:
-        if v is not None:
-            _rule(1 <= v <= MAX_NEW_TOKENS_LIMIT, f"{info.field_name} must be >= 1 and <= {MAX_NEW_TOKENS_LIMIT}", v)
-        return v
-
-    @field_validator("temperature")
-    @classmethod
-    def _temperature(cls, v: float | None) -> float | None:
-        if v is not None:
-            _rule(0 <= v <= 2, "temperature must be >= 0 and <= 2 (0 = greedy)", v)
-        return v
-
-    @field_validator("top_p")
-    @classmethod
-    def _top_p(cls, v: float | None) -> float | None:
-        if v is not None:
-            _rule(0 < v <= 1, "top_p must be > 0 and <= 1", v)
-        return v
-
-    @field_validator("n")
-    @classmethod
-    def _n(cls, v: int | None) -> int | None:
-        if v is not None:
-            _rule(1 <= v <= MAX_N, f"n must be >= 1 and <= {MAX_N}", v)
+    def _within_bounds(cls, v: float | None, info: Any) -> float | None:
+        check_bound(info.field_name, v, BOUNDS[info.field_name])
         return v
 
     @field_validator("stop")
     @classmethod
     def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
         stops = [v] if isinstance(v, str) else v or []
-        _rule(len(stops) <= MAX_STOP, f"stop may hold at most {MAX_STOP} strings", v)
-        _rule(all(stops), "stop strings must not be empty", v)
-        return v
-
-    @field_validator("top_k", "min_tokens")
-    @classmethod
-    def _non_negative(cls, v: int | None, info: Any) -> int | None:
-        if v is not None:
-            _rule(v >= 0, f"{info.field_name} must be >= 0", v)
-        return v
-
-    @field_validator("repetition_penalty")
-    @classmethod
-    def _penalty(cls, v: float | None) -> float | None:
-        if v is not None:
-            _rule(0 < v <= 10, "repetition_penalty must be > 0 and <= 10 (1 = off)", v)
+        rule(len(stops) <= MAX_STOP, f"stop may hold at most {MAX_STOP} strings", v)
+        rule(all(stops), "stop strings must not be empty", v)
         return v
 
     @model_validator(mode="after")
@@ -250,7 +222,7 @@ class ChatMessage(BaseModel):
         if isinstance(v, list):
             for part in v:
                 kind = part.get("type") if isinstance(part, dict) else None
-                _rule(kind == "text", "only text content parts are supported (no images, audio or files)", kind)
+                rule(kind == "text", "only text content parts are supported (no images, audio or files)", kind)
         return v
 
     def template_view(self) -> dict[str, str]:
@@ -280,7 +252,7 @@ class ChatCompletionRequest(SamplingRequest):
     @classmethod
     def _messages(cls, v: Any) -> Any:
         if isinstance(v, list):
-            _rule(len(v) > 0, "messages must hold at least one message", v)
+            rule(len(v) > 0, "messages must hold at least one message", v)
             for i, m in enumerate(v):
                 role = m.get("role") if isinstance(m, dict) else None
                 if role in ("tool", "function"):
@@ -310,9 +282,7 @@ class CompletionRequest(SamplingRequest):
     @field_validator("prompt")
     @classmethod
     def _prompt(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            _rule(len(v) > 0 and all(x != [] for x in v), "prompt must not be empty", v)
-        return v
+        return _non_empty_inputs(v, "prompt")
 
     @model_validator(mode="after")
     def _best_of(self) -> CompletionRequest:
@@ -323,12 +293,7 @@ class CompletionRequest(SamplingRequest):
 
     def prompts(self) -> list[str] | list[list[int]]:
         """Text prompts, or token-id prompts (one list per prompt)."""
-        p = self.prompt
-        if isinstance(p, str):
-            return [p]
-        if isinstance(p[0], int):
-            return [p]  # type: ignore[list-item]
-        return p  # type: ignore[return-value]
+        return _as_inputs(self.prompt)
 
 
 class EmbeddingRequest(BaseModel):
@@ -341,14 +306,26 @@ class EmbeddingRequest(BaseModel):
     @field_validator("input")
     @classmethod
     def _input(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            _rule(len(v) > 0 and all(x != [] for x in v), "input must not be empty", v)
-        return v
+        return _non_empty_inputs(v, "input")
 
     def inputs(self) -> list[str] | list[list[int]]:
-        v = self.input
-        if isinstance(v, str):
-            return [v]
-        if isinstance(v[0], int):
-            return [v]  # type: ignore[list-item]
-        return v  # type: ignore[return-value]
+        """Text inputs, or token-id inputs (one list per input)."""
+        return _as_inputs(self.input)
+
+
+Inputs = str | list[str] | list[int] | list[list[int]]
+
+
+def _non_empty_inputs(v: Any, name: str) -> Any:
+    if isinstance(v, list):
+        rule(len(v) > 0 and all(x != [] for x in v), f"{name} must not be empty", v)
+    return v
+
+
+def _as_inputs(v: Inputs) -> list[str] | list[list[int]]:
+    """A prompt or embedding input as a list of inputs: one string, or one list of token ids, is one input."""
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v[0], int):
+        return [v]  # type: ignore[list-item]
+    return v  # type: ignore[return-value]
