@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from gateway.openai_errors import OpenAIError, invalid
 from gateway.protocol import MAX_NEW_TOKENS_LIMIT
-from gateway.rules import Bound, check_bound, rule
+from gateway.rules import Bound, bounds_validator, rule
 from liftoff.core.wire import MAX_TOP_LOGPROBS
 
 MAX_N = 128
@@ -130,11 +130,7 @@ class SamplingRequest(BaseModel):
         rule(bool(v) and not any(c in v for c in " \t\r\n{}"), "model must name a consumer group", v)
         return v
 
-    @field_validator(*BOUNDS)
-    @classmethod
-    def _within_bounds(cls, v: float | None, info: Any) -> float | None:
-        check_bound(info.field_name, v, BOUNDS[info.field_name])
-        return v
+    _within_bounds = bounds_validator(BOUNDS)
 
     @field_validator("stop")
     @classmethod

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
-from gateway.rules import Bound, check_bound, rule
+from gateway.rules import Bound, bounds_validator, rule
 from liftoff.core.keys import valid_group_name
 from liftoff.core.wire import GenerationParams
 
@@ -78,11 +78,7 @@ class GenerateRequest(TextsRequest):
             rule(valid_group_name(value), "consumer_group must be a name", value)
         return value
 
-    @field_validator(*BOUNDS)
-    @classmethod
-    def _within_bounds(cls, v: float | None, info: Any) -> float | None:
-        check_bound(info.field_name, v, BOUNDS[info.field_name])
-        return v
+    _within_bounds = bounds_validator(BOUNDS)
 
     @field_validator("regex_string")
     @classmethod

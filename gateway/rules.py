@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationInfo, field_validator
+
 # lowest, whether the lowest is allowed itself, highest (None: no upper bound), a note for the message
 Bound = tuple[float, bool, float | None, str]
 
@@ -22,3 +24,14 @@ def check_bound(name: str, value: float | None, bound: Bound) -> None:
     ok = (value >= low if inclusive else value > low) and (high is None or value <= high)
     upper = f" and <= {high}" if high is not None else ""
     rule(ok, f"{name} must be {'>=' if inclusive else '>'} {low}{upper}{note}", value)
+
+
+def bounds_validator(bounds: dict[str, Bound]) -> Any:
+    """A model's field validator checking each field named in `bounds` (`_within_bounds = bounds_validator(B)` in the
+    class body)."""
+
+    def within_bounds(cls: type, value: float | None, info: ValidationInfo) -> float | None:
+        check_bound(info.field_name or "", value, bounds[info.field_name or ""])
+        return value
+
+    return field_validator(*bounds)(within_bounds)
