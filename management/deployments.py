@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from redis.asyncio import Redis
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,7 +35,7 @@ from liftoff.core.http.errors import ApiError, Unavailable
 from liftoff.core.http.parsing import read_json_object
 from liftoff.core.http.responses import json_response
 from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
-from liftoff.core.keys import Keys, valid_group_name
+from liftoff.core.keys import valid_group_name
 from management import deployments_store as store
 from management import reader_store
 from management.deployments_model import (
@@ -122,7 +121,8 @@ class LiveDeployments:
 
     def __init__(self, gw: Gateway, run_generate: RunGenerate) -> None:
         self.gw = gw
-        self.dispatcher = gw.dispatcher
+        self.redis = gw.dispatcher.redis
+        self.keys = gw.dispatcher.keys
         self.run_generate = run_generate
 
     def routes(self) -> list[BaseRoute]:
@@ -139,14 +139,6 @@ class LiveDeployments:
             Route(PREFIX, EnvelopeErrors(self.top), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
             Mount(PREFIX, app=EnvelopeErrors(inner)),
         ]
-
-    @property
-    def redis(self) -> Redis:
-        return self.dispatcher.redis
-
-    @property
-    def keys(self) -> Keys:
-        return self.dispatcher.keys
 
     async def top(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = {"GET": self.list_deployments, "POST": self.create}.get(scope["method"])

@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -17,7 +16,6 @@ from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError, NotFound, Unavailable, Unprocessable, from_validation
 from liftoff.core.http.parsing import read_json_object
 from liftoff.core.http.responses import json_response
-from liftoff.core.keys import Keys
 from liftoff.core.settings import ReaderConfig
 from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader, running_readers
@@ -39,7 +37,8 @@ class ReaderManagement:
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
-        self.dispatcher = gw.dispatcher
+        self.redis = gw.dispatcher.redis
+        self.keys = gw.dispatcher.keys
 
     def routes(self) -> list[Route]:
         return [
@@ -48,14 +47,6 @@ class ReaderManagement:
             Route("/reader/{reader_id}", self.delete_reader, methods=["DELETE"]),
             Route("/config/{reader_id}", self.reader_config, methods=["GET"]),
         ]
-
-    @property
-    def redis(self) -> Redis:
-        return self.dispatcher.redis
-
-    @property
-    def keys(self) -> Keys:
-        return self.dispatcher.keys
 
     async def records(self) -> list[registry.ReaderRecord]:
         return await registry.read_registry(self.redis, self.keys, self.gw.settings.heartbeat_check_interval)
