@@ -12,7 +12,7 @@ import os
 from redis.asyncio import Redis
 
 from liftoff.core.keys import Keys
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.settings import REVEAL, ReaderConfig
 
 SUPERVISOR_ENV = "LIFTOFF_SUPERVISOR_ID"  # set by the supervisor for its gateway workers
 
@@ -29,7 +29,7 @@ async def load(redis: Redis, keys: Keys, sup: str) -> dict[str, ReaderConfig]:
 async def put(redis: Redis, keys: Keys, sup: str, config: ReaderConfig) -> bool:
     """Add a reader config under its reader_id; False when that id is taken."""
     assert config.reader_id
-    return bool(await redis.hsetnx(keys.reader_configs(sup), config.reader_id, config.model_dump_json()))
+    return bool(await redis.hsetnx(keys.reader_configs(sup), config.reader_id, config.model_dump_json(context=REVEAL)))
 
 
 async def replace_all(redis: Redis, keys: Keys, sup: str, configs: list[ReaderConfig]) -> None:
@@ -37,7 +37,7 @@ async def replace_all(redis: Redis, keys: Keys, sup: str, configs: list[ReaderCo
     pipe.delete(keys.reader_configs(sup))
     for config in configs:
         assert config.reader_id
-        pipe.hset(keys.reader_configs(sup), config.reader_id, config.model_dump_json())
+        pipe.hset(keys.reader_configs(sup), config.reader_id, config.model_dump_json(context=REVEAL))
     await pipe.execute()
 
 

@@ -25,7 +25,7 @@ from liftoff.core.http.auth import management_bind
 from liftoff.core.keys import Keys
 from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, child_preexec, compute_backoff
 from liftoff.core.redis_client import connect
-from liftoff.core.settings import RESOLVED_ENV, ReaderConfig, Settings
+from liftoff.core.settings import READER_TOKEN_ENV, RESOLVED_ENV, ReaderConfig, Settings
 from liftoff.core.wire import ReaderInfo
 from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader
@@ -228,8 +228,9 @@ class Supervisor:
                                 0, live)
 
     # --- processes ------------------------------------------------------------------------------------------------
-    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)  # noqa: PLW1509 (no threads here)
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL,
+                                preexec_fn=child_preexec)  # noqa: PLW1509 (no threads here)
 
     async def _start_reader(self, reader: ReaderProcess) -> None:
         config = reader.config
@@ -244,11 +245,13 @@ class Supervisor:
             log.warning("could not announce reader %s in the registry: %s", reader.reader_id, exc)
         argv = [
             sys.executable, "-m", "readers",
-            "--config-json", reader.config.model_dump_json(),
+            "--config-json", reader.config.model_dump_json(exclude={"access_token"}),
             "--reader-id", reader.reader_id,
             "--supervised",
         ]
-        reader.proc = self._spawn(argv)
+        token = config.access_token
+        # a secret goes to the one process it is for, in its environment: never on a command line (`ps` shows those)
+        reader.proc = self._spawn(argv, {READER_TOKEN_ENV: token.get_secret_value()} if token else None)
         reader.started_s = time.monotonic()
         reader.restart_at = None
         log.info("started reader %s (pid %d, model %s)", reader.reader_id, reader.proc.pid, reader.config.model_name)

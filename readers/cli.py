@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from liftoff.core.process import configure_logging, run_async
-from liftoff.core.settings import ReaderConfig, SettingsError, load_settings
+from liftoff.core.settings import READER_TOKEN_ENV, ReaderConfig, SettingsError, load_settings
 
 
 def add_reader_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -67,6 +67,8 @@ def _reader_config(args: argparse.Namespace) -> ReaderConfig:
     for name in ("model_name", "device", "max_batch_size", "batch_duration_millis"):
         if getattr(args, name) is not None:
             data[name] = getattr(args, name)
+    if os.environ.get(READER_TOKEN_ENV):  # how the supervisor hands a reader its access_token
+        data["access_token"] = os.environ[READER_TOKEN_ENV]
     try:
         return ReaderConfig.model_validate(data)
     except ValidationError as exc:

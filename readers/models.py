@@ -18,6 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
+
 from liftoff.core.settings import check_model_name
 from readers.engines.base import EngineLoadError
 
@@ -35,8 +37,9 @@ _GENERATION_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"
 _CLASSIFICATION_SUFFIXES = ("ForSequenceClassification",)
 
 
-def resolve_model(model_name: str, repository_path: str | Path, access_token: str | None = None) -> Path:
-    """The local directory holding `model_name`'s files, downloading them into the repository when needed."""
+def resolve_model(model_name: str, repository_path: str | Path, access_token: SecretStr | None = None) -> Path:
+    """The local directory holding `model_name`'s files, downloading them into the repository when needed (with
+    `access_token` for the hub, when given)."""
     if model_name.startswith("/"):
         if not Path(model_name).is_dir():
             raise EngineLoadError(f"model directory {model_name!r} does not exist")
@@ -82,7 +85,7 @@ def _offline() -> bool:
                for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _download(model_name: str, target: Path, access_token: str | None) -> Path:
+def _download(model_name: str, target: Path, access_token: SecretStr | None) -> Path:
     hint = (f"copy the model files to {str(target)!r}, or set model_name to a local directory "
             f"that holds them (config.json, weights, tokenizer)")
     if _offline():
@@ -101,7 +104,8 @@ def _download(model_name: str, target: Path, access_token: str | None) -> Path:
     log.info("downloading %s into %s", model_name, target)
     try:
         target.mkdir(parents=True, exist_ok=True)
-        snapshot_download(repo_id=model_name, local_dir=str(target), token=access_token)
+        snapshot_download(repo_id=model_name, local_dir=str(target),
+                          token=access_token.get_secret_value() if access_token else None)
     except Exception as exc:  # the hub raises many kinds (HTTP, validation, connection, OS); all mean the same here
         if created:
             shutil.rmtree(target, ignore_errors=True)

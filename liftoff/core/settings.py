@@ -13,7 +13,17 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 CONFIG_ENV = "LIFTOFF_CONFIG"
@@ -68,7 +78,10 @@ class ReaderConfig(BaseModel):
     # other readers take DEFAULT_MAX_BATCH_SIZE.
     max_batch_size: int | Literal["auto"] = Field(default="auto", union_mode="left_to_right")
     batch_duration_millis: int = Field(default=100, ge=0, le=60_000)
-    access_token: str | None = None
+    # A Hugging Face token for downloads. A secret: every dump of a config shows it as SECRET_MASK (the registry,
+    # `/config`, logs, the supervisor's children's environment) except the one that hands a config to the supervisor
+    # (reader_store, `model_dump_json(context=REVEAL)`); a reader gets it in its environment (READER_TOKEN_ENV).
+    access_token: SecretStr | None = None
     tensor_parallel: int | None = Field(default=None, ge=1)
     # Weight quantisation applied at load ("int8": int8 weight-only); the reader refuses, by name, any other value
     # (readers.engines.load_options). None: the weights as saved, a model saved quantized loading as it is.
@@ -150,10 +163,21 @@ class ReaderConfig(BaseModel):
             raise ValueError(f"consumer_group must be a non-empty name without spaces or braces; given {value!r}")
         return value
 
+    @field_serializer("access_token")
+    def _hide_token(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        if value is None:
+            return None
+        return value.get_secret_value() if (info.context or {}).get("reveal_secrets") else SECRET_MASK
+
     @field_validator("model_name", "fallback_model_name")
     @classmethod
     def _model_name(cls, value: str | None, info: Any) -> str | None:
         return value if value is None else check_model_name(value, info.field_name)
+
+
+SECRET_MASK = "**********"
+REVEAL = {"reveal_secrets": True}  # serialization context under which secrets are written out as they are
+READER_TOKEN_ENV = "LIFTOFF_READER_ACCESS_TOKEN"  # how a supervised reader receives its access_token
 
 
 # A model is named by an absolute path (a directory anywhere: readers are configured by admins), or by a relative
