@@ -31,9 +31,29 @@ def valid_group_name(name: str) -> bool:
     return bool(name) and not any(c in name for c in " \t\r\n{}")
 
 
+class _Fixed:
+    """A key with no part but the namespace: `Keys().dlq` is `<ns>:dlq`."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    def __get__(self, keys: Keys, owner: type | None = None) -> str:
+        return f"{keys.ns}:{self.suffix}"
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     ns: str = "liftoff"
+
+    # keys with no part but the namespace
+    readers = _Fixed("readers")
+    groups = _Fixed("groups")
+    dlq = _Fixed("dlq")
+    cancel_channel = _Fixed("cancel")
+    fit_measurements = _Fixed("fit:measurements")
+    deployments = _Fixed("deployments")
+    deployment_models = _Fixed("deployment_models")
+    deployment_scale = _Fixed("deployment_scale")
 
     @staticmethod
     def direct_group(reader_id: str) -> str:
@@ -46,20 +66,8 @@ class Keys:
     def replies(self, worker_id: str) -> str:
         return f"{self.ns}:replies:{worker_id}"
 
-    @property
-    def readers(self) -> str:
-        return f"{self.ns}:readers"
-
     def heartbeat(self, reader_id: str) -> str:
         return f"{self.ns}:heartbeat:{reader_id}"
-
-    @property
-    def groups(self) -> str:
-        return f"{self.ns}:groups"
-
-    @property
-    def dlq(self) -> str:
-        return f"{self.ns}:dlq"
 
     def stat(self, counter: str) -> str:
         return f"{self.ns}:stats:{counter}"
@@ -67,29 +75,9 @@ class Keys:
     def stop(self, reader_id: str) -> str:
         return f"{self.ns}:stop:{reader_id}"
 
-    @property
-    def cancel_channel(self) -> str:
-        return f"{self.ns}:cancel"
-
     def reader_configs(self, supervisor_id: str) -> str:
         return f"{self.ns}:reader_configs:{supervisor_id}"
-
-    @property
-    def fit_measurements(self) -> str:
-        return f"{self.ns}:fit:measurements"
 
     def hardware_facts(self, node: str) -> str:
         """What one node's supervisor detected (published by it, read by the fit engine in gateway workers)."""
         return f"{self.ns}:fit:hardware:{node}"
-
-    @property
-    def deployments(self) -> str:
-        return f"{self.ns}:deployments"
-
-    @property
-    def deployment_models(self) -> str:
-        return f"{self.ns}:deployment_models"
-
-    @property
-    def deployment_scale(self) -> str:
-        return f"{self.ns}:deployment_scale"

@@ -27,6 +27,26 @@ _COLUMNS: tuple[tuple[str, str, int], ...] = (
 )
 
 
+# Options taking one value, with the API's query parameter of the same name: filters, then the machine asked about.
+FILTER_FLAGS = (
+    ("--min-fit", "perfect|good|marginal|too_tight"),
+    ("--runtime", "any|mlx|llamacpp|transformers (default: transformers, what readers run)"),
+    ("--use-case", "general|coding|reasoning|chat|multimodal|embedding"),
+    ("--provider", "provider substring"),
+    ("--search", "free text across name, provider, size and use case"),
+    ("--sort", "score|tps|params|mem|ctx|date|use_case (default score)"),
+)
+MACHINE_FLAGS = (
+    ("--max-context", "context length the memory estimate assumes (default min(model, 8192))"),
+    ("--ram-gb", "answer as if the machine had this much RAM"),
+    ("--vram-gb", "answer as if each GPU had this much VRAM (adds one GPU when there is none)"),
+    ("--cpu-cores", "answer as if the machine had this many cores"),
+    ("--repository-path", "model repository to include (default: the configured repository_path)"),
+    ("--catalog", "user catalog overlay file (default: $LIFTOFF_FIT_CATALOG)"),
+    ("--config", "config.toml to read repository_path from"),
+)
+
+
 def add_fit_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = subparsers.add_parser("fit", help="which models fit this machine, ranked (same filters as /api/v1/models)")
     p.add_argument("name", nargs="?", help="only models whose name, provider or use case contains this")
@@ -34,21 +54,12 @@ def add_fit_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--all", action="store_true", help="show every row")
     p.add_argument("--top", action="store_true", help="as /api/v1/models/top: runnable models only, default 5 rows")
     p.add_argument("--perfect", action="store_true", help="perfect fits only")
-    p.add_argument("--min-fit", help="perfect|good|marginal|too_tight")
-    p.add_argument("--runtime", help="any|mlx|llamacpp|transformers (default: transformers, what readers run)")
-    p.add_argument("--use-case", help="general|coding|reasoning|chat|multimodal|embedding")
-    p.add_argument("--provider", help="provider substring")
-    p.add_argument("--search", help="free text across name, provider, size and use case")
-    p.add_argument("--sort", help="score|tps|params|mem|ctx|date|use_case (default score)")
+    for flag, text in FILTER_FLAGS:
+        p.add_argument(flag, help=text)
     p.add_argument("--include-too-tight", action=argparse.BooleanOptionalAction, default=None,
                    help="list models that cannot run here (default: yes, except with --top)")
-    p.add_argument("--max-context", help="context length the memory estimate assumes (default min(model, 8192))")
-    p.add_argument("--ram-gb", help="answer as if the machine had this much RAM")
-    p.add_argument("--vram-gb", help="answer as if each GPU had this much VRAM (adds one GPU when there is none)")
-    p.add_argument("--cpu-cores", help="answer as if the machine had this many cores")
-    p.add_argument("--repository-path", help="model repository to include (default: the configured repository_path)")
-    p.add_argument("--catalog", help="user catalog overlay file (default: $LIFTOFF_FIT_CATALOG)")
-    p.add_argument("--config", help="config.toml to read repository_path from")
+    for flag, text in MACHINE_FLAGS:
+        p.add_argument(flag, help=text)
     p.add_argument("--json", action="store_true", help="print the API's JSON envelope instead of a table")
     return p
 

@@ -7,17 +7,14 @@ Inputs are `job.item.texts` (single texts) or `job.item.pairs` (text pairs, for 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
 
-from liftoff.core import metrics
 from liftoff.core.settings import ReaderConfig
 from readers.engines.base import EngineLoadError
 from readers.engines.model_engine import BatchedModelEngine
 from readers.jobs import Job
-from readers.replies import ReplySink
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +24,7 @@ ClassifyInput = str | tuple[str, str]
 class ClassificationEngine(BatchedModelEngine):
     model_type = "classification"
     thread_name = "liftoff-classify"
+    task, task_noun = "classify", "classification"
     kinds = frozenset({"classify"})
 
     def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
@@ -83,32 +81,11 @@ class ClassificationEngine(BatchedModelEngine):
                 results[i] = {"label": self.labels[best], "score": row[best], "scores": scores}
         return results  # type: ignore[return-value]
 
-    async def run(self, jobs: list[Job], sink: ReplySink) -> None:
-        assert self._batcher is not None, "the classification engine is not loaded"
-        await asyncio.gather(*(self._one(job, sink) for job in jobs))
-
-    async def _one(self, job: Job, sink: ReplySink) -> None:
-        if job.cancelled:
-            sink.error(job, 499, "cancelled by the client")
-            return
+    def job_inputs(self, job: Job) -> list[Any] | str:
         item = job.item
-        inputs: list[ClassifyInput]
-        if item.pairs:
-            bad = [i for i, pair in enumerate(item.pairs) if len(pair) != 2]
-            if bad:
-                sink.error(job, 422, f"text[{bad[0]}]: a pair must hold exactly two texts")
-                return
-            inputs = [(a, b) for a, b in item.pairs]
-        else:
-            inputs = list(item.texts)
-        if not inputs:
-            sink.error(job, 422, "text: nothing to classify")
-            return
-        try:
-            result = await self._batcher.submit(inputs)
-        except Exception as exc:
-            log.exception("classification batch failed")
-            sink.error(job, 500, f"classification failed: {type(exc).__name__}: {exc}")
-            return
-        metrics.observe_job(job.group, (job.started_ms - item.enqueued_ms) / 1000, batch_size=len(inputs))
-        sink.done(job, None, None, result=result)
+        if not item.pairs:
+            return list(item.texts)
+        bad = [i for i, pair in enumerate(item.pairs) if len(pair) != 2]
+        if bad:
+            return f"text[{bad[0]}]: a pair must hold exactly two texts"
+        return [(a, b) for a, b in item.pairs]

@@ -6,14 +6,10 @@ longer than the model's (or the reader's `max_sequence_length`) limit are trunca
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from liftoff.core import metrics
 from readers.engines.base import EngineLoadError
 from readers.engines.model_engine import BatchedModelEngine
-from readers.jobs import Job
-from readers.replies import ReplySink
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +17,7 @@ log = logging.getLogger(__name__)
 class EmbeddingEngine(BatchedModelEngine):
     model_type = "embedding"
     thread_name = "liftoff-embed"
+    task, task_noun = "embed", "embedding"
     kinds = frozenset({"embed"})
 
     def _load(self) -> None:
@@ -60,23 +57,3 @@ class EmbeddingEngine(BatchedModelEngine):
 
         with torch.inference_mode():
             return self._encode_sync(texts)
-
-    async def run(self, jobs: list[Job], sink: ReplySink) -> None:
-        assert self._batcher is not None, "the embedding engine is not loaded"
-        await asyncio.gather(*(self._one(job, sink) for job in jobs))
-
-    async def _one(self, job: Job, sink: ReplySink) -> None:
-        if job.cancelled:
-            sink.error(job, 499, "cancelled by the client")
-            return
-        if not job.item.texts:
-            sink.error(job, 422, "text: nothing to embed")
-            return
-        try:
-            vectors = await self._batcher.submit(job.item.texts)
-        except Exception as exc:
-            log.exception("embedding batch failed")
-            sink.error(job, 500, f"embedding failed: {type(exc).__name__}: {exc}")
-            return
-        metrics.observe_job(job.group, (job.started_ms - job.item.enqueued_ms) / 1000, batch_size=len(job.item.texts))
-        sink.done(job, None, None, result=vectors)

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
+from liftoff.core import metrics
 from liftoff.core.settings import ReaderConfig
 from readers.engines.base import Engine
 from readers.engines.batching import DynamicBatcher
 from readers.engines.tokenizer_tools import TokenizerHelpers
+from readers.jobs import Job
 from readers.models import resolve_model
+from readers.replies import ReplySink
+
+log = logging.getLogger(__name__)
 
 
 class ModelEngine(TokenizerHelpers, Engine):
@@ -69,3 +75,33 @@ class BatchedModelEngine(ModelEngine):
     @abc.abstractmethod
     async def process_batch(self, inputs: list[Any]) -> list[Any]:
         """One result per input, in order."""
+
+    # The engine's work in messages: "nothing to embed", "embedding failed" (the verb and its noun).
+    task, task_noun = "process", "processing"
+
+    def job_inputs(self, job: Job) -> list[Any] | str:
+        """The job's inputs for `process_batch`, or why they are not acceptable (a 422)."""
+        return list(job.item.texts)
+
+    async def run(self, jobs: list[Job], sink: ReplySink) -> None:
+        assert self._batcher is not None, f"the {self.task_noun} engine is not loaded"
+        await asyncio.gather(*(self._one(job, sink) for job in jobs))
+
+    async def _one(self, job: Job, sink: ReplySink) -> None:
+        """A job through the batcher: cancelled (499), nothing to do or bad inputs (422), failed (500), or done."""
+        if job.cancelled:
+            sink.error(job, 499, "cancelled by the client")
+            return
+        inputs = self.job_inputs(job)
+        if isinstance(inputs, str) or not inputs:
+            sink.error(job, 422, inputs if isinstance(inputs, str) else f"text: nothing to {self.task}")
+            return
+        assert self._batcher is not None
+        try:
+            result = await self._batcher.submit(inputs)
+        except Exception as exc:
+            log.exception("%s batch failed", self.task_noun)
+            sink.error(job, 500, f"{self.task_noun} failed: {type(exc).__name__}: {exc}")
+            return
+        metrics.observe_job(job.group, (job.started_ms - job.item.enqueued_ms) / 1000, batch_size=len(inputs))
+        sink.done(job, None, None, result=result)

@@ -138,19 +138,11 @@ def test_middleware_headers_roles_and_shapes() -> None:
 # 401/403; the mutating routes are sent requests that change nothing). Without a key every route but the probes is 401.
 PARAMS = {"reader_id": "no-such-reader", "name": "echo", "rid": mint_rid(DEPLOYMENT_TYPE)}
 OPEN = {("GET", "/healthz"), ("GET", "/health")}
-READ_ROUTES: dict[tuple[str, str], int] = {
-    ("GET", "/status"): 200,
-    ("GET", "/reader_groups"): 200,
-    ("GET", "/config/{reader_id}"): 404,
-    ("GET", "/dlq"): 200,
-    ("GET", "/api/v1/system"): 200,
-    ("GET", "/api/v1/models"): 200,
-    ("GET", "/api/v1/models/top"): 200,
-    ("GET", "/api/v1/models/{name:path}"): 200,
-    ("GET", "/metrics"): 200,
-    ("GET", "/api/health/status"): 200,
-    ("GET", "/api/v2/models/liveDeployments"): 200,
-    ("GET", "/api/v2/models/liveDeployments/{rid}"): 404,
+READ_ROUTES: dict[tuple[str, str], int] = {  # what a read-only key gets from each GET route
+    **{("GET", path): 200 for path in (
+        "/status", "/reader_groups", "/dlq", "/api/v1/system", "/api/v1/models", "/api/v1/models/top",
+        "/api/v1/models/{name:path}", "/metrics", "/api/health/status", "/api/v2/models/liveDeployments")},
+    **{("GET", path): 404 for path in ("/config/{reader_id}", "/api/v2/models/liveDeployments/{rid}")},
 }
 ADMIN_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/reader"): {"json": {"model_name": "echo", "device": "tpu"}},  # invalid: starts nothing
