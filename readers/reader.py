@@ -29,7 +29,7 @@ from liftoff.core import metrics, registry
 from liftoff.core.broker import TRANSIENT, CancelFeed
 from liftoff.core.calibration import MeasurementStore, record_measurement
 from liftoff.core.keys import Keys
-from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, EXIT_OK, compute_backoff
+from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, EXIT_OK, compute_backoff, critical_task
 from liftoff.core.redis_client import connect
 from liftoff.core.settings import ReaderConfig
 from liftoff.core.wire import TOKENIZER_KINDS, ReaderInfo
@@ -103,7 +103,8 @@ class Reader:
         try:
             if not await self._register():
                 return EXIT_BOOT_ERROR
-            helpers = [asyncio.create_task(self._heartbeat_loop()), asyncio.create_task(self._cancel_listener())]
+            helpers = [critical_task(self._heartbeat_loop(), "reader heartbeat"),
+                       critical_task(self._cancel_listener(), "reader cancel feed")]
             try:
                 code = await self._serve()
             finally:
@@ -146,9 +147,9 @@ class Reader:
         self.info.state = "live"
         await self._beat()
         log.info("reader %s live: model %s, groups %s", self.opts.reader_id, self.info.model_name, self.opts.groups)
-        beats = asyncio.create_task(
-            keep_alive(self.inflight, self.sink, self.engine, self.opts.reader_message_timeout_ms))
-        reading = [asyncio.create_task(c.run()) for c in self.consumers]
+        beats = critical_task(keep_alive(self.inflight, self.sink, self.engine, self.opts.reader_message_timeout_ms),
+                              "reader liveness beats")
+        reading = [critical_task(c.run(), f"reader consumer of group {c.group}") for c in self.consumers]
         await self._stop.wait()
         self.info.state = "stopping"
         self._slot_freed.set()  # wake consumers waiting for a slot, so that they see the stop

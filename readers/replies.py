@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from liftoff.core import broker, wire
 from liftoff.core.broker import Ack, Finish, PostReply, ReplyOp
 from liftoff.core.keys import Keys
-from liftoff.core.process import compute_backoff
+from liftoff.core.process import compute_backoff, critical_task
 from liftoff.core.wire import Reply
 from readers.jobs import Job
 
@@ -98,7 +98,7 @@ class ReplySink:
         self._ops.append(op)
         self._idle.clear()
         if self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+            self._flushing = critical_task(self._flush(), "reader reply sink flush")
 
     async def _flush(self) -> None:
         attempt = 0

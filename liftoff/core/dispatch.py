@@ -26,7 +26,7 @@ from liftoff.core.broker import TRANSIENT  # also imported from here by older ca
 from liftoff.core.groups import GroupDirectory
 from liftoff.core.http.errors import GatewayTimeout, Unavailable, raise_for_reply
 from liftoff.core.keys import Keys
-from liftoff.core.process import compute_backoff
+from liftoff.core.process import compute_backoff, critical_task
 from liftoff.core.redis_client import MAX_BLOCK_MS, connect
 from liftoff.core.settings import Settings
 from liftoff.core.wire import Reply
@@ -74,7 +74,8 @@ class Dispatcher:
             await self.refresh_view()
         except TRANSIENT as exc:
             log.warning("Redis not reachable at start (%s); will keep trying", exc)
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._maintain())]
+        self._tasks = [critical_task(self._listen(), "gateway reply listener"),
+                       critical_task(self._maintain(), "gateway directory refresh and reply trimming")]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -223,7 +224,7 @@ class Dispatcher:
                 batch, self._outbox = self._outbox, []
                 try:
                     ids = await broker.submit(self.redis, [(ticket.stream, fields) for ticket, fields in batch])
-                except TRANSIENT as exc:
+                except Exception as exc:  # noqa: BLE001 — out of reach, or refused (OOM): these requests end now
                     for ticket, _ in batch:
                         self._deliver_error(ticket, Unavailable(f"could not queue the request (Redis): {exc}"))
                     continue
@@ -294,5 +295,3 @@ class Dispatcher:
                 await broker.trim_replies(self.redis, self.reply_key, self._last_reply_id, REPLY_STREAM_TTL_S)
             except TRANSIENT as exc:
                 log.debug("maintenance skipped: %s", exc)
-            except Exception:
-                log.exception("gateway maintenance failed; retrying")

@@ -1,4 +1,4 @@
-"""Process helpers shared by the supervisor, the embedded Redis and the tests."""
+"""Process helpers shared by the supervisor, the embedded Redis, gateway workers, readers and the tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -18,6 +20,7 @@ _PR_SET_PDEATHSIG = 1
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # bad configuration or a duplicate live reader id: restarting will not help
 EXIT_MODEL_LOAD_ERROR = 4  # the model cannot be loaded: restarting will not help
+EXIT_TASK_DIED = 70  # a background task the process needs died (EX_SOFTWARE): a restart is the cure
 
 
 def child_preexec() -> None:
@@ -52,3 +55,28 @@ def run_async(main: Coroutine[Any, Any, int]) -> int:
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+
+
+def critical_task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    """Run `coro` as a task this process cannot work without (a read loop, the heartbeat, the reply listener).
+
+    Such a task handles the errors it can outlive itself (Redis out of reach: retry with backoff). If it ends on
+    anything else, the process would stay up looking healthy while doing nothing (a reader that heartbeats and reads
+    nothing, a gateway worker whose requests all time out), so the process ends instead, with `EXIT_TASK_DIED`
+    after one log line naming the task: the supervisor restarts a reader, gunicorn's arbiter replaces a worker.
+    Cancellation and a normal return are the task's own business.
+    """
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    task.add_done_callback(_exit_if_failed)
+    return task
+
+
+def _exit_if_failed(task: asyncio.Task[Any]) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    exc = task.exception()
+    log.critical("background task %r died (%s: %s); exiting with code %d so that this process is restarted",
+                 task.get_name(), type(exc).__name__, exc, EXIT_TASK_DIED, exc_info=exc)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_TASK_DIED)  # not SystemExit: the event loop would swallow it, and cleanup may hang on Redis
