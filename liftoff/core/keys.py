@@ -1,28 +1,32 @@
 """Every Redis key Liftoff uses, in one place. No other module builds key names.
 
-| key                          | type                        | TTL / trimming                 | meaning              |
-|------------------------------|-----------------------------|--------------------------------|----------------------|
-| `<ns>:requests:{<group>}`    | stream + consumer group     | entries deleted when abandoned | work for one group   |
-| `<ns>:replies:<worker>`      | stream                      | trimmed by its reader, expires | one gateway worker's |
-| `<ns>:readers`               | hash reader_id → ReaderInfo | removed on deregister / prune  | reader registry      |
-| `<ns>:heartbeat:<reader_id>` | string (epoch seconds)      | PX = the dead-after window     | one reader's liveness |
-| `<ns>:groups`                | set of group names          | none                           | groups ever served   |
-| `<ns>:dlq`                   | stream of DeadLetter        | MAXLEN ~ 100k                  | dead letters         |
-| `<ns>:stats:<counter>`       | string counter              | none                           | job counters         |
-| `<ns>:stop:<reader_id>`      | string                      | EX 300                         | asks a reader to stop|
-| `<ns>:cancel`                | pub/sub channel             | -                              | cancelled request ids|
-| `<ns>:reader_configs:<sup>`  | hash reader_id → config     | none                           | one supervisor's set |
-| `<ns>:fit:measurements`      | hash model → Measurement    | none                           | fit calibration      |
-| `<ns>:fit:hardware:<node>`   | string (HardwareFacts JSON) | PX 60 s, refreshed every 15 s  | one node's hardware  |
-| `<ns>:deployments`           | hash rid → Deployment       | none                           | live deployments     |
-| `<ns>:deployment_models`     | hash model rid → model name | none                           | deployments' models  |
-| `<ns>:deployment_scale`      | hash rid → {target, next}   | none (controller only)         | replica targets      |
+| key                          | type                        | owner: who deletes it, or its TTL                   |
+|------------------------------|-----------------------------|-----------------------------------------------------|
+| `<ns>:requests:{<group>}`    | stream + consumer group     | entries deleted when answered, abandoned or         |
+|                              | (work for one group)        | dead-lettered; an empty stream of a group nothing   |
+|                              |                             | serves any more: the supervisor (`broker.tidy`)     |
+| `<ns>:requests:{@<reader>}`  | stream (work for one reader)| deleted when its reader deregisters or is pruned    |
+| `<ns>:replies:<worker>`      | stream (one gateway worker) | trimmed by its worker; EX 120 s, set by every write |
+| `<ns>:readers`               | hash reader_id → ReaderInfo | field removed on deregister / prune                 |
+| `<ns>:heartbeat:<reader_id>` | string (epoch seconds)      | PX = the dead-after window; deleted on deregister   |
+| `<ns>:groups`                | set (no longer written)     | left by older versions: deleted by the supervisor   |
+| `<ns>:dlq`                   | stream of DeadLetter        | MAXLEN ~ 100k; purged through `DELETE /dlq`         |
+| `<ns>:stats:<counter>`       | string counter              | kept: a fixed few, the job totals of /health        |
+| `<ns>:stop:<reader_id>`      | string                      | EX 300; deleted when its reader deregisters         |
+| `<ns>:cancel`                | pub/sub channel             | - (holds nothing)                                   |
+| `<ns>:reader_configs:<sup>`  | hash reader_id → config     | its supervisor: emptied (deleted) at shutdown       |
+| `<ns>:fit:measurements`      | hash model → Measurement    | kept: one field per model measured (calibration)    |
+| `<ns>:fit:hardware:<node>`   | string (HardwareFacts JSON) | PX 60 s, refreshed every 15 s                       |
+| `<ns>:deployments`           | hash rid → Deployment       | field removed when the deployment is deleted        |
+| `<ns>:deployment_models`     | hash model rid → model name | kept: one field per model rid named (the mapping)  |
+| `<ns>:deployment_scale`      | hash rid → {target, next}   | field removed with its deployment                   |
 
 Request streams carry the group in a `{…}` hash tag so that on Redis Cluster one group's keys share a slot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -41,6 +45,21 @@ class _Fixed:
         return f"{keys.ns}:{self.suffix}"
 
 
+class _Named:
+    """A key of one named thing: `Keys().stop("r1")` is `<ns>:stop:r1`."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __get__(self, keys: Keys, owner: type | None = None) -> Callable[[str], str]:
+        head = f"{keys.ns}:{self.prefix}:"
+
+        def key(name: str) -> str:
+            return f"{head}{name}"
+
+        return key
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     ns: str = "liftoff"
@@ -54,6 +73,12 @@ class Keys:
     deployments = _Fixed("deployments")
     deployment_models = _Fixed("deployment_models")
     deployment_scale = _Fixed("deployment_scale")
+    # keys of one thing: `<ns>:<prefix>:<its name>`
+    replies = _Named("replies")  # replies(worker_id)
+    heartbeat = _Named("heartbeat")  # heartbeat(reader_id)
+    stat = _Named("stats")  # stat(counter)
+    stop = _Named("stop")  # stop(reader_id)
+    reader_configs = _Named("reader_configs")  # reader_configs(supervisor_id)
 
     @staticmethod
     def direct_group(reader_id: str) -> str:
@@ -62,21 +87,6 @@ class Keys:
 
     def requests(self, group: str) -> str:
         return f"{self.ns}:requests:{{{group}}}"
-
-    def replies(self, worker_id: str) -> str:
-        return f"{self.ns}:replies:{worker_id}"
-
-    def heartbeat(self, reader_id: str) -> str:
-        return f"{self.ns}:heartbeat:{reader_id}"
-
-    def stat(self, counter: str) -> str:
-        return f"{self.ns}:stats:{counter}"
-
-    def stop(self, reader_id: str) -> str:
-        return f"{self.ns}:stop:{reader_id}"
-
-    def reader_configs(self, supervisor_id: str) -> str:
-        return f"{self.ns}:reader_configs:{supervisor_id}"
 
     def hardware_facts(self, node: str) -> str:
         """What one node's supervisor detected (published by it, read by the fit engine in gateway workers)."""
