@@ -53,7 +53,7 @@ async def scrape_time(gw: Gateway) -> list[Metric]:
     up = GaugeMetricFamily("liftoff_redis_up", "1 when the scrape could read Redis")
     try:
         directory = await broker.read_directory(d.redis, d.keys, gw.settings.heartbeat_check_interval, ())
-        records, groups = directory.records, sorted(directory.served)
+        records, groups = directory.records, sorted(directory.known())
         lengths = await broker.stream_lengths(d.redis, [d.keys.requests(g) for g in groups] + [d.keys.dlq])
     except Exception:  # noqa: BLE001 — a scrape must answer; the recorded values still help
         up.add_metric([], 0)

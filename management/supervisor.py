@@ -216,14 +216,22 @@ class Supervisor:
             log.warning("%s skipped: %s", step.__name__, exc)
 
     async def _prune(self) -> None:
+        """Forget readers long dead (not those still configured here), then the empty request streams of groups
+        that no reader and no setting names any more."""
         interval = self.settings.heartbeat_check_interval
-        for reader_id in await registry.prune_dead(self.redis, self.keys, interval, DEAD_RETENTION_S):
+        configured = set(self.readers)
+        for reader_id in await registry.prune_dead(self.redis, self.keys, interval, DEAD_RETENTION_S, configured):
             log.info("forgot reader %s (dead for over %.0fs)", reader_id, DEAD_RETENTION_S)
+        directory = await broker.read_directory(self.redis, self.keys, interval, self.settings.reserved_groups())
+        for group in await broker.drop_orphan_streams(self.redis, self.keys, directory.known(direct=True)):
+            log.info("removed the empty request stream of consumer group %s: nothing serves it any more", group)
 
     async def _sweep(self) -> None:
         """Dead-letter exhausted work of dead readers even in groups with no live reader, and tidy consumers."""
-        live = await broker.live_consumers(self.redis, self.keys, self.settings.heartbeat_check_interval)
-        for group in await broker.served_groups(self.redis, self.keys):
+        s = self.settings
+        directory = await broker.read_directory(self.redis, self.keys, s.heartbeat_check_interval, s.reserved_groups())
+        live = {r.info.consumer_name for r in directory.records if r.status != "dead"}
+        for group in sorted(directory.known()):
             await broker.sweep(self.redis, self.keys, group, f"supervisor-{self.id}", self.settings.max_deliveries,
                                 0, live)
 

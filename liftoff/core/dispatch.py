@@ -34,7 +34,7 @@ from liftoff.core.wire import Reply
 log = logging.getLogger(__name__)
 
 VIEW_REFRESH_S = 0.5
-REPLY_STREAM_TTL_S = 120  # a dead worker's reply stream goes away on its own
+REPLY_STREAM_TTL_S = broker.REPLY_STREAM_TTL_S  # a dead worker's reply stream goes away on its own
 
 
 @dataclass(eq=False, slots=True)

@@ -3,12 +3,15 @@
 Readers write their `ReaderInfo` into the registry hash and refresh a heartbeat key whose TTL is the dead-after
 window, so a reader that stops heartbeating disappears from liveness on its own (no clock comparison across
 machines). Gateway workers, the management API and the supervisor all classify readers through `read_registry`.
+A reader's keys go with it: deregistering (or being pruned when long dead) deletes its entry, its heartbeat, its
+stop request and its direct request stream `<ns>:requests:{@<reader_id>}`.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,11 +70,7 @@ async def announce_starting(redis: Redis, keys: Keys, info: ReaderInfo) -> None:
     if await redis.exists(keys.heartbeat(info.reader_id)):
         return  # that id is beating elsewhere: its own entry stands (the new process will refuse to start)
     info.state, info.last_heartbeat_s = "loading", None
-    pipe = redis.pipeline(transaction=False)
-    pipe.hset(keys.readers, info.reader_id, info.model_dump_json())
-    for group in info.consumer_groups:
-        pipe.sadd(keys.groups, group)
-    await pipe.execute()
+    await redis.hset(keys.readers, info.reader_id, info.model_dump_json())
 
 
 async def read_registry(redis: Redis, keys: Keys, check_interval_s: int) -> list[ReaderRecord]:
@@ -99,8 +98,6 @@ async def write_heartbeat(redis: Redis, keys: Keys, reader_id: str, info: Reader
     pipe = redis.pipeline(transaction=False)
     pipe.set(keys.heartbeat(reader_id), repr(now), px=dead_after_ms(check_interval_s))
     pipe.hset(keys.readers, reader_id, info.model_dump_json())
-    for group in info.consumer_groups:
-        pipe.sadd(keys.groups, group)
     await pipe.execute()
 
 
@@ -124,22 +121,32 @@ async def mark_exited(redis: Redis, keys: Keys, reader_id: str, reason: str, pid
 
 
 async def deregister(redis: Redis, keys: Keys, reader_id: str) -> None:
+    """Forget a reader and delete its keys. Work still queued for it alone goes with its direct stream: gateway
+    workers end those requests with a 503 once the reader is no longer live."""
+    await _forget(redis, keys, [reader_id])
+
+
+async def _forget(redis: Redis, keys: Keys, reader_ids: list[str]) -> None:
     pipe = redis.pipeline(transaction=False)
-    pipe.hdel(keys.readers, reader_id)
-    pipe.delete(keys.heartbeat(reader_id))
+    pipe.hdel(keys.readers, *reader_ids)
+    for reader_id in reader_ids:
+        pipe.delete(keys.heartbeat(reader_id), keys.stop(reader_id), keys.requests(Keys.direct_group(reader_id)))
     await pipe.execute()
 
 
-async def prune_dead(redis: Redis, keys: Keys, check_interval_s: int, retention_s: float) -> list[str]:
-    """Forget readers dead for longer than `retention_s`, so a reader removed by hand stops failing /healthz."""
+async def prune_dead(redis: Redis, keys: Keys, check_interval_s: int, retention_s: float,
+                     keep: Collection[str] = ()) -> list[str]:
+    """Forget readers dead for longer than `retention_s` (and their keys), so a reader removed by hand stops failing
+    /healthz; readers in `keep` (still configured) stay listed, and so keep their groups known."""
     now = time.time()
     stale = [
         r.reader_id
         for r in await read_registry(redis, keys, check_interval_s)
-        if r.status == "dead" and now - (r.last_heartbeat_s or r.info.registered_s) > retention_s
+        if r.status == "dead" and r.reader_id not in keep
+        and now - (r.last_heartbeat_s or r.info.registered_s) > retention_s
     ]
     if stale:
-        await redis.hdel(keys.readers, *stale)
+        await _forget(redis, keys, stale)
     return stale
 
 

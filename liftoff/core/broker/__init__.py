@@ -8,13 +8,14 @@ the stream keys and what the broker does with them:
 
 * `<ns>:requests:{<group>}` (stream + consumer group `<group>`): written by `producer.submit` (XADD) and
   `dead_letters.requeue`; read by `consumer.read_new` (XREADGROUP), `reclaim.sweep` (XINFO CONSUMERS, XPENDING,
-  XCLAIM) and `backlog` (XLEN, XINFO GROUPS); entries acknowledged and deleted by `FINISH` or `reclaim`.
+  XCLAIM) and `backlog` (XLEN, XINFO GROUPS); entries acknowledged and deleted by `FINISH`, `reclaim` or (when they
+  cannot be decoded) `consumer.Ack`; an empty stream of a group that no longer exists is deleted by `tidy`.
 * `<ns>:replies:<worker>` (stream): written by `consumer.send_replies` (XADD, `FINISH`) and by `reclaim` (a dead
-  letter's error); read by `producer.read_replies` (XREAD) and trimmed by `producer.trim_replies` (XTRIM, EXPIRE).
+  letter's error), each write setting its expiry; read by `producer.read_replies` (XREAD) and trimmed by
+  `producer.trim_replies` (XTRIM, EXPIRE).
 * `<ns>:dlq` (stream): written by `reclaim` through `dead_letters.add_letter` (XADD MAXLEN ~); read, retried and
   purged by `dead_letters` (XRANGE, XLEN, XDEL, DEL).
 * `<ns>:cancel` (pub/sub channel): `producer.withdraw` publishes, `consumer.CancelFeed` subscribes.
-* `<ns>:groups` (set): added to by the registry with every heartbeat; read by `directory` (SMEMBERS).
 
 Request entries are acknowledged and deleted together (by `FINISH`, or when reclaimed into the DLQ), so a request
 stream's length is its backlog. Modules, by who calls them:
@@ -26,6 +27,7 @@ stream's length is its backlog. Modules, by who calls them:
 * `dead_letters`: the dead-letter stream: add, list, retry, purge;
 * `backlog`: lengths, queued / in progress per group, stream and consumer statistics;
 * `directory`: which consumer groups exist and which are live;
+* `tidy`: delete empty request streams of groups that no longer exist;
 * `errors`: `TRANSIENT` (Redis out of reach) and `group_gone`.
 
 The design follows Dramatiq's split of a broker (all the Redis) from its worker (none): `readers.consumer` is the
@@ -67,16 +69,18 @@ from liftoff.core.broker.dead_letters import (
     read_letters,
     requeue,
 )
-from liftoff.core.broker.directory import Directory, read_directory, served_groups
+from liftoff.core.broker.directory import Directory, read_directory
 from liftoff.core.broker.errors import TRANSIENT, group_gone
-from liftoff.core.broker.producer import Entry, read_replies, submit, trim_replies, withdraw
+from liftoff.core.broker.producer import REPLY_STREAM_TTL_S, Entry, read_replies, submit, trim_replies, withdraw
 from liftoff.core.broker.reclaim import CLAIM_MIN_IDLE_MS, Claimed, live_consumers, sweep
+from liftoff.core.broker.tidy import drop_orphan_streams
 
 __all__ = [
     "CLAIM_MIN_IDLE_MS",
     "DLQ_MAXLEN",
     "FINISH",
     "REPLY_STREAM_MAXLEN",
+    "REPLY_STREAM_TTL_S",
     "TRANSIENT",
     "Ack",
     "Backlog",
@@ -91,6 +95,7 @@ __all__ = [
     "ReplyOp",
     "StreamStats",
     "dlq_length",
+    "drop_orphan_streams",
     "ensure_group",
     "group_consumers",
     "group_gone",
@@ -105,7 +110,6 @@ __all__ = [
     "redelivered",
     "requeue",
     "send_replies",
-    "served_groups",
     "stream_lengths",
     "stream_stats",
     "submit",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from liftoff.core.broker.producer import Entry
+from liftoff.core.broker.producer import REPLY_STREAM_TTL_S, Entry
 from liftoff.core.keys import Keys
 
 REPLY_STREAM_MAXLEN = 100_000  # approximate cap; gateway workers trim what they have read long before this
@@ -74,7 +74,8 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Acknowledge an entry with no terminal reply (one that could not be decoded)."""
+    """Acknowledge and delete an entry with no terminal reply (one that could not be decoded): acknowledged alone,
+    it would stay in the stream and count as backlog for ever."""
 
     stream: str
     group: str
@@ -86,22 +87,29 @@ ReplyOp = PostReply | Finish | Ack
 
 async def send_replies(redis: Redis, ops: Sequence[ReplyOp]) -> int:
     """Send `ops` in one MULTI/EXEC, in order; how many `Finish`es were dropped because another consumer owned
-    their entry by then."""
+    their entry by then. Every reply stream written gets its expiry (the write may have created the stream anew,
+    say after its gateway worker died and the stream expired)."""
     pipe = redis.pipeline(transaction=True)
-    finishes = []
-    for index, op in enumerate(ops):
+    finishes = []  # where each Finish's result is among the pipeline's results
+    reply_streams: dict[str, None] = {}
+    for op in ops:
         if isinstance(op, PostReply):
             pipe.xadd(op.reply_stream, op.fields, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
+            reply_streams[op.reply_stream] = None
         elif isinstance(op, Finish):
             # EVAL rather than EVALSHA: Redis caches the compiled script by its hash anyway, and EVAL needs
             # neither the SCRIPT EXISTS round trip a pipeline makes before EVALSHA nor a reload after a restart.
             pipe.eval(FINISH, 3, op.stream, op.reply_stream, op.counter,
                       op.group, op.consumer, op.entry_id, op.payload, REPLY_STREAM_MAXLEN)
-            finishes.append(index)
+            finishes.append(len(pipe.command_stack) - 1)
+            reply_streams[op.reply_stream] = None
         else:
             pipe.xack(op.stream, op.group, op.entry_id)
+            pipe.xdel(op.stream, op.entry_id)
+    for stream in reply_streams:
+        pipe.expire(stream, REPLY_STREAM_TTL_S)
     results = await pipe.execute()
-    return sum(1 for index in finishes if results[index] == 0)
+    return sum(1 for position in finishes if results[position] == 0)
 
 
 class CancelFeed:

@@ -1,10 +1,12 @@
 """The group directory: which consumer groups exist, and which of them a live reader serves.
 
-A group is known when it was ever served (the `<ns>:groups` set, which readers and the supervisor add their groups
-to), when a registered reader (loading, live or dead) names it, or when it is reserved (`reserved_consumers`: its
-requests wait for a reader). Each reader is also reachable alone through its direct group `@<reader_id>`
-(tokenizer endpoints); `direct=True` counts those in, while the views of consumer groups (the internal port, the
-health report) leave every `@…` name out. A group is live when a live reader serves it.
+A group is known while a reader in the registry (loading, live or dead, until it deregisters or is pruned) names it,
+or while it is reserved (`reserved_consumers`: its requests wait for a reader). Configured and deployed readers are
+in the registry from the moment their supervisor announces them, so their groups are known too; nothing else keeps
+a group alive, so a group whose last reader was deleted stops being listed (there is no set of groups ever served
+to grow for ever). Each reader is also reachable alone through its direct group `@<reader_id>` (tokenizer
+endpoints); `direct=True` counts those in, while the views of consumer groups (the internal port, the health
+report) leave every `@…` name out. A group is live when a live reader serves it.
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ from liftoff.core.registry import ReaderRecord
 @dataclass(frozen=True, slots=True)
 class Directory:
     records: list[ReaderRecord]  # the registry, as `registry.read_registry` classifies it
-    served: frozenset[str]  # groups ever served
     reserved: frozenset[str]
 
     def known(self, direct: bool = False) -> frozenset[str]:
-        """Served, registered and reserved groups; with `direct`, every registered reader's direct group too."""
-        known = self.served | {g for r in self.records for g in r.info.consumer_groups} | self.reserved
+        """Registered and reserved groups; with `direct`, every registered reader's direct group too."""
+        known = {g for r in self.records for g in r.info.consumer_groups} | self.reserved
         if direct:
-            return known | {Keys.direct_group(r.reader_id) for r in self.records}
+            return frozenset(known | {Keys.direct_group(r.reader_id) for r in self.records})
         return frozenset(g for g in known if not g.startswith("@"))
 
     def live(self, direct: bool = False) -> frozenset[str]:
@@ -41,12 +42,6 @@ class Directory:
         return frozenset(live)
 
 
-async def served_groups(redis: Redis, keys: Keys) -> list[str]:
-    """The groups ever served, sorted."""
-    return sorted(g.decode() if isinstance(g, bytes) else g for g in await redis.smembers(keys.groups))
-
-
 async def read_directory(redis: Redis, keys: Keys, check_interval_s: int, reserved: Iterable[str]) -> Directory:
-    """The registry and the served groups, read now."""
-    records = await registry.read_registry(redis, keys, check_interval_s)
-    return Directory(records, frozenset(await served_groups(redis, keys)), frozenset(reserved))
+    """The registry, read now, and the reserved groups."""
+    return Directory(await registry.read_registry(redis, keys, check_interval_s), frozenset(reserved))

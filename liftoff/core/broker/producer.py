@@ -2,7 +2,9 @@
 
 A gateway worker XADDs requests to `<ns>:requests:{<group>}` (a burst in one pipeline, so one round trip), reads its
 one reply stream `<ns>:replies:<worker>` with a blocking XREAD, and trims what it has read (XTRIM MINID) while
-refreshing the stream's expiry, so that a dead worker's reply stream goes away on its own. A request nobody waits for
+refreshing the stream's expiry, so that a dead worker's reply stream goes away on its own (whoever writes a reply
+stream, and so may create it, sets the same expiry: readers in `consumer.send_replies`, `reclaim` for a dead
+letter's error). A request nobody waits for
 any more is withdrawn: its entry is deleted if no reader took it yet, and its id is published on the cancel channel
 so that a reader that did take it drops it from its batch.
 """
@@ -16,6 +18,8 @@ from redis.asyncio import Redis
 from liftoff.core.keys import Keys
 
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: (entry id, fields)
+
+REPLY_STREAM_TTL_S = 120  # a reply stream expires this long after its last write or trim: a dead worker's goes away
 
 
 async def submit(redis: Redis, requests: Sequence[tuple[str, dict[bytes, bytes]]]) -> list[bytes]:

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from liftoff.core import registry, wire
 from liftoff.core.broker.dead_letters import add_letter
+from liftoff.core.broker.producer import REPLY_STREAM_TTL_S
 from liftoff.core.keys import Keys
 from liftoff.core.wire import DeadLetter, Reply
 
@@ -117,6 +118,7 @@ async def _dead_letter(
         if request_id and reply_to:
             message = f"the request failed: {reason}; it is kept in the dead-letter queue as {entry_id.decode()}"
             pipe.xadd(reply_to, wire.encode(Reply(id=request_id, kind="error", status=503, message=message)))
+            pipe.expire(reply_to, REPLY_STREAM_TTL_S)  # its worker may be gone: the stream must not outlive it
         pipe.xack(stream, group, entry_id)
         pipe.xdel(stream, entry_id)
         pipe.incr(keys.stat("dead_lettered"))
