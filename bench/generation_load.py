@@ -163,9 +163,10 @@ def prefix_reuse(url: str, prefixes: list[str], questions: list[str]) -> dict[st
     return out
 
 
-def static_generate(path: Path, texts: list[str], seconds: float) -> float:
-    """Tokens/s of one static left-padded `model.generate` of `texts` (greedy, min = max = NEW), best of the calls
-    made within `seconds` (at least two)."""
+def static_generate(path: Path, texts: list[str], seconds: float) -> tuple[float, float]:
+    """Tokens/s of a static left-padded `model.generate` of `texts` (greedy, min = max = NEW), called for `seconds`
+    after one warm-up call (at least two timed calls): all tokens over all the time (the statistic the gateway's
+    figure is), and the best call."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -173,16 +174,20 @@ def static_generate(path: Path, texts: list[str], seconds: float) -> float:
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
     batch = tok(texts, return_tensors="pt", padding=True)
-    best, calls, until = 0.0, 0, time.monotonic() + seconds
+    best, calls, tokens, spent = 0.0, -1, 0, 0.0  # call -1: the warm-up, not timed
+    until = time.monotonic() + seconds
     while calls < 2 or time.monotonic() < until:
         started = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(**batch, do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW,
                                  pad_token_id=tok.pad_token_id)
-        best = max(best, (out.shape[1] - batch.input_ids.shape[1]) * out.shape[0] / (time.perf_counter() - started))
+        took = time.perf_counter() - started
+        made = (out.shape[1] - batch.input_ids.shape[1]) * out.shape[0]
+        if calls >= 0:
+            tokens, spent, best = tokens + made, spent + took, max(best, made / took)
         calls += 1
     del model
-    return best
+    return tokens / spent, best
 
 
 def interference_runs(args: argparse.Namespace, tmp: Path, models: Path, tok: Any,
@@ -239,20 +244,26 @@ def defaults(args: argparse.Namespace, path: Path, texts: list[str], bodies: lis
     asyncio.run(served_batches(url, bodies, args.jobs, args.jobs))  # warm-up
     served: list[float] = []
     static: list[float] = []
+    best: list[float] = []
     errors = 0
     for i in range(args.rounds):
-        static.append(static_generate(path, texts, args.inproc_seconds))
+        mean, top = static_generate(path, texts, args.inproc_seconds)
+        static.append(mean)
+        best.append(top)
         rate, failed = asyncio.run(served_batches(url, bodies, args.jobs, batches * args.jobs))
         served.append(rate)
         errors += failed
-        print(f"  round {i + 1}: in-process static {static[-1]:.1f} tok/s, gateway {served[-1]:.1f} tok/s "
-              f"({batches * args.jobs} requests) -> {served[-1] / static[-1]:.2f}", flush=True)
+        print(f"  round {i + 1}: in-process static {static[-1]:.1f} tok/s (best call {best[-1]:.1f}), gateway "
+              f"{served[-1]:.1f} tok/s ({batches * args.jobs} requests) -> {served[-1] / static[-1]:.2f} "
+              f"({served[-1] / best[-1]:.2f} of the best call)", flush=True)
     ratios = [g / s for g, s in zip(served, static, strict=True)]
     ratio = statistics.median(ratios)
+    to_best = statistics.median(g / b for g, b in zip(served, best, strict=True))
     print(f"  median paired ratio {ratio:.2f} (rounds {', '.join(f'{r:.2f}' for r in ratios)}; pooled "
-          f"{sum(served) / sum(static):.2f}) (target >= 1.0), errors {errors}")
+          f"{sum(served) / sum(static):.2f}; {to_best:.2f} of the best static calls) (target >= 1.0), errors {errors}")
     return {"gateway_tokens_per_s": [round(x, 1) for x in served], "static_tokens_per_s": [round(x, 1) for x in static],
-            "ratios": [round(r, 3) for r in ratios], "ratio": round(ratio, 3), "errors": errors}
+            "static_best_call_tokens_per_s": [round(x, 1) for x in best], "ratios": [round(r, 3) for r in ratios],
+            "ratio": round(ratio, 3), "ratio_to_best_call": round(to_best, 3), "errors": errors}
 
 
 def _serve(workdir: Path, reader: dict[str, Any], args: argparse.Namespace,
