@@ -52,8 +52,18 @@ class EmbeddedRedis:
         return f"unix://{self.socket_path}"
 
     def start(self, timeout_s: float = 10.0) -> str:
+        """Start redis-server and wait until it answers (its append-only file replayed); the URL."""
+        self.spawn()
+        self._wait_ready(timeout_s)
+        assert self.proc is not None
+        log.info("embedded redis-server %s ready at %s (data in %s)", self.proc.pid, self.url, self.data_dir)
+        return self.url
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start redis-server without waiting for it (`answers` says when it is ready). It replays the append-only
+        file in `data_dir`, so a restart after a crash finds the queued work, the registry and the DLQ again."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.socket_path.unlink(missing_ok=True)
+        self.socket_path.unlink(missing_ok=True)  # a killed server leaves its socket behind
         args = [
             find_redis_server(),
             "--port", str(self.tcp_port),
@@ -65,32 +75,51 @@ class EmbeddedRedis:
             "--appendfsync", "everysec",
             "--save", "",
             "--daemonize", "no",
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--logfile", str(self.log_path),
             "--protected-mode", "yes",
         ]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)  # noqa: PLW1509 (no threads here)
-        self._wait_ready(timeout_s)
-        log.info("embedded redis-server %s ready at %s (data in %s)", self.proc.pid, self.url, self.data_dir)
-        return self.url
+        return self.proc
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    def answers(self) -> bool:
+        """Whether the server answers PING now (False while it starts or replays its append-only file)."""
+        try:
+            client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, FileNotFoundError):
+            return False
+
+    def last_log_line(self) -> str:
+        """The last line redis-server logged (why it refused to start, usually), without its pid/time prefix."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+                lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return ""
+        # "12345:M 01 Jan 2024 00:00:00.000 # message": keep the message
+        return lines[-1].split(" # ", 1)[-1].split(" * ", 1)[-1].strip() if lines else ""
 
     def _wait_ready(self, timeout_s: float) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                log_file = self.data_dir / "redis.log"
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see {log_file}")
-            try:
-                client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1)
-                # A server still replaying its append-only file answers LOADING; wait for it.
-                if client.ping():
-                    client.close()
-                    return
-            except (redis.ConnectionError, redis.BusyLoadingError, FileNotFoundError):
-                pass
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {self.last_log_line()} "
+                                   f"(see {self.log_path})")
+            # A server still replaying its append-only file answers LOADING; wait for it.
+            if self.answers():
+                return
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"redis-server did not answer within {timeout_s:.0f}s; see {self.data_dir / 'redis.log'}")
+        raise RuntimeError(f"redis-server did not answer within {timeout_s:.0f}s; see {self.log_path}")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

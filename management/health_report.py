@@ -48,6 +48,7 @@ from liftoff.core.broker import read_backlogs
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.responses import json_response
 from liftoff.core.keys import Keys
+from liftoff.core.redis_state import unreachable_reason
 from liftoff.core.registry import ReaderRecord
 from management import reader_store
 
@@ -109,7 +110,8 @@ class HealthReport:
         try:
             await asyncio.wait_for(self.redis.ping(), CHECK_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 — any failure is the component's error, never the report's
-            return {"status": "error", "error": f"Redis unreachable: {exc or type(exc).__name__}", "address": address}
+            reason = unreachable_reason(self.gw.settings.state_dir, exc)  # the supervisor's account, if it has one
+            return {"status": "error", "error": reason, "address": address}
         return {"status": "ok", "error": None, "address": address}
 
     async def _readers_component(self) -> dict[str, Any]:

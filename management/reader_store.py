@@ -26,6 +26,11 @@ async def load(redis: Redis, keys: Keys, sup: str) -> dict[str, ReaderConfig]:
     return {k.decode(): ReaderConfig.model_validate_json(v) for k, v in raw.items()}
 
 
+async def present(redis: Redis, keys: Keys, sup: str) -> bool:
+    """Whether the supervisor's set is in Redis at all (a Redis that lost its data has none)."""
+    return bool(await redis.exists(keys.reader_configs(sup)))
+
+
 async def put(redis: Redis, keys: Keys, sup: str, config: ReaderConfig) -> bool:
     """Add a reader config under its reader_id; False when that id is taken."""
     assert config.reader_id

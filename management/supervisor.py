@@ -4,7 +4,10 @@ Signal handlers only record the signal; the main loop acts on it. The first SIGT
 gateway stops taking requests and finishes those in flight (readers still serving them), then readers drain and
 deregister, then Redis stops. A second signal is a cold stop: everything left is killed. A reader that exits on
 its own is marked dead at once and restarted with a capped, jittered backoff, unless its exit code says that a
-restart cannot help (bad configuration, a model that cannot load).
+restart cannot help (bad configuration, a model that cannot load). The embedded redis-server is kept the same way
+(`management.redis_keeper`: restarted from its append-only file with backoff, its state in a file that `/status` and
+the health report read); while it is down, the turns skip what needs Redis but still watch the processes and the
+signals. One server runs per state directory (`management.state_lock`), taken before anything in it is touched.
 """
 
 from __future__ import annotations
@@ -25,15 +28,17 @@ from liftoff.core.http.auth import management_bind
 from liftoff.core.keys import Keys
 from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, child_preexec, compute_backoff
 from liftoff.core.redis_client import connect
+from liftoff.core.redis_state import clear_state
 from liftoff.core.settings import READER_TOKEN_ENV, RESOLVED_ENV, ReaderConfig, Settings
 from liftoff.core.wire import ReaderInfo
 from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader
 from management.deployments_controller import DeploymentController
-from management.embedded_redis import EmbeddedRedis
 from management.facts_publisher import FactsPublisher
 from management.fit.facts import FixedFacts
 from management.fit.placement import RunningReader
+from management.redis_keeper import RedisKeeper
+from management.state_lock import StateDirInUse, StateLock
 
 log = logging.getLogger("liftoff.supervisor")
 
@@ -66,16 +71,19 @@ class Supervisor:
     settings: Settings
     readers: dict[str, ReaderProcess] = field(default_factory=dict)
     gateway: subprocess.Popen[bytes] | None = None
-    redis_server: EmbeddedRedis | None = None
+    redis_keeper: RedisKeeper | None = None
     _signals: list[int] = field(default_factory=list)
+    _redis_restarts_seen: int = 0
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._signals.append, sig)
         if self.settings.redis_url is None:
-            self.redis_server = EmbeddedRedis(os.path.join(self.settings.state_dir, "redis"))
-            self.settings = self.settings.model_copy(update={"redis_url": self.redis_server.start()})
+            self.redis_keeper = RedisKeeper(self.settings.state_dir)
+            self.settings = self.settings.model_copy(update={"redis_url": self.redis_keeper.start()})
+        else:
+            clear_state(self.settings.state_dir)  # an earlier embedded run's word on its Redis is not about this one
         assert self.settings.redis_url is not None
         self.redis = connect(self.settings.redis_url)
         self.keys = Keys(self.settings.redis_namespace)
@@ -102,8 +110,8 @@ class Supervisor:
         finally:
             await self._shutdown()
             await self.redis.aclose()
-            if self.redis_server is not None:
-                self.redis_server.stop()
+            if self.redis_keeper is not None:
+                self.redis_keeper.stop()
         return code
 
     async def _placed_readers(self) -> list[ReaderConfig]:
@@ -122,7 +130,7 @@ class Supervisor:
 
     def _announce(self) -> None:
         s = self.settings
-        where = "embedded" if self.redis_server else "external"
+        where = "embedded" if self.redis_keeper else "external"
         log.info(
             "Liftoff serving: inference :%d, management :%d, vertex :%d, openai :%d, snowflake :%d, internal :%d "
             "(%d gateway workers, %d readers, %s Redis %s)",
@@ -141,22 +149,46 @@ class Supervisor:
             if self.gateway.poll() is not None:
                 log.error("the gateway exited with code %s; stopping (see its log above)", self.gateway.returncode)
                 return 1
-            await self._housekeeping(self.deployments.reconcile)
-            await self._housekeeping(self._reconcile)
+            redis_up = await self._redis_ready()  # while the embedded Redis restarts, skip what needs it
+            if redis_up:
+                await self._housekeeping(self.deployments.reconcile)
+                await self._housekeeping(self._reconcile)
             for reader in list(self.readers.values()):
                 await self._check_reader(reader)
             now = time.monotonic()
-            if now - last_sweep > SWEEP_EVERY_S:
+            if redis_up and now - last_sweep > SWEEP_EVERY_S:
                 last_sweep = now
                 await self._housekeeping(self._sweep)
-            if now - last_prune > PRUNE_EVERY_S:
+            if redis_up and now - last_prune > PRUNE_EVERY_S:
                 last_prune = now
                 await self._housekeeping(self._prune)
-            if self.hardware.due():
+            if redis_up and self.hardware.due():
                 await self._housekeeping(self.hardware.refresh)
             await asyncio.sleep(POLL_S)
         log.info("stopping: %s", signal.Signals(self._signals[0]).name)
         return 0
+
+    async def _redis_ready(self) -> bool:
+        """Whether Redis can be used this turn. The embedded one is looked after first (restarted when it died);
+        after a restart that lost this supervisor's reader configurations (the append-only file's last second, or a
+        data directory that had to be emptied), they are written back before anything reconciles against them."""
+        keeper = self.redis_keeper
+        if keeper is None:
+            return True
+        await keeper.check()
+        if not keeper.up:
+            return False
+        if keeper.state.restarts != self._redis_restarts_seen:
+            try:
+                if not await reader_store.present(self.redis, self.keys, self.id):
+                    configs = [r.config for r in self.readers.values() if not r.removed]
+                    await reader_store.replace_all(self.redis, self.keys, self.id, configs)
+                    log.warning("Redis came back without the reader configurations; wrote back %d", len(configs))
+            except broker.TRANSIENT as exc:
+                log.warning("Redis is back but not answering yet: %s", exc)
+                return False
+            self._redis_restarts_seen = keeper.state.restarts
+        return True
 
     async def _reconcile(self) -> None:
         """Start readers added to the store; let removed ones drain (the API asked them to stop) and forget them."""
@@ -303,4 +335,13 @@ class Supervisor:
 
 
 def serve(settings: Settings) -> int:
-    return asyncio.run(Supervisor(settings).run())
+    """Run the server; exit code 2 at once, with one line naming the holder, when another owns the state_dir."""
+    try:
+        lock = StateLock(settings.state_dir).acquire()
+    except StateDirInUse as exc:
+        print(f"liftoff: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(Supervisor(settings).run())
+    finally:
+        lock.release()

@@ -6,6 +6,7 @@ from typing import Any
 
 from liftoff.core import registry
 from liftoff.core.http.context import Gateway
+from liftoff.core.redis_state import unreachable_reason
 
 
 async def reader_maps(gw: Gateway) -> dict[str, Any]:
@@ -20,11 +21,12 @@ async def reader_maps(gw: Gateway) -> dict[str, Any]:
 
 
 async def full_status(gw: Gateway) -> dict[str, Any]:
-    """`status` is null when the registry cannot be read: the server runs, but cannot say what its readers do."""
+    """`status` is null when the registry cannot be read: the server runs, but cannot say what its readers do;
+    `error` then says why (for the embedded Redis, the supervisor's account: restarting, crash-looping)."""
     try:
         maps = await reader_maps(gw)
-    except Exception:  # noqa: BLE001 — any failure to read Redis means "status unknown", never a 500
-        status = None
-    else:
-        status = {**maps, "reserved_consumers": gw.settings.reserved_groups()}
+    except Exception as exc:  # noqa: BLE001 — any failure to read Redis means "status unknown", never a 500
+        return {"config": gw.settings.reference_config(), "status": None,
+                "error": unreachable_reason(gw.settings.state_dir, exc)}
+    status = {**maps, "reserved_consumers": gw.settings.reserved_groups()}
     return {"config": gw.settings.reference_config(), "status": status}
