@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import SecretStr
 
-from liftoff.core.settings import check_model_name
+from liftoff.core.model_names import check_model_name
 from readers.engines.base import EngineLoadError
 
 log = logging.getLogger(__name__)
