@@ -13,9 +13,10 @@ from typing import Any
 
 from gateway.protocol import GenerateRequest
 from gateway.requests import generate_takeoff
+from liftoff.core.broker import TRANSIENT
 from liftoff.core.http.asgi import header_list, send_json
 from liftoff.core.http.context import Gateway
-from liftoff.core.http.errors import ApiError, PayloadTooLarge, internal_error
+from liftoff.core.http.errors import ApiError, PayloadTooLarge, internal_error, unreachable
 from liftoff.core.http.middleware import too_large_message
 from liftoff.core.http.parsing import parse_json_object, validate
 from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
@@ -26,13 +27,14 @@ PATH = "/generate"
 
 
 class GenerateApp:
-    def __init__(self, gw: Gateway, fallback: ASGIApp) -> None:
+    def __init__(self, gw: Gateway, fallback: ASGIApp | None) -> None:
         self.gw = gw
         self.fallback = fallback
         self.limit = gw.settings.body_size_limit_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH:
+            assert self.fallback is not None, "GenerateApp serves only /generate until its fallback is set"
             await self.fallback(scope, receive, send)
             return
         try:
@@ -41,6 +43,9 @@ class GenerateApp:
             body = await self._read_body(scope, receive)
             status, answer, headers = 200, await self.generate(body), None
         except ApiError as err:
+            status, answer, headers = err.status, err.body(), err.headers
+        except TRANSIENT as exc:
+            err = unreachable(exc)
             status, answer, headers = err.status, err.body(), err.headers
         except Exception as exc:  # a bug must still answer, in the usual shape
             log.exception("unhandled error on %s %s", scope["method"], PATH)

@@ -22,6 +22,7 @@ from gateway.services.generate import ReplyStream
 from gateway.tokenizer_routes import tokenizer_routes
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.parsing import parse_body
 from liftoff.core.http.port_app import port_app
 from liftoff.core.http.responses import json_response
@@ -30,7 +31,12 @@ from liftoff.core.status import reader_maps
 
 
 def create_inference_app(gw: Gateway) -> ASGIApp:
-    return GenerateApp(gw, port_app(gw, inference_routes(gw)))
+    generate_app = GenerateApp(gw, None)
+    # `/generate` is answered by `GenerateApp` before the router; its route here puts it in the port's document.
+    fast = documented(Route("/generate", generate_app, methods=["POST"]),
+                      Doc(summary="generate text for one prompt or a batch", body=GenerateRequest))
+    generate_app.fallback = port_app(gw, [fast, *inference_routes(gw)], title="Liftoff inference API (Takeoff)")
+    return generate_app
 
 
 def inference_routes(gw: Gateway) -> list[BaseRoute]:
@@ -54,11 +60,14 @@ def inference_routes(gw: Gateway) -> list[BaseRoute]:
         )
 
     return [
-        Route("/generate_stream", generate_stream, methods=["POST"]),
-        Route("/embed", embed, methods=["POST"]),
-        Route("/classify", classify, methods=["POST"]),
+        documented(Route("/generate_stream", generate_stream, methods=["POST"]),
+                   Doc(summary="generate, streamed as server-sent events", body=GenerateRequest,
+                       media=("text/event-stream",))),
+        documented(Route("/embed", embed, methods=["POST"]), Doc(summary="embed texts", body=EmbedRequest)),
+        documented(Route("/classify", classify, methods=["POST"]),
+                   Doc(summary="classify texts or text pairs", body=ClassifyRequest)),
         *tokenizer_routes(gw),
-        Route("/status", short_status, methods=["GET"]),
+        documented(Route("/status", short_status, methods=["GET"]), Doc(summary="live and dead readers, ports")),
     ]
 
 

@@ -25,6 +25,7 @@ from liftoff.core import broker
 from liftoff.core.broker import TRANSIENT
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import NotFound, Unavailable
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.responses import json_response
 
 
@@ -69,6 +70,8 @@ def internal_routes(gw: Gateway) -> list[Route]:
         return json_response(table_[group])
 
     return [
-        Route("/consumer_groups", list_groups, methods=["GET"]),
-        Route("/consumer_groups/{group}", show_group, methods=["GET"]),
+        documented(Route("/consumer_groups", list_groups, methods=["GET"]),
+                   Doc(summary="every known consumer group with its backlog")),
+        documented(Route("/consumer_groups/{group}", show_group, methods=["GET"]),
+                   Doc(summary="one consumer group's backlog")),
     ]

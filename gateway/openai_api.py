@@ -23,21 +23,28 @@ from gateway.openai_generation import Completion
 from gateway.openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_openai
 from gateway.openai_readers import Readers
 from gateway.services import encode
-from gateway.services.limits import check_count
+from gateway.services.limits import check_count, check_fanout
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.parsing import read_json_object
 from liftoff.core.http.responses import json_response
 
 
 def openai_routes(gw: Gateway) -> list[Route]:
     api = OpenAIApi(gw)
+    streams = ("application/json", "text/event-stream")  # `stream: true` answers with server-sent events
     return [
-        Route("/v1/chat/completions", openai_endpoint(api.chat_completions), methods=["POST"]),
-        Route("/v1/completions", openai_endpoint(api.completions), methods=["POST"]),
-        Route("/v1/embeddings", openai_endpoint(api.embeddings), methods=["POST"]),
-        Route("/v1/models", openai_endpoint(api.models), methods=["GET"]),
-        Route("/v1/models/{model:path}", openai_endpoint(api.model), methods=["GET"]),
+        documented(Route("/v1/chat/completions", openai_endpoint(api.chat_completions), methods=["POST"]),
+                   Doc(summary="chat completion", body=ChatCompletionRequest, media=streams)),
+        documented(Route("/v1/completions", openai_endpoint(api.completions), methods=["POST"]),
+                   Doc(summary="text completion", body=CompletionRequest, media=streams)),
+        documented(Route("/v1/embeddings", openai_endpoint(api.embeddings), methods=["POST"]),
+                   Doc(summary="embeddings", body=EmbeddingRequest)),
+        documented(Route("/v1/models", openai_endpoint(api.models), methods=["GET"]),
+                   Doc(summary="the models (consumer groups) with a live reader")),
+        documented(Route("/v1/models/{model:path}", openai_endpoint(api.model), methods=["GET"]),
+                   Doc(summary="one model")),
     ]
 
 
@@ -56,9 +63,17 @@ class OpenAIApi:
     async def completions(self, request: Request) -> Response:
         req = parse_openai(CompletionRequest, await read_json_object(request))
         prompts = req.prompts()
+        self._check_fanout(req.choices_per_prompt, len(prompts))
         if prompts and not isinstance(prompts[0], str):
             prompts = await self.readers.detokenize(req.model, prompts, "prompt")  # type: ignore[arg-type]
         return await respond(Completion(self.gw, "text", req, prompts, echo=req.echo))  # type: ignore[arg-type]
+
+    def _check_fanout(self, n: int, prompts: int) -> None:
+        """`n` x prompts counted before anything fans out (a detokenize per token-id prompt, a copy per choice)."""
+        try:
+            check_fanout(f"n ({n}) x {prompts} prompts", n * prompts, self.gw.settings.max_user_batch_size)
+        except ApiError as err:
+            raise OpenAIError(400, err.message, "n" if n > 1 else "prompt") from None
 
     async def embeddings(self, request: Request) -> Response:
         req = parse_openai(EmbeddingRequest, await read_json_object(request))

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from liftoff.core.http.errors import ApiError, internal_error
+from liftoff.core.broker import TRANSIENT
+from liftoff.core.http.errors import ApiError, internal_error, unreachable
 from liftoff.core.http.responses import json_response
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,15 @@ _CODES = {401: "invalid_api_key", 413: "request_too_large", 429: "rate_limit_exc
           504: "timeout"}
 # Statuses a client of OpenAI's API knows; anything else a reader reports is folded into the nearest.
 _STATUS = {422: 400, 499: 400}
+
+
+OPENAI_ERROR = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["message", "type"],
+                             "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                                            "param": {"type": ["string", "null"]},
+                                            "code": {"type": ["string", "null"]}}}},
+}
 
 
 def openai_error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -104,6 +114,8 @@ def as_openai_error(exc: BaseException, model: str | None = None) -> OpenAIError
         return from_api_error(exc, model)
     if isinstance(exc, ValidationError):
         return from_validation(exc)
+    if isinstance(exc, TRANSIENT):
+        return from_api_error(unreachable(exc))
     log.error("unhandled error on the OpenAI port", exc_info=exc)
     return from_api_error(internal_error(exc))
 

@@ -131,7 +131,8 @@ class Completion:
         else:
             prompts, work = [(f"prompt {i}", len(p.encode())) for i, p in enumerate(self.prompts)], {}
         gen = Generation(group=self.req.model, texts=[p for p in self.prompts for _ in range(self.n)],
-                         params=self.req.params(), batched=True, count=self.count, prompts=prompts, work=work)
+                         params=self.req.params(), batched=True, count=self.count, prompts=prompts, work=work,
+                         copies=self.n)
         generate.check_limits(self.gw.settings, gen)
         self._check_logprob_budget()
         return gen

@@ -26,6 +26,7 @@ from gateway.requests import embed_takeoff, generate_takeoff
 from gateway.services.limits import check_count
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError, from_validation
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.parsing import read_json_object
 from liftoff.core.http.responses import json_response
 
@@ -35,6 +36,10 @@ Answer = Callable[[Gateway, Any], Awaitable[dict[str, Any]]]
 def snowflake_error_body(status: int, message: str) -> dict[str, Any]:
     """The one Snowflake error body, for a request refused as a whole (row errors are results, see above)."""
     return {"error": message, "code": status}
+
+
+SNOWFLAKE_ERROR = {"type": "object", "required": ["error"],
+                   "properties": {"error": {"type": "string"}, "code": {"type": "integer"}}}
 
 
 class RowError(Exception):
@@ -49,9 +54,18 @@ def snowflake_routes(gw: Gateway) -> list[Route]:
         return await _rows_endpoint(gw, request, embed_row)
 
     return [
-        Route("/generate_snowflake", generate_snowflake, methods=["POST"]),
-        Route("/embed_snowflake", embed_snowflake, methods=["POST"]),
+        documented(Route("/generate_snowflake", generate_snowflake, methods=["POST"]),
+                   Doc(summary="one generation per row", body=rows_schema(GenerateRequest))),
+        documented(Route("/embed_snowflake", embed_snowflake, methods=["POST"]),
+                   Doc(summary="one embedding per row", body=rows_schema(EmbedRequest))),
     ]
+
+
+def rows_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`{"data": [[row_index, argument, ...], ...]}`, an argument being a `model` body or its text."""
+    argument = {"anyOf": [model.model_json_schema(), {"type": "string"}]}
+    row = {"type": "array", "prefixItems": [{"type": "integer"}, argument], "minItems": 2}
+    return {"type": "object", "required": ["data"], "properties": {"data": {"type": "array", "items": row}}}
 
 
 async def generate_row(gw: Gateway, arg: Any) -> dict[str, Any]:

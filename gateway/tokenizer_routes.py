@@ -11,8 +11,11 @@ from gateway.protocol import ChatTemplateRequest, DetokenizeRequest, TokenizeReq
 from gateway.services import tokenizer
 from gateway.services.tokenizer import TokenizerKind
 from liftoff.core.http.context import Gateway
+from liftoff.core.http.errors import BadRequest
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.parsing import parse_body
 from liftoff.core.http.responses import json_response
+from liftoff.core.keys import valid_group_name
 
 KINDS: dict[TokenizerKind, type[BaseModel]] = {
     "tokenize": TokenizeRequest,
@@ -28,9 +31,12 @@ def tokenizer_routes(gw: Gateway) -> list[Route]:
         async def endpoint(request: Request) -> Response:
             body = await parse_body(request, model)
             reader_id = request.path_params["reader_id"]
+            if not valid_group_name(reader_id):
+                raise BadRequest(f"reader_id must be a reader's id (no spaces or braces); given {reader_id!r}")
             return json_response(await tokenizer.on_reader(gw, reader_id, kind, body.model_dump()))
 
         endpoint.__name__ = kind
-        return Route(f"/{kind}/{{reader_id}}", endpoint, methods=["POST"])
+        return documented(Route(f"/{kind}/{{reader_id}}", endpoint, methods=["POST"]),
+                          Doc(summary=f"{kind.replace('_', ' ')} on one reader", body=model))
 
     return [route(kind, model) for kind, model in KINDS.items()]

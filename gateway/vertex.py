@@ -8,7 +8,8 @@ every instance. `POST /embed_vertex` does the same for embeddings (`{"text", "co
 Every instance is validated before any is dispatched: a bad one is a 400 naming its index (`instances[2]: ...`);
 a failure while answering fails the request with that status, also naming the index. Errors use Google's shape,
 `{"error": {"code", "message", "status"}}`. Vertex tells a container its routes in the environment:
-`AIP_PREDICT_ROUTE` (served as /generate_vertex) and `AIP_HEALTH_ROUTE` (served as /healthz), when set.
+`AIP_PREDICT_ROUTE` (served as /generate_vertex) and `AIP_HEALTH_ROUTE` (served as /healthz, and open like it
+even when inference keys are set: Vertex's probe sends none), when set.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -30,7 +31,9 @@ from gateway.services.limits import check_count
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError, from_validation
 from liftoff.core.http.health import healthz_route
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.parsing import read_json_object
+from liftoff.core.http.port_app import HEALTH_DOC
 from liftoff.core.http.responses import json_response
 
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "INVALID_ARGUMENT",
@@ -43,6 +46,29 @@ Predict = Callable[[Gateway, list[Any], dict[str, Any]], Awaitable[list[dict[str
 def vertex_error_body(status: int, message: str) -> dict[str, Any]:
     """The one Vertex error body, in the shape of Google's APIs."""
     return {"error": {"code": status, "message": message, "status": _STATUS_NAMES.get(status, "INTERNAL")}}
+
+
+VERTEX_ERROR = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message", "status"],
+                             "properties": {"code": {"type": "integer"}, "message": {"type": "string"},
+                                            "status": {"type": "string"}}}},
+}
+
+
+class VertexGenerateBody(BaseModel):
+    """The body's shape for the port's document; each instance (merged over `parameters`) is validated as a
+    /generate body, one text per instance."""
+
+    instances: list[GenerateRequest | str] = Field(min_length=1)
+    parameters: dict[str, Any] | None = None
+
+
+class VertexEmbedBody(BaseModel):
+    """As `VertexGenerateBody`, with /embed bodies."""
+
+    instances: list[EmbedRequest | str] = Field(min_length=1)
+    parameters: dict[str, Any] | None = None
 
 
 class VertexError(Exception):
@@ -65,16 +91,25 @@ def vertex_routes(gw: Gateway, environ: Mapping[str, str] = os.environ) -> list[
     async def embed_vertex(request: Request) -> Response:
         return await _predict(gw, request, embeddings)
 
+    generate_doc = Doc(summary="one generation per instance", body=VertexGenerateBody)
     routes = [
-        Route("/generate_vertex", generate_vertex, methods=["POST"]),
-        Route("/embed_vertex", embed_vertex, methods=["POST"]),
+        documented(Route("/generate_vertex", generate_vertex, methods=["POST"]), generate_doc),
+        documented(Route("/embed_vertex", embed_vertex, methods=["POST"]),
+                   Doc(summary="one embedding per instance", body=VertexEmbedBody)),
     ]
-    predict, health = environ.get("AIP_PREDICT_ROUTE"), environ.get("AIP_HEALTH_ROUTE")
+    predict, health = environ.get("AIP_PREDICT_ROUTE"), health_path(environ)
     if predict and predict.startswith("/") and predict not in ("/generate_vertex", "/embed_vertex"):
-        routes.append(Route(predict, generate_vertex, methods=["POST"]))
-    if health and health.startswith("/") and health not in ("/healthz", "/health"):
-        routes.append(Route(health, healthz_route(gw), methods=["GET"]))
+        routes.append(documented(Route(predict, generate_vertex, methods=["POST"]), generate_doc))
+    if health and health not in ("/healthz", "/health"):
+        routes.append(documented(Route(health, healthz_route(gw), methods=["GET"]), HEALTH_DOC))
     return routes
+
+
+def health_path(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Vertex's health route (`AIP_HEALTH_ROUTE`), when set to a path: open like /healthz, for Vertex's probe
+    sends no API key."""
+    health = environ.get("AIP_HEALTH_ROUTE")
+    return health if health and health.startswith("/") else None
 
 
 async def _predict(gw: Gateway, request: Request, predict: Predict) -> Response:

@@ -13,10 +13,10 @@ from functools import partial
 from gateway.inference import create_inference_app
 from gateway.internal import internal_routes
 from gateway.openai_api import openai_routes
-from gateway.openai_errors import openai_auth_error_body, openai_shape
+from gateway.openai_errors import OPENAI_ERROR, openai_auth_error_body, openai_shape
 from gateway.requests import generate_for_group
-from gateway.snowflake import snowflake_error_body, snowflake_routes
-from gateway.vertex import vertex_error_body, vertex_routes
+from gateway.snowflake import SNOWFLAKE_ERROR, snowflake_error_body, snowflake_routes
+from gateway.vertex import VERTEX_ERROR, health_path, vertex_error_body, vertex_routes
 from liftoff.core.dispatch import Dispatcher
 from liftoff.core.http.auth import inference_auth, management_auth
 from liftoff.core.http.context import Gateway
@@ -44,12 +44,15 @@ class PortRouter:
             s.port: self._serve(create_inference_app(gw), takeoff_keys),
             s.management_port: self._serve(create_management_app(gw, partial(generate_for_group, gw)),
                                            partial(management_auth, settings=s)),
-            s.vertex_port: self._serve(ReshapeErrors(port_app(gw, vertex_routes(gw)), vertex_error_body),
-                                       takeoff_keys),
-            s.openai_port: self._serve(ReshapeErrors(port_app(gw, openai_routes(gw)), openai_shape), openai_keys),
-            s.snowflake_port: self._serve(ReshapeErrors(port_app(gw, snowflake_routes(gw)), snowflake_error_body),
+            s.vertex_port: self._serve(ReshapeErrors(port_app(gw, vertex_routes(gw), "Liftoff Vertex AI API",
+                                                              VERTEX_ERROR), vertex_error_body),
+                                       partial(takeoff_keys, open_paths=vertex_open_paths())),
+            s.openai_port: self._serve(ReshapeErrors(port_app(gw, openai_routes(gw), "Liftoff OpenAI-compatible API",
+                                                              OPENAI_ERROR), openai_shape), openai_keys),
+            s.snowflake_port: self._serve(ReshapeErrors(port_app(gw, snowflake_routes(gw), "Liftoff Snowflake API",
+                                                                 SNOWFLAKE_ERROR), snowflake_error_body),
                                           takeoff_keys),
-            s.internal_port: self._serve(port_app(gw, internal_routes(gw)), None),
+            s.internal_port: self._serve(port_app(gw, internal_routes(gw), "Liftoff internal API"), None),
         }
 
     def _serve(self, app: ASGIApp, guard: Callable[[ASGIApp], ASGIApp] | None) -> ASGIApp:
@@ -87,6 +90,12 @@ class PortRouter:
                 await self.gateway.dispatcher.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def vertex_open_paths() -> frozenset[str]:
+    """Vertex's health probe sends no key: its route stays open like /healthz."""
+    path = health_path()
+    return frozenset({path} if path else ())
 
 
 def create_app(settings: Settings) -> PortRouter:

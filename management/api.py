@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from liftoff.core.calibration import MeasurementStore
 from liftoff.core.http.context import Gateway
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.port_app import port_app
 from liftoff.core.http.responses import json_response
 from liftoff.core.http.types import ASGIApp
@@ -32,7 +33,7 @@ def create_management_app(gw: Gateway, run_generate: RunGenerate) -> ASGIApp:
         gw,
         [
             fit_health_route(),
-            Route("/status", status, methods=["GET"]),
+            documented(Route("/status", status, methods=["GET"]), Doc(summary="configuration and every reader")),
             *reader_routes(gw),
             *dlq_routes(gw),
             *deployment_routes(gw, run_generate),
@@ -40,4 +41,5 @@ def create_management_app(gw: Gateway, run_generate: RunGenerate) -> ASGIApp:
             *fit_routes(gw, fit_store),
             *metrics,
         ],
+        title="Liftoff management API",
     )

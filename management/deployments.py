@@ -32,6 +32,7 @@ from liftoff.core import registry
 from liftoff.core.dispatch import TRANSIENT
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError, Unavailable
+from liftoff.core.http.openapi import TAKEOFF_ERROR, Doc, documented
 from liftoff.core.http.parsing import read_json_object
 from liftoff.core.http.responses import json_response
 from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
@@ -65,11 +66,32 @@ RID_PARAM = "liveDeploymentRid"
 _CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 401: "UNAUTHORIZED", 403: "PERMISSION_DENIED", 504: "TIMEOUT"}
 
 
+ENVELOPE = {"type": "object", "required": ["errorCode", "errorName", "parameters"],
+            "properties": {"errorCode": {"type": "string"}, "errorName": {"type": "string"},
+                           "errorInstanceId": {"type": "string"}, "parameters": {"type": "object"}}}
+TRANSFORM_BODY = {"type": "object", "required": ["input"], "properties": {"input": {"type": "object"}}}
+_GONE = {204: "done"}
+
+
+def _doc(summary: str, body: type[BaseModel] | dict[str, Any] | None = None, ok: dict[int, str] | None = None,
+         query: dict[str, dict[str, Any]] | None = None) -> Doc:
+    """A route of this API in the port's document: `?preview=true` required, errors in the envelope."""
+    preview = {"preview": {"type": "string", "enum": ["true"]}}
+    # A path that no route under the prefix matches (a control character in the rid) is the port's own 404.
+    return Doc(summary=summary, body=body, ok=ok or {200: "the answer"}, query={**preview, **(query or {})},
+               error_schema=ENVELOPE, error_schemas={404: {"anyOf": [ENVELOPE, TAKEOFF_ERROR]}})
+
+
 class EnvelopeErrors:
     """Every error under the prefix in the Models API envelope, whatever raised it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """The wrapped router's routes (a Mount of this lists them, for the port's document)."""
+        return list(getattr(self.app, "routes", []))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -127,16 +149,22 @@ class LiveDeployments:
 
     def routes(self) -> list[BaseRoute]:
         inner = Router(routes=[
-            Route("/{rid}", self.get_one, methods=["GET"]),
-            Route("/{rid}", self.replace, methods=["PUT"]),
-            Route("/{rid}", self.remove, methods=["DELETE"]),
-            Route("/{rid}/start", self.start, methods=["POST"]),
-            Route("/{rid}/disable", self.disable, methods=["POST"]),
-            Route("/{rid}/transformJson", self.transform_json, methods=["POST"]),
+            documented(Route("/{rid}", self.get_one, methods=["GET"]), _doc("one live deployment")),
+            documented(Route("/{rid}", self.replace, methods=["PUT"]),
+                       _doc("replace its runtime configuration", body=ReplaceRequest)),
+            documented(Route("/{rid}", self.remove, methods=["DELETE"]), _doc("remove it", ok=_GONE)),
+            documented(Route("/{rid}/start", self.start, methods=["POST"]), _doc("start it", ok=_GONE)),
+            documented(Route("/{rid}/disable", self.disable, methods=["POST"]), _doc("disable it", ok=_GONE)),
+            documented(Route("/{rid}/transformJson", self.transform_json, methods=["POST"]),
+                       _doc("run a /generate body on it", body=TRANSFORM_BODY)),
         ])
         # The exact prefix is a Route (a Mount would redirect it to a trailing slash); the rest is mounted below it.
+        top = {"GET": _doc("the live deployments", query={"modelRid": {"type": "string"},
+                                                           "branch": {"type": "string"}}),
+               "POST": _doc("create a live deployment", body=CreateRequest)}
         return [
-            Route(PREFIX, EnvelopeErrors(self.top), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+            documented(Route(PREFIX, EnvelopeErrors(self.top), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+                       top),
             Mount(PREFIX, app=EnvelopeErrors(inner)),
         ]
 

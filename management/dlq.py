@@ -7,9 +7,10 @@ for the work's side effects and for proving that a repaired reader serves it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,17 +19,27 @@ from starlette.routing import Route
 from liftoff.core import broker, wire
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import BadRequest, NotFound
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.parsing import read_json_object, validate
 from liftoff.core.http.responses import json_response
 from liftoff.core.keys import Keys
 from liftoff.core.wire import DeadLetter, WorkItem
 
 MAX_LIST = 1000
+STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a dead letter's id: its DLQ stream entry id, `<ms>-<seq>`
 
 
 class RetryRequest(BaseModel):
-    ids: list[str] | None = None  # dead-letter ids; None with all=true retries every one
+    ids: list[str] | None = Field(default=None, max_length=MAX_LIST)  # None with all=true retries every one
     all: bool = False
+
+    @field_validator("ids")
+    @classmethod
+    def _stream_ids(cls, ids: list[str] | None) -> list[str] | None:
+        bad = [i for i in ids or [] if not STREAM_ID.fullmatch(i)]
+        if bad:
+            raise ValueError(f"each id must be a dead letter's stream id like '1718000000000-0'; given {bad[:5]}")
+        return ids
 
 
 async def list_letters(redis: Redis, keys: Keys, count: int) -> list[dict[str, Any]]:
@@ -64,7 +75,7 @@ def dlq_routes(gw: Gateway) -> list[Route]:
 
     async def show(request: Request) -> Response:
         raw = request.query_params.get("count", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+        if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= MAX_LIST:
             raise BadRequest(f"count must be an integer between 1 and {MAX_LIST}; given {raw!r}")
         total = await broker.dlq_length(d.redis, d.keys)
         return json_response({"total": total, "entries": await list_letters(d.redis, d.keys, int(raw))})
@@ -80,7 +91,10 @@ def dlq_routes(gw: Gateway) -> list[Route]:
         return json_response({"purged": await broker.purge(d.redis, d.keys)})
 
     return [
-        Route("/dlq", show, methods=["GET"]),
-        Route("/dlq/retry", retry_letters, methods=["POST"]),
-        Route("/dlq", purge, methods=["DELETE"]),
+        documented(Route("/dlq", show, methods=["GET"]),
+                   Doc(summary="the dead letters", query={"count": {"type": "integer", "minimum": 1,
+                                                                    "maximum": MAX_LIST}})),
+        documented(Route("/dlq/retry", retry_letters, methods=["POST"]),
+                   Doc(summary="requeue dead letters", body=RetryRequest)),
+        documented(Route("/dlq", purge, methods=["DELETE"]), Doc(summary="delete every dead letter")),
     ]

@@ -46,6 +46,7 @@ import liftoff
 from liftoff.core import broker, registry
 from liftoff.core.broker import read_backlogs
 from liftoff.core.http.context import Gateway
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.responses import json_response
 from liftoff.core.keys import Keys
 from liftoff.core.redis_state import unreachable_reason
@@ -345,4 +346,6 @@ def health_report_routes(gw: Gateway) -> list[Route]:
         ok, body = await report.build(refresh)
         return json_response(body, 200 if ok else 503)
 
-    return [Route("/api/health/status", status, methods=["GET"])]
+    doc = Doc(summary="the system health report", query={"refresh": {"type": "boolean"}},
+              errors={503: "the system is not healthy (the report says why)"}, error_schemas={503: {"type": "object"}})
+    return [documented(Route("/api/health/status", status, methods=["GET"]), doc)]

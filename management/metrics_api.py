@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from liftoff.core import broker
 from liftoff.core.http.context import Gateway
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.metrics import multiprocess_dir
 
 STATES = ("live", "loading", "dead")
@@ -78,4 +79,5 @@ def metrics_route(gw: Gateway) -> Route:
         live.register(_Families(await scrape_time(gw)))
         return Response(body + generate_latest(live), media_type=CONTENT_TYPE_LATEST)
 
-    return Route("/metrics", metrics, methods=["GET"])
+    return documented(Route("/metrics", metrics, methods=["GET"]),
+                      Doc(summary="Prometheus metrics", media=(CONTENT_TYPE_LATEST.split(";")[0],)))

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from liftoff.core import registry
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError, NotFound, Unavailable, Unprocessable, from_validation
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.parsing import read_json_object
 from liftoff.core.http.responses import json_response
 from liftoff.core.settings import ReaderConfig
@@ -42,10 +43,15 @@ class ReaderManagement:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/reader_groups", self.reader_groups, methods=["GET"]),
-            Route("/reader", self.add_reader, methods=["POST"]),
-            Route("/reader/{reader_id}", self.delete_reader, methods=["DELETE"]),
-            Route("/config/{reader_id}", self.reader_config, methods=["GET"]),
+            documented(Route("/reader_groups", self.reader_groups, methods=["GET"]),
+                       Doc(summary="readers by consumer group")),
+            documented(Route("/reader", self.add_reader, methods=["POST"]),
+                       Doc(summary="add a reader", body=ReaderConfig, ok={201: "the reader is configured"},
+                           errors={409: "the reader_id is taken"})),
+            documented(Route("/reader/{reader_id}", self.delete_reader, methods=["DELETE"]),
+                       Doc(summary="drain and remove a reader", ok={204: "the reader is gone"})),
+            documented(Route("/config/{reader_id}", self.reader_config, methods=["GET"]),
+                       Doc(summary="one reader's configuration")),
         ]
 
     async def records(self) -> list[registry.ReaderRecord]:

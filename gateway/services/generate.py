@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.services.limits import check_count, check_prompt_sizes
+from gateway.services.limits import check_count, check_prompt_sizes, check_queued_bytes
 from liftoff.core.dispatch import Dispatcher, Ticket
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import error_for_status
@@ -25,7 +25,9 @@ class Generation:
     `params` are GenerationParams fields (validated; readers fill in the defaults). `count` is the number of answers
     asked for, which `max_user_batch_size` bounds; `prompts` name each prompt as the port's clients know it
     (`text[0]`, `prompt 1`, `messages`) with its size in UTF-8 bytes, which `max_prompt_string_bytes` bounds.
-    `work` holds the other work item fields (`chats`, `add_generation_prompt`).
+    `work` holds the other work item fields (`chats`, `add_generation_prompt`). `copies`: how many times each
+    prompt is queued (OpenAI's `n`); the queued text, `prompts`' sizes times `copies`, is bounded by
+    `max_queued_bytes`.
     """
 
     group: str
@@ -35,6 +37,7 @@ class Generation:
     count: int
     prompts: list[tuple[str, int]]
     work: dict[str, Any] = field(default_factory=dict)
+    copies: int = 1
 
 
 def check_limits(settings: Settings, gen: Generation) -> None:
@@ -42,6 +45,7 @@ def check_limits(settings: Settings, gen: Generation) -> None:
     its own to make after them may call this first."""
     check_count(gen.count, settings.max_user_batch_size)
     check_prompt_sizes(gen.prompts, settings.max_prompt_string_bytes)
+    check_queued_bytes(gen.prompts, gen.copies, settings.max_queued_bytes)
 
 
 async def submit(gw: Gateway, gen: Generation, stream: bool = False) -> Ticket:

@@ -1,10 +1,11 @@
-"""The server's limits on one request, checked by every service before anything is dispatched (422 when over)."""
+"""The server's limits on one request, checked by every service before anything is dispatched (422 when over; 413
+for more bytes to queue than `max_queued_bytes`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from liftoff.core.http.errors import Unprocessable
+from liftoff.core.http.errors import PayloadTooLarge, Unprocessable
 
 
 def check_count(count: int, limit: int) -> None:
@@ -19,3 +20,20 @@ def check_prompt_sizes(prompts: Iterable[tuple[str, int]], limit: int) -> None:
     for name, size in prompts:
         if size > limit:
             raise Unprocessable(f"{name} is {size} bytes; the limit (max_prompt_string_bytes) is {limit}")
+
+
+def check_fanout(what: str, count: int, limit: int) -> None:
+    """`count` answers `what` asks for (`n (4) x 300 prompts`), counted before any work fans out (a detokenize per
+    token-id prompt, a copy per choice), at most `limit` (max_user_batch_size)."""
+    if count > limit:
+        raise Unprocessable(f"{what} is {count} answers; the limit (max_user_batch_size) is {limit}")
+
+
+def check_queued_bytes(prompts: Iterable[tuple[str, int]], copies: int, limit: int) -> None:
+    """The prompt text one request would queue, each prompt `copies` times (OpenAI's `n`), at most `limit` bytes
+    (max_queued_bytes): a body within the body limit must not become a far larger stream entry."""
+    total = sum(size for _, size in prompts) * copies
+    if total > limit:
+        times = f" ({copies} copies of each prompt, n)" if copies > 1 else ""
+        raise PayloadTooLarge(f"the request would queue {total} bytes of prompt text{times}; the limit "
+                              f"(max_queued_bytes) is {limit}")

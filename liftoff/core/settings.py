@@ -242,6 +242,8 @@ class Settings(BaseSettings):
     max_queue_length: int = Field(default=10_000, ge=0)  # per consumer group; beyond it 429; 0 = unbounded
     max_user_batch_size: int = Field(default=1000, ge=1)
     max_prompt_string_bytes: int = Field(default=150_000, ge=1)
+    # Most prompt text one request may queue, in UTF-8 bytes, counted after OpenAI's `n` copies each prompt (or chat).
+    max_queued_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     readers: list[ReaderConfig] = Field(default_factory=_default_readers)
 

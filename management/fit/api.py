@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from liftoff.core.calibration import Measurement, MeasurementSource, NoMeasurements
 from liftoff.core.http.context import Gateway
+from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.responses import json_response
 from management.fit.catalog import OVERLAY_ENV, ModelSpec, load_catalog
 from management.fit.facts import FactsSource, FactsUnavailable, PublishedFacts
@@ -111,11 +112,26 @@ def fit_routes(gw: Gateway, store: MeasurementSource | None = None, facts: Facts
         return json_response(system_report(query_specs(specs, query)))
 
     return [
-        Route("/api/v1/system", system, methods=["GET"]),
-        Route("/api/v1/models", models, methods=["GET"]),
-        Route("/api/v1/models/top", top, methods=["GET"]),
-        Route("/api/v1/models/{name:path}", by_name, methods=["GET"]),
+        documented(Route("/api/v1/system", system, methods=["GET"]), _doc("the node's hardware")),
+        documented(Route("/api/v1/models", models, methods=["GET"]), _doc("every catalog model, ranked")),
+        documented(Route("/api/v1/models/top", top, methods=["GET"]), _doc("the best fitting models")),
+        documented(Route("/api/v1/models/{name:path}", by_name, methods=["GET"]), _doc("models by name")),
     ]
+
+
+FIT_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+FIT_QUERY = {
+    "limit": {"type": "integer", "minimum": 0}, "perfect": {"type": "boolean"},
+    "include_too_tight": {"type": "boolean"}, "max_context": {"type": "integer", "minimum": 1},
+    "ram_gb": {"type": "number", "exclusiveMinimum": 0}, "vram_gb": {"type": "number", "minimum": 0},
+    "cpu_cores": {"type": "integer", "minimum": 1}, "sort": {"type": "string"}, "min_fit": {"type": "string"},
+    "runtime": {"type": "string"}, "use_case": {"type": "string"}, "provider": {"type": "string"},
+    "search": {"type": "string"},
+}
+
+
+def _doc(summary: str) -> Doc:
+    return Doc(summary=summary, query=FIT_QUERY, error_schema=FIT_ERROR)
 
 
 def fit_health_route(node: Callable[[], str] = node_name, path: str = "/health") -> Route:
@@ -129,4 +145,4 @@ def fit_health_route(node: Callable[[], str] = node_name, path: str = "/health")
     async def health(request: Request) -> Response:
         return json_response(health_report(node()))
 
-    return Route(path, health, methods=["GET"])
+    return documented(Route(path, health, methods=["GET"]), Doc(summary="liveness: the node's name and OS"))

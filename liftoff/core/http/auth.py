@@ -7,7 +7,9 @@ load). A request presents its key as `Authorization: Bearer <key>` or `X-API-Key
 compared with every stored digest in constant time, so neither the answer nor its timing tells how close a guess was.
 
 Roles on the management port: `admin` may do everything, `read` may use the GET routes (status, health, readers,
-configs, DLQ, fit, metrics). `/healthz` and `/health` stay open (probes). Missing or unknown key: 401; a key whose
+configs, DLQ, fit, metrics, `/openapi.json`). `/healthz` and `/health` stay open (probes), and on the Vertex port
+its `AIP_HEALTH_ROUTE` (Vertex's probe sends no key). Each port's `/openapi.json` is behind the same keys as the
+routes it describes. Missing or unknown key: 401; a key whose
 role lacks the permission: 403; both in the port's error shape.
 
 Without management keys the management port listens on loopback only; asking for another address without keys
@@ -102,6 +104,16 @@ def inference_role_for(scope: Scope) -> str | None:
     return None if scope["path"] in OPEN_PATHS else INFERENCE
 
 
+def inference_role_for_paths(open_paths: frozenset[str]) -> RoleFor:
+    """`inference_role_for` with more open paths (a platform's health probe, e.g. Vertex's AIP_HEALTH_ROUTE)."""
+    paths = OPEN_PATHS | open_paths
+
+    def role_for(scope: Scope) -> str | None:
+        return None if scope["path"] in paths else INFERENCE
+
+    return role_for
+
+
 class ApiKeyAuth(HttpMiddleware):
     """Pure-ASGI middleware: 401 without a known key, 403 when the key's role lacks what `role_for` asks;
     `role_for` returning None leaves the route open. The caller's name and role go into `scope["api_key"]`."""
@@ -158,10 +170,13 @@ def management_auth(app: ASGIApp, settings: Settings) -> ASGIApp:
     return ApiKeyAuth(app, keys, management_role_for) if keys else app
 
 
-def inference_auth(app: ASGIApp, settings: Settings, error_body: ErrorBody = takeoff_error_body) -> ASGIApp:
-    """An inference-facing port's app behind `inference_api_keys`; unchanged when none are configured."""
+def inference_auth(app: ASGIApp, settings: Settings, error_body: ErrorBody = takeoff_error_body,
+                   open_paths: frozenset[str] = frozenset()) -> ASGIApp:
+    """An inference-facing port's app behind `inference_api_keys`; unchanged when none are configured.
+    `open_paths` stay open beside `/healthz` and `/health` (health probes that send no key)."""
     keys = KeyRing(settings.inference_api_keys, role=INFERENCE)
-    return ApiKeyAuth(app, keys, inference_role_for, error_body) if keys else app
+    role_for = inference_role_for_paths(open_paths) if open_paths else inference_role_for
+    return ApiKeyAuth(app, keys, role_for, error_body) if keys else app
 
 
 # --- where the management port listens ------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Routes raise `ApiError`s; the exception handlers of `EXCEPTION_HANDLERS` turn them (and framework and validation
 errors) into `{"error": <message>, "details": <detail or null>, "code": <status>}`, built by `takeoff_error_body`
 alone: the pure-ASGI answers (body too large, a refused key, `/generate`'s fast path, no port) and the SSE error
-events of `gateway.sse` use it too. Ports with another protocol have their own builder and translate `ApiError`s.
+events of `gateway.sse` use it too. Redis out of reach (the broker's `TRANSIENT` errors, raised from any route) is
+a 503 by `handle_transient`, so no route needs a guard of its own for it.
+Ports with another protocol have their own builder and translate `ApiError`s.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from liftoff.core.broker.errors import TRANSIENT
 from liftoff.core.http.responses import json_response
 from liftoff.core.wire import Reply
 
@@ -121,6 +124,17 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return json_response(takeoff_error_body(exc.status_code, message), exc.status_code, exc.headers)
 
 
+def unreachable(exc: BaseException) -> Unavailable:
+    """Redis out of reach, as every route answers it: 503 saying so (the client may retry)."""
+    return Unavailable(f"the request queue (Redis) is unreachable: {exc}", headers={"Retry-After": "1"})
+
+
+async def handle_transient(request: Request, exc: Exception) -> Response:
+    """A route that read or wrote Redis while it was out of reach: 503, never a 500."""
+    err = unreachable(exc)
+    return json_response(err.body(), err.status, err.headers)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     err = internal_error(exc)
@@ -136,5 +150,6 @@ def raise_for_reply(reply: Reply) -> None:
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
+    **{cls: handle_transient for cls in TRANSIENT},
     Exception: handle_unexpected,
 }
