@@ -392,6 +392,15 @@ def child_env() -> dict[str, str]:
 
 
 @dataclass
+class StreamTally:
+    """What a bench counts of streamed answers: each one's time to first token, the tokens, the failures."""
+
+    ttft_s: list[float] = field(default_factory=list)
+    tokens: int = 0
+    errors: int = 0
+
+
+@dataclass
 class Server:
     name: str
     kind: str  # "echo" or "bare"

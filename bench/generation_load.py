@@ -32,18 +32,15 @@ from typing import Any
 
 import httpx
 
-from bench.common import GatewayHarness
+from bench.common import GatewayHarness, StreamTally
 
 NEW = 64
 
 
 @dataclass
-class StreamStats:
-    ttft_s: list[float] = field(default_factory=list)
+class StreamStats(StreamTally):
     gaps_s: list[float] = field(default_factory=list)
-    tokens: int = 0
     streams: int = 0
-    errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     long_s: list[float] = field(default_factory=list)
     long_failed: int = 0

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import PORT_NAMES, Server, free_ports, http_status, launch_liftoff, post_request
+from bench.common import PORT_NAMES, Server, StreamTally, free_ports, http_status, launch_liftoff, post_request
 
 
 def start_server(tmp: Path, delay_ms: int) -> tuple[Server, dict[str, int]]:
@@ -57,16 +57,14 @@ def start_server(tmp: Path, delay_ms: int) -> tuple[Server, dict[str, int]]:
 
 
 @dataclass
-class Result:
-    ttft_s: list[float] = field(default_factory=list)
+class Result(StreamTally):
     total_s: list[float] = field(default_factory=list)
-    tokens: int = 0
-    errors: int = 0
     window_s: float = 0.0
 
     def merged(self, other: Result) -> Result:
-        return Result(self.ttft_s + other.ttft_s, self.total_s + other.total_s, self.tokens + other.tokens,
-                      self.errors + other.errors, self.window_s + other.window_s)
+        return Result(ttft_s=self.ttft_s + other.ttft_s, tokens=self.tokens + other.tokens,
+                      errors=self.errors + other.errors, total_s=self.total_s + other.total_s,
+                      window_s=self.window_s + other.window_s)
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, body: dict[str, object],
