@@ -34,6 +34,11 @@ COMMON_ERRORS: dict[int, str] = {
     503: "no live reader, or the request queue (Redis) is unreachable",
     504: "the request timed out",
 }
+# Answered by the HTTP server before any route runs, with no body of ours.
+TRANSPORT_ERRORS: dict[int, str] = {
+    414: "the request line (path and query) is too long",
+    431: "the request's headers are too large",
+}
 TAKEOFF_ERROR: Schema = {
     "type": "object", "required": ["error"],
     "properties": {"error": {"type": "string"}, "details": {}, "code": {"type": "integer"}},
@@ -119,6 +124,8 @@ def _operation(doc: Doc, method: str, params: list[str], port_error: Schema,
     for status, description in sorted({**COMMON_ERRORS, **doc.errors}.items()):
         schema = doc.error_schemas.get(status) or doc.error_schema or port_error
         responses[str(status)] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    for status, description in TRANSPORT_ERRORS.items():
+        responses[str(status)] = {"description": description}
     operation["responses"] = responses
     return operation
 
