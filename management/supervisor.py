@@ -46,6 +46,7 @@ POLL_S = 0.2
 STABLE_AFTER_S = 60.0  # a reader up this long has its restart backoff reset
 PRUNE_EVERY_S = 10.0
 SWEEP_EVERY_S = 1.0
+REDIS_GONE_S = 2.0  # while stopping: a Redis down this long ends the warm stop (nothing more can be answered)
 DEAD_RETENTION_S = 600.0  # dead readers stay listed (and fail /healthz) this long before they are forgotten
 NO_RESTART_CODES = {
     2: "bad reader settings",
@@ -74,6 +75,7 @@ class Supervisor:
     redis_keeper: RedisKeeper | None = None
     _signals: list[int] = field(default_factory=list)
     _redis_restarts_seen: int = 0
+    _redis_down_since: float | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -315,8 +317,12 @@ class Supervisor:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL if len(self._signals) > 1 else signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
+        self._redis_down_since = None
+        cold = False
         while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-            if len(self._signals) > 1:  # a second Ctrl-C during the warm stop: cold stop
+            # a second Ctrl-C during the warm stop, or a Redis that will not take what is left: cold stop
+            cold = cold or len(self._signals) > 1 or await self._redis_gone_while_stopping()
+            if cold:
                 for proc in procs:
                     if proc.poll() is None:
                         proc.kill()
@@ -326,6 +332,25 @@ class Supervisor:
                 log.warning("pid %d did not stop within %.0fs; killing it", proc.pid, timeout_s)
                 proc.kill()
                 proc.wait()
+
+    async def _redis_gone_while_stopping(self) -> bool:
+        """Whether the embedded Redis has been down for REDIS_GONE_S of this stop. It is still restarted if it dies
+        (draining readers deliver their last replies to it); one that stays down can take nothing more, and readers
+        waiting to flush to it would hold the stop up for their whole grace period."""
+        keeper = self.redis_keeper
+        if keeper is None:
+            return False
+        await keeper.check()
+        if keeper.up:
+            self._redis_down_since = None
+            return False
+        now = time.monotonic()
+        if self._redis_down_since is None:
+            self._redis_down_since = now
+        if now - self._redis_down_since < REDIS_GONE_S:
+            return False
+        log.warning("Redis is down (%s); stopping what is left at once", keeper.state.reason)
+        return True
 
     async def _deregister(self, reader_id: str) -> None:
         try:

@@ -157,3 +157,33 @@ def test_redis_that_recovers_from_a_crash_loop_serves_again(tmp_path: Path) -> N
     wait_for(lambda: httpx.post(server.url + "/generate", json={"text": "back"}, timeout=10).status_code == 200, 40,
              "service after the repair", server, every_s=0.2)
     stop_promptly(server, limit_s=15)
+
+
+def test_ctrl_c_while_redis_is_down_with_work_in_flight_is_prompt(tmp_path: Path) -> None:
+    """Readers mid-generation whose replies cannot reach a Redis that will not come back must not hold the stop up
+    for the whole grace period (30 s here, the default)."""
+    reader = {"model_name": "echo", "consumer_group": "primary", "echo_token_delay_ms": 200}
+    server = Server(tmp_path, {"reserved_consumers": "", "request_timeout_s": 60.0, "shutdown_grace_s": 30.0},
+                    readers=[reader]).start()
+    outcomes: list[int] = []
+
+    def stream() -> None:
+        with httpx.Client(timeout=90) as client:
+            try:
+                r = client.post(server.url + "/generate_stream", json={"text": "tick " * 100})
+                outcomes.append(r.status_code)
+            except httpx.TransportError:
+                outcomes.append(-1)
+
+    clients = [threading.Thread(target=stream, daemon=True) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    time.sleep(1.5)  # the streams are running
+    corrupt_aof(server)
+    redis_process(server).send_signal(signal.SIGKILL)
+    time.sleep(1.0)  # the first restarts fail: Redis is down for good
+    print(f"Ctrl-C with streams in flight and Redis down took {stop_promptly(server, limit_s=10):.1f}s")
+    for thread in clients:
+        thread.join(30)
+    assert not any(t.is_alive() for t in clients), "a stream hung"
+    assert len(outcomes) == 4
