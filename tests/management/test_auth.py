@@ -141,7 +141,8 @@ OPEN = {("GET", "/healthz"), ("GET", "/health")}
 READ_ROUTES: dict[tuple[str, str], int] = {  # what a read-only key gets from each GET route
     **{("GET", path): 200 for path in (
         "/status", "/reader_groups", "/dlq", "/api/v1/system", "/api/v1/models", "/api/v1/models/top",
-        "/api/v1/models/{name:path}", "/metrics", "/api/health/status", "/api/v2/models/liveDeployments")},
+        "/api/v1/models/{name:path}", "/metrics", "/api/health/status", "/api/v2/models/liveDeployments",
+        "/openapi.json")},
     **{("GET", path): 404 for path in ("/config/{reader_id}", "/api/v2/models/liveDeployments/{rid}")},
 }
 ADMIN_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
