@@ -83,7 +83,11 @@ class Supervisor:
             loop.add_signal_handler(sig, self._signals.append, sig)
         if self.settings.redis_url is None:
             self.redis_keeper = RedisKeeper(self.settings.state_dir)
-            self.settings = self.settings.model_copy(update={"redis_url": self.redis_keeper.start()})
+            try:
+                self.settings = self.settings.model_copy(update={"redis_url": self.redis_keeper.start()})
+            except (RuntimeError, OSError) as exc:  # no redis-server, or it refuses its data directory
+                log.error("cannot start the embedded Redis: %s", exc)
+                return 1
         else:
             clear_state(self.settings.state_dir)  # an earlier embedded run's word on its Redis is not about this one
         assert self.settings.redis_url is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from support import Server, wait_for
+from support import LIFTOFF, Server, wait_for
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 RESUME_WITHIN_S = 5.0
@@ -187,3 +188,15 @@ def test_ctrl_c_while_redis_is_down_with_work_in_flight_is_prompt(tmp_path: Path
         thread.join(30)
     assert not any(t.is_alive() for t in clients), "a stream hung"
     assert len(outcomes) == 4
+
+
+def test_redis_that_cannot_start_at_all_fails_serve_with_one_clear_line(tmp_path: Path) -> None:
+    server = embedded_server(tmp_path, [])
+    aof = Path(server.settings["state_dir"]) / "redis" / "appendonly.aof"
+    aof.parent.mkdir(parents=True)
+    aof.write_text("this is not an append-only file\n")
+    proc = subprocess.run([*LIFTOFF, "serve", "--config", str(server.config)], cwd=server.workdir,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot start the embedded Redis" in proc.stderr and "Bad file format" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
