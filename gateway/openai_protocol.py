@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from gateway.openai_errors import OpenAIError, invalid
 from gateway.protocol import MAX_NEW_TOKENS_LIMIT
 from gateway.rules import Bound, bounds_validator, rule
+from liftoff.core.grammar_check import constraint_error
 from liftoff.core.wire import MAX_TOP_LOGPROBS
 
 MAX_N = 128
@@ -93,6 +94,14 @@ class ResponseFormat(BaseModel):
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _usable(self) -> ResponseFormat:
+        schema = self.decoding_schema()
+        problem = constraint_error(schema, None) if schema is not None else None
+        if problem:
+            raise ValueError(f"response_format: {problem}")
+        return self
 
     def decoding_schema(self) -> dict[str, Any] | None:
         if self.type == "json_object":

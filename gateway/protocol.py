@@ -13,6 +13,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 from gateway.rules import Bound, bounds_validator, rule
+from liftoff.core.grammar_check import constraint_error
 from liftoff.core.keys import valid_group_name
 from liftoff.core.wire import GenerationParams
 
@@ -100,6 +101,14 @@ class GenerateRequest(TextsRequest):
                 raise ValueError("json_schema must be a JSON schema object or its JSON text") from None
             rule(isinstance(v, dict), "json_schema must be a JSON object", v)
         return v
+
+    @model_validator(mode="after")
+    def _constraint(self) -> GenerateRequest:
+        # llguidance's compiler, without a tokenizer: a feature it cannot honour is named here, before queueing
+        problem = constraint_error(self.json_schema, self.regex_string, self.constrained_decoding_backend)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _min_le_max(self) -> GenerateRequest:

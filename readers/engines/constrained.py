@@ -1,91 +1,167 @@
-"""Constrained decoding (`json_schema`, `regex_string`) with lm-format-enforcer, one token enforcer per row.
+"""Constrained decoding (`json_schema`, `regex_string`, OpenAI `response_format`) with llguidance.
 
-lm-format-enforcer is pure Python (its only compiled-free dependency is `interegular`), so it installs on any
-machine, CPU-only included. The tokenizer's prefix tree is built once per engine, off the scheduler thread, on the
-first constrained request. When the library is missing, `available` is False and the engine answers constrained
-requests with 422.
+- **Per engine, once**: the tokenizer's view (every token's bytes, `grammar_tokens.TokenBytes`) and llguidance's
+  `LLTokenizer` over it, built on the first constrained request, on the helper thread that prepares jobs.
+- **Per schema, once**: the grammar compiled against that tokenizer (an `LLMatcher`), kept in an LRU cache of
+  `CACHE_SIZE` (the key is the schema's JSON text or the regex). Compiling happens while the job is prepared, off
+  the scheduler thread; each row gets a copy of the cached matcher (its own parser state, the compiled grammar
+  shared).
+- **Per step**: `GrammarMasks.fill` has llguidance write the masks of the rows that are constrained into one
+  `[rows, ceil(vocab / 32)]` int32 bitmask (one call, which computes the rows in parallel in Rust with the GIL
+  released); `sampling.SlotSampling.choose` unpacks it on the model's device and applies it to those rows' logits
+  in one masked_fill. No Python touches the vocabulary per step. After the token is chosen each row's matcher
+  consumes it (`RowGrammar.advance`).
+
+A row ends with `stop` when the grammar is complete (nothing may follow) or it chose EOS where the grammar allowed
+it, so a `stop` output always matches; a row cut by `max_new_tokens` ends with `length`.
 """
 
 from __future__ import annotations
 
-import json
 import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from liftoff.core.grammar_check import backend_error, grammar_for
 from liftoff.core.wire import GenerationParams
+from readers.engines.grammar_tokens import ByteDetokenizer, TokenBytes
+
+CACHE_SIZE = 256  # compiled grammars kept per engine
+BACKEND = "llguidance"
 
 try:
-    from lmformatenforcer import JsonSchemaParser, RegexParser, TokenEnforcer, TokenEnforcerTokenizerData
-except ImportError:  # pragma: no cover — optional dependency
-    TokenEnforcer = None  # type: ignore[assignment,misc]
-
-BACKEND = "lm-format-enforcer"
-REPLACEMENT = "\ufffd"
+    import llguidance
+    from llguidance.torch import fill_next_token_bitmask_par
+except ImportError:  # pragma: no cover — a declared dependency; a broken install answers constrained requests 422
+    llguidance = None  # type: ignore[assignment]
 
 
 def constrained(params: GenerationParams) -> bool:
     return bool(params.regex_string) or params.json_schema is not None
 
 
+@dataclass(eq=False, slots=True)
+class RowGrammar:
+    """One row's grammar state: its own matcher, and the bytes table its text is made from."""
+
+    matcher: Any
+    table: TokenBytes
+
+    def advance(self, token: int) -> bool:
+        """Consume the chosen token; False when the grammar refuses it (the mask makes that a bug)."""
+        return bool(self.matcher.consume_token(token))
+
+    @property
+    def complete(self) -> bool:
+        """Nothing may follow but EOS: the output is whole and valid."""
+        return bool(self.matcher.is_stopped()) and not self.matcher.is_error()
+
+    def detokenizer(self) -> ByteDetokenizer:
+        return ByteDetokenizer(self.table)
+
+    def text(self, ids: list[int]) -> str:
+        return self.table.text(ids)
+
+
 class Grammars:
-    def __init__(self, tokenizer: Any) -> None:
+    """One engine's grammar compiler and its cache of compiled grammars."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: list[int], cache_size: int = CACHE_SIZE) -> None:
         self._tokenizer = tokenizer
-        self._data: Any = None
+        self.vocab_size = vocab_size
+        self._eos = list(eos_ids)
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._view: tuple[TokenBytes, Any] | None = None
+        self.hits = 0
+        self.compiles = 0
+        self.compile_s = 0.0
 
     @property
     def available(self) -> bool:
-        return TokenEnforcer is not None
+        return llguidance is not None
 
-    def enforcer(self, params: GenerationParams) -> Any:
-        """A fresh token enforcer for one row; ValueError when the schema or regex is unusable."""
-        if params.regex_string:
-            try:
-                parser = RegexParser(params.regex_string)
-            except Exception as exc:  # interegular raises its own parse errors
-                raise ValueError(f"regex_string is not a usable regular expression: {exc}") from exc
-        else:
-            schema = params.json_schema
-            if isinstance(schema, str):
-                try:
-                    schema = json.loads(schema)
-                except ValueError as exc:
-                    raise ValueError(f"json_schema is not valid JSON: {exc}") from exc
-            if not isinstance(schema, dict):
-                raise ValueError("json_schema must be a JSON object (a JSON schema)")
-            try:
-                parser = JsonSchemaParser(schema)
-            except Exception as exc:
-                raise ValueError(f"json_schema is not a usable schema: {exc}") from exc
-        return TokenEnforcer(self._tokenizer_data(), parser)
-
-    def _tokenizer_data(self) -> Any:
+    def view(self) -> tuple[TokenBytes, Any]:
+        """The token bytes table and llguidance's tokenizer over it (built once; about a second for 128k tokens)."""
         with self._lock:
-            if self._data is None:
-                self._data = tokenizer_data(self._tokenizer)
-            return self._data
+            if self._view is None:
+                table = TokenBytes(self._tokenizer, self.vocab_size)
+                wrapper = _Wrapper(table, self._eos[0], getattr(self._tokenizer, "bos_token_id", None))
+                lltok = llguidance.LLTokenizer(llguidance.TokenizerWrapper(wrapper), n_vocab=table.vocab_size,
+                                               eos_token=self._eos)
+                self._view = (table, lltok)
+            return self._view
+
+    def row(self, params: GenerationParams) -> RowGrammar:
+        """A fresh grammar state for one row; ValueError (answered 422) when the constraint cannot be used."""
+        problem = backend_error(params.constrained_decoding_backend)
+        if problem:
+            raise ValueError(problem)
+        key, grammar = grammar_for(params.json_schema, params.regex_string)
+        table, _ = self.view()
+        return RowGrammar(self.compiled(key, grammar, "regex_string" if params.regex_string else "json_schema")
+                          .deep_copy(), table)
+
+    def compiled(self, key: str, grammar: str, field: str) -> Any:
+        """The matcher compiled for `grammar` (from the cache when it was compiled before)."""
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+                return cached
+        _, lltok = self.view()
+        started = time.perf_counter()
+        matcher = llguidance.LLMatcher(lltok, grammar, log_level=0)  # compiles with the GIL released
+        spent = time.perf_counter() - started
+        if matcher.is_error():
+            raise ValueError(f"{field} cannot be used for constrained decoding: {matcher.get_error()}")
+        with self._lock:
+            self.compiles += 1
+            self.compile_s += spent
+            self._cache[key] = matcher
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return matcher
 
 
-def tokenizer_data(tokenizer: Any) -> Any:
-    """lm-format-enforcer's view of a Hugging Face tokenizer. Its own transformers integration imports modules that
-    transformers 5 moved, so the (small) construction is done here: every regular token's text, decoded after a
-    reference token so that a word-start token keeps its leading space."""
-    vocab_size = len(tokenizer)
-    special = set(tokenizer.all_special_ids)
-    zero = tokenizer.encode("0", add_special_tokens=False)[-1]
+class _Wrapper:
+    """What llguidance.TokenizerWrapper reads: the token bytes, EOS/BOS, the special ids, and an encoder."""
 
-    def decode(ids: list[int]) -> str:
-        return tokenizer.decode(ids, clean_up_tokenization_spaces=False).rstrip(REPLACEMENT)
+    def __init__(self, table: TokenBytes, eos: int, bos: int | None) -> None:
+        self.tokens = table.tokens
+        self.eos_token_id = eos
+        self.bos_token_id = bos
+        self.special_token_ids = table.special_ids
+        self._table = table
 
-    regular = []
-    for token_id in range(vocab_size):
-        if token_id in special:
-            continue
-        after_zero = tokenizer.decode([zero, token_id], clean_up_tokenization_spaces=False)[1:]
-        alone = tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
-        regular.append((token_id, after_zero, len(after_zero) > len(alone)))
-    return TokenEnforcerTokenizerData(regular, decode, tokenizer.eos_token_id, False, vocab_size)
+    def __call__(self, text: str | bytes) -> list[int]:
+        return self._table.encode(text)
 
 
-def allowed_tokens(enforcer: Any, generated: list[int]) -> list[int]:
-    return list(enforcer.get_allowed_tokens(generated).allowed_tokens)
+class GrammarMasks:
+    """The scheduler's bitmask buffer ([slots, ceil(vocab / 32)] int32, on the CPU where llguidance writes it)."""
+
+    def __init__(self, slots: int, vocab_size: int) -> None:
+        self.words = (vocab_size + 31) // 32
+        self.bitmask = torch.zeros(slots, self.words, dtype=torch.int32)
+        self._executor = llguidance.LLExecutor() if llguidance is not None else None
+
+    def fill(self, grammars: list[RowGrammar]) -> torch.Tensor:
+        """The masks of these rows' next tokens, row j of the result for grammars[j] (one parallel call)."""
+        out = self.bitmask[:len(grammars)]
+        fill_next_token_bitmask_par(self._executor, [(g.matcher, j) for j, g in enumerate(grammars)], out)
+        return out
+
+    def for_rows(self, grammars: list[RowGrammar | None], device: torch.device) -> tuple[torch.Tensor | None,
+                                                                                        torch.Tensor]:
+        """(indices of the constrained rows, None when all are; their bitmask) for `sampling.SlotSampling.choose`."""
+        picked = [i for i, g in enumerate(grammars) if g is not None]
+        bitmask = self.fill([g for g in grammars if g is not None])
+        index = None if len(picked) == len(grammars) else torch.tensor(picked, device=device)
+        return index, bitmask

@@ -19,8 +19,9 @@ from typing import Any
 
 from liftoff.core import metrics
 from liftoff.core.settings import ReaderConfig
+from liftoff.core.wire import GenerationParams
 from readers.engines.base import EngineLoadError, EngineRequestError
-from readers.engines.constrained import Grammars, constrained
+from readers.engines.constrained import Grammars, RowGrammar, constrained
 from readers.engines.generation_batch import Event, Request, Row, Scheduler
 from readers.engines.kv_blocks import BlockManager, KVPlan, ModelShape, PagedKVCache, plan_kv
 from readers.engines.model_engine import ModelEngine
@@ -88,7 +89,7 @@ class GenerationEngine(ModelEngine):
         if not eos:
             raise EngineLoadError(f"{str(path)!r}: the model and tokenizer name no end-of-sequence token")
         vocab = model.get_output_embeddings().weight.shape[0]
-        self.grammars = Grammars(self.tokenizer)
+        self.grammars = Grammars(self.tokenizer, vocab, sorted(eos))
         self.scheduler = self._plan_scheduler(device, sorted(eos), vocab)
         self.scheduler.start()
         torch.set_grad_enabled(False)
@@ -225,25 +226,31 @@ class GenerationEngine(ModelEngine):
             ids = self.templated_ids(text) if item.chats is not None else \
                 self.tokenize_ids(text, use_chat_template=params.use_chat_template)
             prompt = self._prompt_ids(ids, params.prompt_max_tokens, index, len(texts))
-            enforcer = None
-            if constrained(params):
-                assert self.grammars is not None
-                try:
-                    enforcer = self.grammars.enforcer(params)
-                except ValueError as exc:
-                    raise PromptError(str(exc)) from exc
+            grammar = self._row_grammar(params)
             rows.append(Row(
                 request=request, index=index, prompt=prompt,
                 sampling=sampling if params.seed is None else replace(sampling, seed=params.seed + index),
                 max_new=max(1, params.max_new_tokens), min_new=max(0, params.min_new_tokens), stream=item.stream,
                 no_repeat=NoRepeatNGrams(params.no_repeat_ngram_size, prompt) if params.no_repeat_ngram_size > 0
                 else None,
-                enforcer=enforcer,
-                detok=IncrementalDetokenizer(self.tokenizer) if item.stream or params.logprobs is not None else None,
+                grammar=grammar,
+                detok=None if not (item.stream or params.logprobs is not None) else
+                grammar.detokenizer() if grammar is not None else IncrementalDetokenizer(self.tokenizer),
                 logprobs=params.logprobs,
             ))
             self._check_fits(rows[-1], index, len(texts))
         return rows
+
+    def _row_grammar(self, params: GenerationParams) -> RowGrammar | None:
+        """A row's grammar state, the grammar compiled (or taken from the engine's cache) here, on the helper
+        thread that prepares jobs, never on the scheduler's."""
+        if not constrained(params):
+            return None
+        assert self.grammars is not None
+        try:
+            return self.grammars.row(params)
+        except ValueError as exc:
+            raise PromptError(str(exc)) from exc
 
     def _check_fits(self, row: Row, index: int, count: int) -> None:
         assert self.scheduler is not None and self.kv_plan is not None

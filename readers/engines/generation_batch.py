@@ -42,7 +42,7 @@ import torch
 
 from liftoff.core import metrics
 from liftoff.core.wire import now_ms
-from readers.engines.constrained import allowed_tokens
+from readers.engines.constrained import GrammarMasks
 from readers.engines.generation_rows import Event, Request, Row, finish_row
 from readers.engines.kv_blocks import BlockManager, PagedKVCache
 from readers.engines.logprobs import TokenTexts, step_entries
@@ -84,6 +84,7 @@ class Scheduler:
         self.prefill_chunk = prefill_chunk  # 0: no chunking
         self.group = group
         self.sampling = SlotSampling(max_rows, vocab_size, device)
+        self.grammar_masks: GrammarMasks | None = None  # the bitmask buffer, from the first constrained row on
         self.running: list[Row] = []  # running[i].slot == i
         self.prefilling: list[Row] = []  # admitted, prompt not yet complete, in arrival order
         self.steps = 0
@@ -343,14 +344,18 @@ class Scheduler:
             ban_eos = torch.tensor([len(r.generated) < r.min_new for r in rows], device=self.device)
         banned = [(i, r.no_repeat.banned()) for i, r in enumerate(rows) if r.no_repeat is not None]
         banned = [(i, ids) for i, ids in banned if ids]
-        allowed = [(i, allowed_tokens(r.enforcer, r.generated)) for i, r in enumerate(rows) if r.enforcer is not None]
+        grammar = None
+        if any(r.grammar is not None for r in rows):
+            if self.grammar_masks is None:
+                self.grammar_masks = GrammarMasks(self.max_rows, self.sampling.vocab_size)
+            grammar = self.grammar_masks.for_rows([r.grammar for r in rows], self.device)
         wants = [i for i, r in enumerate(rows) if r.logprobs is not None]
         picks = None if len(wants) in (0, len(rows)) else torch.tensor(wants, device=logits.device)
         # The model's own distribution, taken before `choose` applies penalties and masks (in place).
         logprobs = None
         if wants:
             logprobs = torch.log_softmax((logits if picks is None else logits.index_select(0, picks)).float(), -1)
-        chosen = self.sampling.choose(logits, base, ban_eos, self.eos_ids, banned, allowed)
+        chosen = self.sampling.choose(logits, base, ban_eos, self.eos_ids, banned, grammar)
         self.sampling.observe(base, chosen)
         tokens = chosen.tolist()
         entries: dict[int, dict[str, Any]] = {}
@@ -362,8 +367,13 @@ class Scheduler:
         for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
             if row.first_token_ms is None:
                 row.first_token_ms = now
-            if token in self.eos and len(row.generated) >= row.min_new:
-                self._finish(row, "stop", events)
+            if token in self.eos and (len(row.generated) >= row.min_new or row.grammar is not None):
+                self._finish(row, "stop", events)  # a grammar allows EOS only where its output is complete
+                continue
+            if row.grammar is not None and not row.grammar.advance(token):
+                self._fail(row.request, 500, f"the grammar refused token {token} that its mask allowed", events)
+                row.finish = "dropped"
+                self.paged.free(row)
                 continue
             row.generated.append(token)
             if i in entries:
@@ -377,7 +387,9 @@ class Scheduler:
                 if text and row.stream:
                     events.append(("token", row.request, row.index, text, row.pending))
                     row.pending = []
-            if len(row.generated) >= row.max_new or len(row.prompt) + len(row.generated) >= self.max_length:
+            if row.grammar is not None and row.grammar.complete:
+                self._finish(row, "stop", events)  # nothing may follow: no step spent on the forced EOS
+            elif len(row.generated) >= row.max_new or len(row.prompt) + len(row.generated) >= self.max_length:
                 self._finish(row, "length", events)
         self._compact()
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from liftoff.core.wire import now_ms
+from readers.engines.constrained import RowGrammar
+from readers.engines.grammar_tokens import ByteDetokenizer
 from readers.engines.sampling import NoRepeatNGrams, RowSampling
 from readers.engines.tokenizer_tools import IncrementalDetokenizer, decode_all
 from readers.jobs import Job
@@ -38,8 +40,9 @@ class Row:
     min_new: int
     stream: bool
     no_repeat: NoRepeatNGrams | None = None
-    enforcer: Any = None
-    detok: IncrementalDetokenizer | None = None  # streams, and rows with log probabilities (for text offsets)
+    grammar: RowGrammar | None = None  # json_schema / regex_string: the row's grammar state (constrained.py)
+    # streams, and rows with log probabilities (for text offsets); a constrained row's reads its grammar's bytes
+    detok: IncrementalDetokenizer | ByteDetokenizer | None = None
     logprobs: int | None = None  # None: no log probabilities; k: the chosen token's and the k most likely
     pending: list[dict[str, Any]] = field(default_factory=list)  # entries of tokens whose text is not out yet
     emitted: int = 0  # characters of text the detokenizer has given so far
@@ -77,7 +80,12 @@ def finish_row(row: Row, reason: str, tokenizer: Any, events: list[Event]) -> No
             events.append(("token", request, row.index, tail, row.pending))
             row.pending = []
     job = request.job
-    request.texts[row.index] = "" if row.stream else decode_all(tokenizer, row.generated)
+    if row.stream:
+        request.texts[row.index] = ""
+    elif row.grammar is not None:  # exactly the bytes the grammar accepted (grammar_tokens.py says why)
+        request.texts[row.index] = row.grammar.text(row.generated)
+    else:
+        request.texts[row.index] = decode_all(tokenizer, row.generated)
     if request.logprobs is not None:
         request.logprobs[row.index], row.pending = row.pending, []
     request.metadata[row.index] = {

@@ -2,8 +2,8 @@
 
 Per-row parameters live in tensors indexed by batch slot (`SlotSampling`), kept aligned with the KV cache slots, so
 one decode step applies temperature, top-k, top-p, repetition penalty and the EOS ban of `min_new_tokens` to the
-whole batch with a handful of tensor ops. Only what is inherently per row (no-repeat n-grams, grammar masks) is
-passed in as lists of banned/allowed token ids, and only for the rows that use them.
+whole batch with a handful of tensor ops. No-repeat n-grams come in as lists of banned ids for the rows that use
+them; grammar masks as one bitmask for the constrained rows, applied in one masked_fill (`apply_bitmask`).
 
 Semantics (the reference's): temperature 0 or top-k 1 is greedy; top-k 0 keeps every token; top-p keeps the
 smallest set of most likely tokens whose mass reaches p (at least one); repetition penalty divides positive logits
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 
 NEG_INF = float("-inf")
+
+GrammarMask = tuple[torch.Tensor | None, torch.Tensor]  # (rows or None for all, int32 bitmask); see `choose`
 
 
 @dataclass(slots=True)
@@ -90,11 +92,12 @@ class SlotSampling:
 
     def choose(self, logits: torch.Tensor, start: int, ban_eos: torch.Tensor | None,
                eos_ids: torch.Tensor, banned: list[tuple[int, list[int]]],
-               allowed: list[tuple[int, list[int]]]) -> torch.Tensor:
+               grammar: GrammarMask | None = None) -> torch.Tensor:
         """Next token ids for slots start..start+n, from their last-position logits [n, vocab].
 
-        `ban_eos`: bool [n], rows that may not end yet. `banned`: (row, ids) pairs to forbid. `allowed`: (row, ids)
-        pairs that restrict a row to those ids (grammar masks); a row left with nothing allowed gets EOS.
+        `ban_eos`: bool [n], rows that may not end yet. `banned`: (row, ids) pairs to forbid. `grammar`: (rows,
+        bitmask): the rows (None: all n) restricted to the tokens whose bit is set in their row of the int32
+        bitmask [len(rows), ceil(vocab / 32)] (grammar masks, applied as one op); a row left with nothing gets EOS.
         """
         n = logits.shape[0]
         end = start + n
@@ -107,20 +110,37 @@ class SlotSampling:
             rows = [row for row, ids in banned for _ in ids]
             cols = [tok for _, ids in banned for tok in ids]
             logits[torch.tensor(rows, device=logits.device), torch.tensor(cols, device=logits.device)] = NEG_INF
-        for row, ids in allowed:
-            keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
-            if ids:
-                keep[torch.tensor(ids, device=logits.device)] = True
-                logits[row] = logits[row].masked_fill(~keep, NEG_INF)
-            else:
-                logits[row] = NEG_INF
-                logits[row, eos_ids[0]] = 0.0
+        if grammar:
+            apply_bitmask(logits, grammar[0], grammar[1], eos_ids[0])
         best = logits.argmax(dim=-1)
         if all(self._greedy_host[start:end]):
             return best
         sampled = sample(logits, self.temperature[start:end], self.top_k[start:end], self.top_p[start:end],
                          plain=all(self._plain_host[start:end]), generators=self._generators[start:end])
         return torch.where(self.greedy[start:end], best, sampled)
+
+
+def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int, device: torch.device) -> torch.Tensor:
+    """bool [rows, vocab_size] from an int32 bitmask [rows, words] (bit b of word w is token 32 w + b)."""
+    words = bitmask.to(device, non_blocking=True)
+    shifts = torch.arange(32, dtype=torch.int32, device=device)
+    return ((words[:, :, None] >> shifts) & 1).reshape(words.shape[0], -1)[:, :vocab_size].bool()
+
+
+def apply_bitmask(logits: torch.Tensor, rows: torch.Tensor | None, bitmask: torch.Tensor, eos: torch.Tensor) -> None:
+    """Forbid, in place, every token whose bit is clear, in the logits of `rows` (None: every row); a row left
+    with nothing allowed (a grammar in an error state) gets EOS. The scheduler ends a row as soon as its grammar is
+    complete, so min_new_tokens' EOS ban never meets a grammar that allows only EOS."""
+    allowed = unpack_bitmask(bitmask, logits.shape[1], logits.device)
+    if rows is None:
+        logits.masked_fill_(~allowed, NEG_INF)
+        dead = ~allowed.any(dim=-1)
+        if bool(dead.any()):
+            logits[dead, eos] = 0.0
+        return
+    part = logits.index_select(0, rows).masked_fill_(~allowed, NEG_INF)
+    part[~allowed.any(dim=-1), eos] = 0.0
+    logits.index_copy_(0, rows, part)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,38 @@
+"""Constraints the gateway refuses, by name, before anything is queued (llguidance's compiler, no tokenizer)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.openai_protocol import ResponseFormat
+from gateway.protocol import GenerateRequest
+from liftoff.core.grammar_check import constraint_error
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ({"json_schema": {"type": "string", "format": "bogus"}}, "Unknown format: bogus"),
+    ({"json_schema": {"$ref": "http://example.com/schema"}}, "http://example.com/schema"),
+    ({"regex_string": "(?<=a)b"}, "look-around"),
+    ({"json_schema": {"type": "object"}, "constrained_decoding_backend": "lmfe"}, "'lmfe'"),
+    ({"json_schema": {"type": "object"}, "constrained_decoding_backend": "outlines"}, "'llguidance' or null"),
+])
+def test_unusable_constraints_are_refused_by_name(body: dict, named: str) -> None:
+    with pytest.raises(ValidationError, match="constrained_decoding|json_schema|regex_string") as caught:
+        GenerateRequest.model_validate({"text": "x", **body})
+    assert named in str(caught.value)
+
+
+def test_usable_constraints_pass() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    assert GenerateRequest.model_validate({"text": "x", "json_schema": schema, "constrained_decoding_backend":
+                                           "llguidance"}).json_schema == schema
+    assert GenerateRequest.model_validate({"text": "x", "regex_string": "[0-9]{3}"}).regex_string == "[0-9]{3}"
+    assert constraint_error(None, None) is None
+
+
+def test_response_format_is_checked_and_mapped() -> None:
+    assert ResponseFormat.model_validate({"type": "json_object"}).decoding_schema() == {"type": "object"}
+    with pytest.raises(ValidationError, match="Unknown format: bogus"):
+        ResponseFormat.model_validate({"type": "json_schema",
+                                       "json_schema": {"name": "x", "schema": {"type": "string", "format": "bogus"}}})
