@@ -8,10 +8,11 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from conftest import ServerFactory
 from liftoff.core.settings import ReaderConfig
 from readers.engines.base import EngineLoadError
 from readers.models import resolve_model
+
+from conftest import ServerFactory
 
 ESCAPES = ["../../../../etc", "./models/x", "a/../../b", "models/./x", "..", "/", "", "a//b", "a\\..\\b", "~root/x",
            "name with spaces", "x" * 300]

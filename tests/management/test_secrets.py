@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import redis
 
-from conftest import ServerFactory
 from liftoff.core.settings import READER_TOKEN_ENV, SECRET_MASK
+
+from conftest import ServerFactory
 
 TOKEN = "hf_configuredTokenForTheTest0001"
 POSTED = "hf_postedTokenForTheTest00000002"

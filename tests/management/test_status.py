@@ -58,7 +58,7 @@ def test_healthz_query_parameters(make_server: ServerFactory) -> None:
 
 
 def test_healthz_wait_returns_once_a_reader_is_live(make_server: ServerFactory, redis_url: str, tmp_path: Path) -> None:
-    server = make_server(readers=[], wait_healthy=False)
+    server = make_server(readers=[], wait_healthy=False, request_timeout_s=30.0)  # ?wait is capped at the timeout
     reader = start_reader(redis_url, server.settings["redis_namespace"], tmp_path, "--model", "echo")
     try:
         r = httpx.get(server.mgmt + "/healthz?wait=30", timeout=40)
