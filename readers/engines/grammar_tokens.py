@@ -57,6 +57,8 @@ class TokenBytes:
         spec = json.loads(tokenizer.backend_tokenizer.to_str())
         self.byte_level = _uses(spec.get("decoder"), "ByteLevel")
         self.tokens: list[bytes] = self._build(spec)
+        self._by_bytes: dict[bytes, int] | None = None  # piece -> lowest id spelling it, for `_greedy`
+        self._longest = 1
 
     def _build(self, spec: dict[str, Any]) -> list[bytes]:
         tok = self.tokenizer
@@ -120,12 +122,12 @@ class TokenBytes:
         return self._greedy(data) or ids
 
     def _greedy(self, data: bytes) -> list[int] | None:
-        if not hasattr(self, "_by_bytes"):
-            self._by_bytes: dict[bytes, int] = {}
+        if self._by_bytes is None:
+            by_bytes = {}
             for token_id in range(len(self.tokens) - 1, -1, -1):  # the lowest id wins among equal pieces
                 if self.piece(token_id):
-                    self._by_bytes[self.tokens[token_id]] = token_id
-            self._longest = max(map(len, self._by_bytes), default=1)
+                    by_bytes[self.tokens[token_id]] = token_id
+            self._by_bytes, self._longest = by_bytes, max(map(len, by_bytes), default=1)
         ids, at = [], 0
         while at < len(data):
             for size in range(min(self._longest, len(data) - at), 0, -1):
