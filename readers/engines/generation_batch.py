@@ -43,7 +43,7 @@ import torch
 from liftoff.core import metrics
 from liftoff.core.wire import now_ms
 from readers.engines.constrained import GrammarMasks
-from readers.engines.generation_rows import Event, Request, Row, finish_row
+from readers.engines.generation_rows import Event, Request, Row, finish_row, record_token
 from readers.engines.kv_blocks import BlockManager, PagedKVCache
 from readers.engines.logprobs import TokenTexts, step_entries
 from readers.engines.paged_forward import PagedForward, progress_hooks
@@ -375,18 +375,7 @@ class Scheduler:
                 row.finish = "dropped"
                 self.paged.free(row)
                 continue
-            row.generated.append(token)
-            if i in entries:
-                entries[i]["offset"] = row.emitted  # where the token's text begins in the row's text
-                row.pending.append(entries[i])
-            if row.no_repeat is not None:
-                row.no_repeat.add(token)
-            if row.detok is not None:
-                text = row.detok.add(token)
-                row.emitted += len(text)
-                if text and row.stream:
-                    events.append(("token", row.request, row.index, text, row.pending))
-                    row.pending = []
+            record_token(row, token, entries.get(i), events)
             if row.grammar is not None and row.grammar.complete:
                 self._finish(row, "stop", events)  # nothing may follow: no step spent on the forced EOS
             elif len(row.generated) >= row.max_new or len(row.prompt) + len(row.generated) >= self.max_length:

@@ -67,6 +67,23 @@ class Row:
 Event = tuple[Any, ...]
 
 
+def record_token(row: Row, token: int, entry: dict[str, Any] | None, events: list[Event]) -> None:
+    """A chosen token into its row: its log-probability entry (if asked for), the no-repeat window, and the text it
+    completes, as a `token` event for a stream."""
+    row.generated.append(token)
+    if entry is not None:
+        entry["offset"] = row.emitted  # where the token's text begins in the row's text
+        row.pending.append(entry)
+    if row.no_repeat is not None:
+        row.no_repeat.add(token)
+    if row.detok is not None:
+        text = row.detok.add(token)
+        row.emitted += len(text)
+        if text and row.stream:
+            events.append(("token", row.request, row.index, text, row.pending))
+            row.pending = []
+
+
 def finish_row(row: Row, reason: str, tokenizer: Any, events: list[Event]) -> None:
     """Record a finished row's answer in its request (text, metadata, log probabilities), with the stream's last
     text piece as an event, and the request's `done` event when it was the last row."""
