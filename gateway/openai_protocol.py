@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 from gateway.openai_errors import OpenAIError, invalid
+from gateway.openai_guided import StructuredOutputs, constraint_params
 from gateway.protocol import MAX_NEW_TOKENS_LIMIT
 from gateway.rules import Bound, bounds_validator, rule
 from liftoff.core.grammar_check import constraint_error
@@ -115,6 +116,7 @@ class SamplingRequest(BaseModel):
     """What chat and text completions share: the model (a consumer group) and the sampling parameters."""
 
     model_config = ConfigDict(extra="forbid")
+    _constraint: dict[str, Any] = PrivateAttr(default_factory=dict)  # the wire's constraint fields, once validated
 
     model: StrictStr
     max_tokens: StrictInt | None = None
@@ -132,6 +134,12 @@ class SamplingRequest(BaseModel):
     top_k: StrictInt | None = None
     min_tokens: StrictInt | None = None
     repetition_penalty: float | None = None
+    # vLLM's structured-output extras (gateway.openai_guided): at most one constraint, response_format included.
+    guided_json: dict[str, Any] | StrictStr | None = None
+    guided_regex: StrictStr | None = None
+    guided_choice: list[StrictStr] | None = None
+    guided_grammar: StrictStr | None = None
+    structured_outputs: StructuredOutputs | None = None
 
     @field_validator("model")
     @classmethod
@@ -156,6 +164,7 @@ class SamplingRequest(BaseModel):
         limit = self.max_new_tokens
         if self.min_tokens is not None and limit is not None and self.min_tokens > limit:
             raise invalid(f"min_tokens must be <= the token limit ({limit}); given {self.min_tokens}", "min_tokens")
+        self._constraint = constraint_params(self)
         return self
 
     @property
@@ -201,9 +210,7 @@ class SamplingRequest(BaseModel):
             params["seed"] = self.seed
         if self.logprob_count() is not None:
             params["logprobs"] = self.logprob_count()
-        schema = self.response_format.decoding_schema() if self.response_format else None
-        if schema is not None:
-            params["json_schema"] = schema
+        params.update(self._constraint)
         return params
 
 

@@ -1,5 +1,5 @@
-"""Structured-output constraints (`json_schema`, `regex_string`, `constrained_decoding_backend`) checked without a
-tokenizer: what the gateway refuses with 422 before anything is queued, and what a reader re-checks.
+"""Structured-output constraints (`json_schema`, `regex_string`, `lark_grammar`, `constrained_decoding_backend`)
+checked without a tokenizer: what the gateway refuses with 422 before anything is queued, and what a reader re-checks.
 
 The grammar engine is llguidance (readers/engines/constrained.py). Its grammar compiler runs without a tokenizer
 (`LLMatcher.validate_grammar(grammar, None)`), so a schema feature it cannot honour (an unknown `format`, a remote
@@ -50,13 +50,18 @@ def schema_object(schema: Any) -> dict[str, Any]:
     return schema
 
 
-def grammar_for(json_schema: Any, regex_string: str | None) -> tuple[str, str]:
-    """(cache key, llguidance grammar) for a constraint; the regex wins when both are given (the reference's rule).
-    ValueError when the schema is not a JSON object."""
+def grammar_for(json_schema: Any, regex_string: str | None, lark_grammar: str | None = None) -> tuple[str, str]:
+    """(cache key, llguidance grammar) for a constraint; the regex wins when several are given (the reference's rule),
+    then the Lark grammar. ValueError when the schema is not a JSON object."""
     from llguidance import LLMatcher
 
     if regex_string:
         return "regex:" + regex_string, LLMatcher.grammar_from_regex(regex_string)
+    if lark_grammar:
+        try:
+            return "lark:" + lark_grammar, LLMatcher.grammar_from_lark(lark_grammar)
+        except ValueError as exc:
+            raise ValueError(f"lark_grammar is not usable: {exc}") from exc
     schema = schema_object(json_schema)
     text = json.dumps(schema, separators=(",", ":"))  # key order kept: it is the order properties are written in
     try:
@@ -65,24 +70,41 @@ def grammar_for(json_schema: Any, regex_string: str | None) -> tuple[str, str]:
         raise ValueError(f"json_schema is not usable: {exc}") from exc
 
 
-def constraint_error(json_schema: Any, regex_string: str | None, backend: str | None = None) -> str | None:
+def constraint_field(json_schema: Any, regex_string: str | None, lark_grammar: str | None = None) -> str:
+    """The wire field whose constraint is used (see `grammar_for`)."""
+    return "regex_string" if regex_string else "lark_grammar" if lark_grammar else "json_schema"
+
+
+def constraint_error(json_schema: Any, regex_string: str | None, backend: str | None = None,
+                     lark_grammar: str | None = None) -> str | None:
     """Why this constraint cannot be honoured (naming the field and the feature), or None. No tokenizer needed."""
-    if not regex_string and json_schema is None:
+    if not regex_string and not lark_grammar and json_schema is None:
         return backend_error(backend)
     problem = backend_error(backend)
     if problem:
         return problem
     from llguidance import LLMatcher
 
-    field = "regex_string" if regex_string else "json_schema"
+    field = constraint_field(json_schema, regex_string, lark_grammar)
     try:
-        _, grammar = grammar_for(json_schema, regex_string)
+        _, grammar = grammar_for(json_schema, regex_string, lark_grammar)
     except ValueError as exc:
         return str(exc)
     message = LLMatcher.validate_grammar(grammar, None)
     if message:
         return f"{field} cannot be used for constrained decoding: {_first_line(message)}"
     return None
+
+
+# Characters with a meaning in llguidance's (Rust) regex syntax; anything else stands for itself.
+_REGEX_META = frozenset("\\.+*?()|[]{}^$#&-~")
+
+
+def choice_regex(choices: list[str]) -> str:
+    """A regex matching exactly one of `choices` (each escaped, longest first)."""
+    escaped = ("".join("\\" + c if c in _REGEX_META else c for c in choice)
+               for choice in sorted(choices, key=len, reverse=True))
+    return "(" + "|".join(escaped) + ")"
 
 
 def _first_line(message: str) -> str:

@@ -21,7 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 # The `alive` reply kind came without a new version: work items did not change, so a bump would only make older
 # readers refuse the work of newer gateways. An older reader sends no beats (a newer gateway then treats its silences
 # as it always did); an older gateway logs each beat as an undecodable reply and drops it.
-WIRE_VERSION = 2
+# 3: work items may carry `tools` (passed to the chat template) and `params.lark_grammar`. Only items that use them
+# are written as version 3 (`encode_work`), so version-2 readers keep serving everything else and refuse, by
+# version, what they would misread (tools they would drop from the prompt, a grammar they cannot parse).
+WIRE_VERSION = 3
 MAX_TOP_LOGPROBS = 20  # most alternatives a request may ask for per generated token (params.logprobs)
 FIELD = b"d"
 
@@ -40,6 +43,7 @@ class GenerationParams(BaseModel):
     min_new_tokens: int = 0  # tokens to generate before EOS may end the sequence
     regex_string: str | None = None
     json_schema: Any = None  # a schema object (or its JSON text); ignored when regex_string is set
+    lark_grammar: str | None = None  # a grammar in llguidance's Lark syntax (wins over json_schema; v3)
     constrained_decoding_backend: str | None = None
     prompt_max_tokens: int | None = None  # keep only the last N prompt tokens
     use_chat_template: bool = False
@@ -71,6 +75,9 @@ class WorkItem(BaseModel):
     # `texts`, one per batch item, ending with the assistant's turn when add_generation_prompt (the OpenAI port's chat)
     chats: list[list[dict[str, Any]]] | None = None
     add_generation_prompt: bool = True
+    # generate with chats: the function tools ({type: function, function: {name, description, parameters}}) passed to
+    # the chat template as `tools` (v3)
+    tools: list[dict[str, Any]] | None = None
     batched: bool = False  # the user sent a list (affects only the response shape at the gateway)
     params: GenerationParams = Field(default_factory=GenerationParams)
     enqueued_ms: int  # epoch milliseconds when the gateway wrote it
@@ -182,6 +189,7 @@ def encode_work(
     args: dict[str, Any] | None = None,
     chats: list[list[dict[str, Any]]] | None = None,
     add_generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
 ) -> dict[bytes, bytes]:
     """The entry `encode(WorkItem(...))` writes, built without a model (the gateway's hot path).
 
@@ -189,7 +197,7 @@ def encode_work(
     the reader decodes the entry. tests/core/test_wire.py checks that both encoders agree.
     """
     item: dict[str, Any] = {
-        "v": WIRE_VERSION, "id": id, "kind": kind, "reply_to": reply_to, "stream": stream, "texts": texts,
+        "v": WIRE_VERSION if tools is not None or params.get("lark_grammar") else 2, "id": id, "kind": kind, "reply_to": reply_to, "stream": stream, "texts": texts,
         "batched": batched, "params": params, "enqueued_ms": enqueued_ms, "deadline_ms": deadline_ms,
     }
     if pairs is not None:
@@ -199,6 +207,8 @@ def encode_work(
     if chats is not None:
         item["chats"] = chats
         item["add_generation_prompt"] = add_generation_prompt
+    if tools is not None:
+        item["tools"] = tools
     return {FIELD: orjson.dumps(item)}
 
 

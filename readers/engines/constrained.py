@@ -1,4 +1,4 @@
-"""Constrained decoding (`json_schema`, `regex_string`, OpenAI `response_format`) with llguidance.
+"""Constrained decoding (`json_schema`, `regex_string`, `lark_grammar`, OpenAI `response_format`) with llguidance.
 
 - **Per engine, once**: the tokenizer's view (every token's bytes, `grammar_tokens.TokenBytes`) and llguidance's
   `LLTokenizer` over it, built on the first constrained request, on the helper thread that prepares jobs.
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from liftoff.core.grammar_check import backend_error, grammar_for
+from liftoff.core.grammar_check import backend_error, constraint_field, grammar_for
 from liftoff.core.wire import GenerationParams
 from readers.engines.grammar_tokens import ByteDetokenizer, TokenBytes
 
@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover — a declared dependency; a broken inst
 
 
 def constrained(params: GenerationParams) -> bool:
-    return bool(params.regex_string) or params.json_schema is not None
+    return bool(params.regex_string) or bool(params.lark_grammar) or params.json_schema is not None
 
 
 @dataclass(eq=False, slots=True)
@@ -102,10 +102,10 @@ class Grammars:
         problem = backend_error(params.constrained_decoding_backend)
         if problem:
             raise ValueError(problem)
-        key, grammar = grammar_for(params.json_schema, params.regex_string)
+        key, grammar = grammar_for(params.json_schema, params.regex_string, params.lark_grammar)
         table, _ = self.view()
-        return RowGrammar(self.compiled(key, grammar, "regex_string" if params.regex_string else "json_schema")
-                          .deep_copy(), table)
+        field = constraint_field(params.json_schema, params.regex_string, params.lark_grammar)
+        return RowGrammar(self.compiled(key, grammar, field).deep_copy(), table)
 
     def compiled(self, key: str, grammar: str, field: str) -> Any:
         """The matcher compiled for `grammar` (from the cache when it was compiled before)."""
