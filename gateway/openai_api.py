@@ -22,6 +22,7 @@ from gateway.openai_errors import OpenAIError, from_api_error, model_not_found, 
 from gateway.openai_generation import Completion
 from gateway.openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_openai
 from gateway.openai_readers import Readers
+from gateway.openai_tools import tool_plan
 from gateway.services import encode
 from gateway.services.limits import check_count, check_fanout
 from liftoff.core.http.context import Gateway
@@ -57,8 +58,12 @@ class OpenAIApi:
 
     async def chat_completions(self, request: Request) -> Response:
         req = parse_openai(ChatCompletionRequest, await read_json_object(request))
-        messages = [m.template_view() for m in req.messages]
-        return await respond(Completion(self.gw, "chat", req, [], chat=messages))
+        messages = [m.template_view(i) for i, m in enumerate(req.messages)]
+        tools = None
+        if req.tools and req.tool_choice != "none":
+            tools = tool_plan(req.tools, req.tool_choice, req.parallel_tool_calls,
+                              await self.readers.tool_call_parser(req.model), req.constraint_param())
+        return await respond(Completion(self.gw, "chat", req, [], chat=messages, tools=tools))
 
     async def completions(self, request: Request) -> Response:
         req = parse_openai(CompletionRequest, await read_json_object(request))

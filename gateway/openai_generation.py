@@ -22,10 +22,12 @@ from starlette.responses import Response
 from gateway import sse
 from gateway.openai_errors import as_openai_error, invalid, openai_error_body
 from gateway.openai_protocol import SamplingRequest
+from gateway.openai_tools import ToolPlan
 from gateway.services import generate
 from gateway.services.generate import Generation, ReplyStream
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.responses import json_response
+from liftoff.core.tool_calls import ToolStream
 from liftoff.core.wire import GenerationParams, Reply
 
 Kind = Literal["chat", "text"]
@@ -110,6 +112,7 @@ class Completion:
     prompts: list[str]  # text completions; empty for a chat
     echo: bool = False
     chat: list[dict[str, Any]] | None = None  # a chat's messages, rendered by the reader that takes the request
+    tools: ToolPlan | None = None  # a chat's tools (gateway.openai_tools): the template's, the parser, the grammar
     id: str = field(default_factory=lambda: secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -128,10 +131,13 @@ class Completion:
         if self.chat is not None:
             prompts = [("messages", sum(len(str(m.get("content") or "").encode()) for m in self.chat))]
             work = {"chats": [self.chat] * self.n, "add_generation_prompt": self.req.add_generation_prompt}
+            if self.tools is not None:
+                work["tools"] = self.tools.tools
         else:
             prompts, work = [(f"prompt {i}", len(p.encode())) for i, p in enumerate(self.prompts)], {}
+        params = {**self.req.params(), **(self.tools.params if self.tools is not None else {})}
         gen = Generation(group=self.req.model, texts=[p for p in self.prompts for _ in range(self.n)],
-                         params=self.req.params(), batched=True, count=self.count, prompts=prompts, work=work,
+                         params=params, batched=True, count=self.count, prompts=prompts, work=work,
                          copies=self.n)
         generate.check_limits(self.gw.settings, gen)
         self._check_logprob_budget()
@@ -197,8 +203,11 @@ class Completion:
 
     def _choice(self, index: int, text: str, reason: str | None, logprobs: dict[str, Any] | None) -> dict[str, Any]:
         if self.kind == "chat":
-            return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                    "finish_reason": reason}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if self.tools is not None:
+                message, called = self.tools.message(text)
+                reason = "tool_calls" if called else reason
+            return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": reason}
         return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
 
     def _envelope(self, choices: list[dict[str, Any]], chunk: bool = False, **extra: Any) -> dict[str, Any]:
@@ -215,10 +224,10 @@ class Completion:
         return sse.response(self._events(await generate.stream(self.gw, self.generation())))
 
     def _chunk(self, index: int, text: str | None, reason: str | None = None, role: bool = False,
-               logprobs: list[tuple[int, dict[str, Any]]] | None = None) -> bytes:
+               logprobs: list[tuple[int, dict[str, Any]]] | None = None, delta: dict[str, Any] | None = None) -> bytes:
         lp = self._logprobs(logprobs) if logprobs else None
         if self.kind == "chat":
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+            delta = delta or ({"role": "assistant", "content": ""} if role else {})
             if text is not None:
                 delta["content"] = text
             choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": reason}
@@ -238,7 +247,7 @@ class Completion:
                 prefix = self.prefix(index)
                 if self.kind == "chat" or prefix:
                     out.append(self._chunk(index, prefix or None, role=self.kind == "chat"))
-            state = _StreamState(self.count, self.req.stops)
+            state = _StreamState(self.count, self.req.stops, self.tools)
             async for reply in replies:
                 self._consume(reply, state, out)
                 if out:
@@ -260,23 +269,44 @@ class Completion:
             cut, queue = state.cuts[reply.index], state.logprobs[reply.index]
             queue.add(reply.logprobs)
             text = cut.feed(reply.text or "")
+            calls = state.calls[reply.index]
+            if calls is not None:
+                text = calls.feed(text)
             placed = queue.take(cut.sent) if self.wants_logprobs else []
             if text or placed:
                 out.append(self._chunk(reply.index, text, logprobs=placed))
             if cut.hit:
                 state.open_.discard(reply.index)
-                out.append(self._chunk(reply.index, None, "stop"))
+                out.append(self._chunk(reply.index, None, self._finish_calls(state, reply.index, "stop", out)))
             return
         metadata = reply.metadata or []
         for index in sorted(state.open_):
             tail = state.cuts[index].flush()
+            held = state.calls[index]
+            if held is not None:
+                tail = held.feed(tail)
             placed = state.logprobs[index].take() if self.wants_logprobs else []
             if tail or placed:
                 out.append(self._chunk(index, tail, logprobs=placed))
             meta = metadata[index] if index < len(metadata) else {}
-            out.append(self._chunk(index, None, meta.get("finish_reason") or "stop"))
+            reason = self._finish_calls(state, index, meta.get("finish_reason") or "stop", out)
+            out.append(self._chunk(index, None, reason))
         if self.req.include_usage:
             out.append(sse.json_event(self._envelope([], chunk=True, usage=self.usage(metadata))))
+
+
+    def _finish_calls(self, state: _StreamState, index: int, reason: str, out: list[bytes]) -> str:
+        """A choice's held-back text once it is whole: content that was no call, or its calls' deltas; the finish
+        reason (`tool_calls` when it made calls)."""
+        held = state.calls[index]
+        if held is None or self.tools is None:
+            return reason
+        content, calls = held.finish()
+        if content:
+            out.append(self._chunk(index, content))
+        for delta in self.tools.call_deltas(calls):
+            out.append(self._chunk(index, None, delta=delta))
+        return "tool_calls" if calls else reason
 
 
 @dataclass
@@ -285,12 +315,15 @@ class _StreamState:
 
     count: int
     stops: list[str]
+    tools: ToolPlan | None = None
     cuts: list[StopCut] = field(init=False)
+    calls: list[ToolStream | None] = field(init=False)
     logprobs: list[LogprobQueue] = field(init=False)
     open_: set[int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.cuts = [StopCut(self.stops) for _ in range(self.count)]
+        self.calls = [self.tools.stream() if self.tools is not None else None for _ in range(self.count)]
         self.logprobs = [LogprobQueue() for _ in range(self.count)]
         self.open_ = set(range(self.count))
 

@@ -57,6 +57,11 @@ def _constraints(req: Any) -> list[tuple[str, str, Any]]:
     return found
 
 
+def constraint_names(req: Any) -> list[str]:
+    """The structured-output parameters the request sets."""
+    return [name for name, _, _ in _constraints(req)]
+
+
 def constraint_params(req: Any) -> dict[str, Any]:
     """The wire's constraint fields for the request (empty when it sets none); OpenAIError when it sets two, or one
     that cannot be compiled."""

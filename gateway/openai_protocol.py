@@ -1,7 +1,7 @@
 """Request models of the OpenAI-compatible API (port 3003), apart from the serving code.
 
 Each model validates every parameter with a message naming it, refuses what Liftoff cannot honour with a 400
-naming the parameter (tools, logit_bias, penalties other than 0, ...) rather than ignoring it, and
+naming the parameter (functions, logit_bias, penalties other than 0, ...) rather than ignoring it, and
 converts itself to the wire's GenerationParams fields (`params()`). `parse_openai` is the one entry: unknown
 parameters are refused as OpenAI does ("Unrecognized request argument supplied").
 """
@@ -10,10 +10,21 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from gateway.openai_errors import OpenAIError, invalid
-from gateway.openai_guided import StructuredOutputs, constraint_params
+from gateway.openai_guided import StructuredOutputs, constraint_names, constraint_params
+from gateway.openai_tools import HistoryToolCall, Tool, ToolChoice, check_tools
 from gateway.protocol import MAX_NEW_TOKENS_LIMIT
 from gateway.rules import Bound, bounds_validator, rule
 from liftoff.core.grammar_check import constraint_error
@@ -224,9 +235,12 @@ class TextPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | list[TextPart] | None = None
     name: StrictStr | None = None
+    tool_calls: list[HistoryToolCall] | None = None  # assistant: the calls it made
+    tool_call_id: StrictStr | None = None  # tool: the call this is the result of
+    refusal: StrictStr | None = None  # accepted (the official client echoes assistant messages back with it)
 
     @field_validator("content", mode="before")
     @classmethod
@@ -237,10 +251,19 @@ class ChatMessage(BaseModel):
                 rule(kind == "text", "only text content parts are supported (no images, audio or files)", kind)
         return v
 
-    def template_view(self) -> dict[str, str]:
-        """{role, content} for the chat template; `developer` is OpenAI's newer name for `system`."""
+    def template_view(self, index: int = 0) -> dict[str, Any]:
+        """{role, content} for the chat template (with `tool_calls` or `tool_call_id` when given); `developer` is
+        OpenAI's newer name for `system`."""
         content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
-        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+        view: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": content}
+        if self.tool_calls:
+            view["tool_calls"] = [c.template_view(f"messages.{index}.tool_calls.{j}")
+                                  for j, c in enumerate(self.tool_calls)]
+        if self.tool_call_id is not None:
+            view["tool_call_id"] = self.tool_call_id
+        if self.role == "tool" and self.name:
+            view["name"] = self.name
+        return view
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -248,6 +271,24 @@ class ChatCompletionRequest(SamplingRequest):
     logprobs: StrictBool | None = None
     top_logprobs: StrictInt | None = None
     add_generation_prompt: StrictBool = True  # extension: False continues the last assistant message
+    tools: list[Tool] | None = None  # gateway.openai_tools
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _tools(self) -> ChatCompletionRequest:
+        check_tools(self.tools, self.tool_choice)
+        for i, m in enumerate(self.messages):
+            if m.role == "tool" and m.tool_call_id is None:
+                raise invalid(f"messages[{i}]: a tool message needs tool_call_id", f"messages.{i}.tool_call_id")
+            if m.tool_calls and m.role != "assistant":
+                raise invalid(f"messages[{i}]: only assistant messages carry tool_calls", f"messages.{i}.tool_calls")
+        return self
+
+    def constraint_param(self) -> str | None:
+        """The structured-output parameter the request sets, if any."""
+        names = constraint_names(self)
+        return names[0] if names else None
 
     @model_validator(mode="after")
     def _logprobs(self) -> ChatCompletionRequest:
@@ -267,9 +308,9 @@ class ChatCompletionRequest(SamplingRequest):
             rule(len(v) > 0, "messages must hold at least one message", v)
             for i, m in enumerate(v):
                 role = m.get("role") if isinstance(m, dict) else None
-                if role in ("tool", "function"):
-                    raise OpenAIError(400, f"messages[{i}].role {role!r} is not supported: tools and function "
-                                      "calling are not supported", f"messages.{i}.role")
+                if role == "function":
+                    raise OpenAIError(400, f"messages[{i}].role 'function' is not supported: the deprecated "
+                                      "function calling is not; use tools and 'tool' messages", f"messages.{i}.role")
         return v
 
 

@@ -59,6 +59,14 @@ class Readers:
             raise OpenAIError(503, f"model {group!r} has no live reader; try again once a reader is live", "model")
         raise model_not_found(group, sorted(await self.live_groups()))
 
+    async def tool_call_parser(self, group: str) -> str | None:
+        """The tool-call format the group's live readers publish (the first that has one), or None; 404 / 503 as
+        `pick` for a group without live readers."""
+        await self.pick(group)
+        parsers = [r.info.tool_call_parser for r in await self.records()
+                   if r.status == "live" and group in r.info.consumer_groups and r.info.tool_call_parser]
+        return parsers[0] if parsers else None
+
     async def call(self, group: str, kind: TokenizerKind, args: dict[str, Any]) -> Any:
         """Tokenizer work on one live reader of `group`; a reader that died since the last look is replaced once."""
         reader_id = await self.pick(group)

@@ -133,6 +133,7 @@ class Reader:
             if self.engine is None:
                 return EXIT_MODEL_LOAD_ERROR
         self.info.model_type = self.engine.model_type
+        self.info.tool_call_parser = self.engine.tool_call_parser()
         self.capacity = self.engine.max_batch_size  # "auto" is resolved by the engine's load
         self.info.config = {**self.info.config, "max_batch_size": self.capacity}
         await self._calibrate()

@@ -98,6 +98,9 @@ class ReaderConfig(BaseModel):
     # None: DEFAULT_PREFILL_CHUNK_SIZE (chosen by measurement, bench/README.md).
     prefill_chunk_size: int | None = Field(default=None, ge=0, le=1_048_576)
     prefix_caching: bool = True  # generation: requests sharing a prompt prefix reuse its KV blocks
+    # generation: the format this model writes tool calls in (liftoff.core.tool_calls.PARSERS); "auto": the one its
+    # chat template's text shows (none when it shows none); "none": the model is offered no tools
+    tool_call_parser: Literal["auto", "none", "hermes", "llama3_json", "mistral"] = "auto"
     model_type: Literal["generation", "embedding", "classification"] | None = None  # None: read from the model
     dtype: str = "auto"  # one of DTYPE_NAMES, kept in its long form (None or "" is taken as "auto")
     echo_token_delay_ms: int = Field(default=0, ge=0, le=60_000)  # echo engine: pause between tokens (a model's pace)

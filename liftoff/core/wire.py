@@ -157,6 +157,7 @@ class ReaderInfo(BaseModel):
     reader_id: str = ""
     config: dict[str, Any] = Field(default_factory=dict)  # the ReaderConfig it runs, for GET /config/{reader_id}
     jobs: dict[str, int] = Field(default_factory=dict)  # counters: active, completed, failed, cancelled, reclaimed
+    tool_call_parser: str | None = None  # the format its model writes tool calls in (liftoff.core.tool_calls)
 
     def reference_view(self) -> dict[str, Any]:
         """The reference's ReaderInfo fields, plus `error` when the reader failed (why it is dead)."""
@@ -197,7 +198,8 @@ def encode_work(
     the reader decodes the entry. tests/core/test_wire.py checks that both encoders agree.
     """
     item: dict[str, Any] = {
-        "v": WIRE_VERSION if tools is not None or params.get("lark_grammar") else 2, "id": id, "kind": kind, "reply_to": reply_to, "stream": stream, "texts": texts,
+        "v": WIRE_VERSION if tools is not None or params.get("lark_grammar") else 2,
+        "id": id, "kind": kind, "reply_to": reply_to, "stream": stream, "texts": texts,
         "batched": batched, "params": params, "enqueued_ms": enqueued_ms, "deadline_ms": deadline_ms,
     }
     if pairs is not None:

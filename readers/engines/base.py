@@ -54,6 +54,10 @@ class Engine(abc.ABC):
         """`tokenize` → {tokens, tokens_count}; `detokenize` → {text}; `chat_template` → {messages}."""
         raise EngineRequestError(400, f"this reader's engine ({type(self).__name__}) has no tokenizer")
 
+    def tool_call_parser(self) -> str | None:
+        """The format this engine's model writes tool calls in (liftoff.core.tool_calls.PARSERS), or None."""
+        return None
+
 
     def prompt_texts(self, item: WorkItem) -> list[str]:
         """A generate item's prompts: its texts, or its chats rendered by the model's chat template (one hop for the
@@ -61,7 +65,9 @@ class Engine(abc.ABC):
         when a conversation can't be rendered."""
         if item.chats is None:
             return item.texts
-        args = {"inputs": item.chats, "add_generation_prompt": item.add_generation_prompt}
+        args: dict[str, Any] = {"inputs": item.chats, "add_generation_prompt": item.add_generation_prompt}
+        if item.tools:
+            args["tools"] = item.tools
         return list(self.tokenizer_op("chat_template", args)["messages"])
 
 

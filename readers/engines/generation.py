@@ -215,7 +215,8 @@ class GenerationEngine(ModelEngine):
         if params.use_chat_template and not self.has_chat_template():
             raise PromptError("use_chat_template: this model's tokenizer has no chat template")
         if constrained(params) and not (self.grammars and self.grammars.available):
-            raise PromptError("json_schema / regex_string / lark_grammar: constrained decoding is not supported by this reader")
+            raise PromptError("json_schema / regex_string / lark_grammar: constrained decoding is not supported by "
+                              "this reader")
         sampling = RowSampling(params.sampling_temperature, params.sampling_topk, params.sampling_topp,
                                params.repetition_penalty, params.seed)
         request = Request(job=job, sink=None, rows_left=len(texts), texts=[""] * len(texts),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from liftoff.core.tool_calls import detect_parser
 from readers.engines.base import EngineRequestError
 
 REPLACEMENT = "\ufffd"
@@ -124,7 +125,8 @@ class TokenizerHelpers:
                 return {"text": self.detokenize(list(args["tokens"]), bool(args.get("skip_special_tokens", False)))}
             if kind == "chat_template":
                 return {"messages": self.apply_chat_template(list(args["inputs"]),
-                                                             bool(args.get("add_generation_prompt", True)))}
+                                                             bool(args.get("add_generation_prompt", True)),
+                                                             args.get("tools"))}
         except KeyError as exc:
             raise EngineRequestError(422, f"{kind}: missing field {exc.args[0]!r}") from exc
         except (ValueError, TypeError) as exc:
@@ -140,15 +142,28 @@ class TokenizerHelpers:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
-    def apply_chat_template(self, conversations: list[list[dict[str, Any]]],
-                            add_generation_prompt: bool = True) -> list[str]:
-        """Each conversation (a list of {role, content}) rendered as prompt text by the model's chat template."""
+    def apply_chat_template(self, conversations: list[list[dict[str, Any]]], add_generation_prompt: bool = True,
+                            tools: list[dict[str, Any]] | None = None) -> list[str]:
+        """Each conversation (a list of {role, content}, with assistant `tool_calls` and `tool` messages) rendered as
+        prompt text by the model's chat template; `tools` (OpenAI's function tools) go to it as `tools`."""
         if not self.has_chat_template():
             raise ValueError("this model's tokenizer has no chat template")
+        extra = {"tools": tools} if tools else {}
         return [
-            self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+            self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False,
+                                               **extra)
             for messages in conversations
         ]
+
+    def tool_call_parser(self) -> str | None:
+        """The reader's `tool_call_parser` setting, or ("auto") the format its chat template's text shows."""
+        setting = getattr(getattr(self, "config", None), "tool_call_parser", "auto")
+        if setting == "none":
+            return None
+        if setting != "auto":
+            return str(setting)
+        template = getattr(self.tokenizer, "chat_template", None) if self.tokenizer is not None else None
+        return detect_parser(template if isinstance(template, str) else None)
 
     def tokenize_ids(self, text: str, use_chat_template: bool = False, skip_special_tokens: bool = False) -> list[int]:
         """Token ids of `text` (after the chat template when asked; the template adds its own special tokens)."""

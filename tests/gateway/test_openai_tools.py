@@ -1,0 +1,222 @@
+"""Structured-output extras (vLLM's guided_* and structured_outputs) and tool calling on the OpenAI port, end to end
+through the official `openai` client: a real `liftoff serve` with tiny random Llamas whose chat templates (written
+here) support tools, one Hermes style (`<tool_call>`), one Mistral style (`[TOOL_CALLS]`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import openai
+import pytest
+
+from conftest import ServerFactory
+from support import Server
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "readers"))
+from tiny_models import build_llama
+
+HERMES_TEMPLATE = (
+    "{{ bos_token }}{% if tools %}<|system|>Functions: {% for t in tools %}{{ t.function.name }} {% endfor %}. "
+    "Call one as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>{{ eos_token }}{% endif %}"
+    "{% for m in messages %}{% if m.role == 'tool' %}<|user|><tool_response>{{ m.content }}</tool_response>"
+    "{{ eos_token }}{% elif m.role == 'assistant' and m.tool_calls %}<|assistant|>{% for c in m.tool_calls %}"
+    "<tool_call>\n{{ {'name': c.function.name, 'arguments': c.function.arguments} | tojson }}\n</tool_call>"
+    "{% endfor %}{{ eos_token }}{% else %}<|{{ m.role }}|>{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% if tools %}[AVAILABLE_TOOLS]{{ tools | map(attribute='function.name') | join(',') }}"
+    "[/AVAILABLE_TOOLS]{% endif %}"
+    "{% for m in messages %}{% if m.role == 'user' %}[INST]{{ m.content }}[/INST]"
+    "{% elif m.role == 'assistant' and m.tool_calls %}[TOOL_CALLS]{{ m.tool_calls | tojson }}{{ eos_token }}"
+    "{% elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]"
+    "{% else %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8},
+                                            "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+           "required": ["city", "days"], "additionalProperties": False}
+ADD = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
+                                        "b": {"type": "integer", "minimum": 0, "maximum": 99}},
+       "required": ["a", "b"], "additionalProperties": False}
+TOOLS: list[Any] = [
+    {"type": "function", "function": {"name": "get_weather", "description": "weather", "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "add", "description": "add two numbers", "parameters": ADD}},
+]
+SCHEMAS = {"get_weather": WEATHER, "add": ADD}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def _model(path: Path, template: str) -> None:
+    from transformers import AutoTokenizer
+
+    build_llama(path, max_positions=1024)
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.chat_template = template
+    tok.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
+    from conftest import _factory
+
+    repo = tmp_path_factory.mktemp("artefacts")
+    _model(repo / "hermes", HERMES_TEMPLATE)
+    _model(repo / "mistral", MISTRAL_TEMPLATE)
+    servers: list[Server] = []
+    make: ServerFactory = _factory(tmp_path_factory.mktemp("tools"), redis_url, servers)
+    readers = [
+        {"model_name": "hermes", "consumer_group": "hermes", "reader_id": "hermes", "max_batch_size": 8,
+         "max_sequence_length": 1024},
+        {"model_name": "mistral", "consumer_group": "mistral", "reader_id": "mistral", "max_batch_size": 8,
+         "max_sequence_length": 1024},
+        {"model_name": "echo", "consumer_group": "primary", "reader_id": "echo-0"},
+    ]
+    srv = make(readers=readers, repository_path=str(repo), reserved_consumers="", request_timeout_s=120.0)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.port_url("openai_port") + "/v1", api_key="unused", max_retries=0,
+                         timeout=120)
+
+
+def _chat(client: openai.OpenAI, model: str = "hermes", **kwargs: Any) -> Any:
+    kwargs.setdefault("messages", ASK)
+    kwargs.setdefault("max_tokens", 120)
+    kwargs.setdefault("temperature", 0)
+    return client.chat.completions.create(model=model, **kwargs)
+
+
+def _valid_calls(message: Any) -> list[tuple[str, dict[str, Any]]]:
+    calls = []
+    for call in message.tool_calls or []:
+        assert call.type == "function" and re.fullmatch(r"call_[0-9a-f]{24}", call.id)
+        args = json.loads(call.function.arguments)
+        jsonschema.validate(args, SCHEMAS[call.function.name])
+        calls.append((call.function.name, args))
+    return calls
+
+
+# --- vLLM's structured-output extras ------------------------------------------------------------------------------
+def test_guided_json_regex_choice_and_grammar_conform(client: openai.OpenAI) -> None:
+    r = _chat(client, max_tokens=300, extra_body={"guided_json": WEATHER})
+    assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
+    jsonschema.validate(json.loads(r.choices[0].message.content), WEATHER)
+    r = _chat(client, extra_body={"guided_regex": r"[a-z]{3,6}-[0-9]{2}"})
+    assert re.fullmatch(r"[a-z]{3,6}-[0-9]{2}", r.choices[0].message.content)
+    choices = ["yes", "no", "a.b (maybe)"]
+    assert _chat(client, extra_body={"guided_choice": choices}).choices[0].message.content in choices
+    r = _chat(client, temperature=1, seed=3, extra_body={"structured_outputs": {"choice": choices}})
+    assert r.choices[0].message.content in choices
+    r = _chat(client, max_tokens=300, extra_body={"structured_outputs": {"json": ADD}})
+    jsonschema.validate(json.loads(r.choices[0].message.content), ADD)
+    r = _chat(client, extra_body={"structured_outputs": {"regex": "(ab)+"}})
+    assert re.fullmatch("(ab)+", r.choices[0].message.content)
+    grammar = 'start: "x=" NUM ("+" NUM)*\nNUM: /[0-9]{1,3}/\n'
+    r = _chat(client, extra_body={"guided_grammar": grammar})
+    assert re.fullmatch(r"x=[0-9]{1,3}(\+[0-9]{1,3})*", r.choices[0].message.content)
+
+
+def test_two_constraints_are_422_naming_both(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as exc:
+        _chat(client, extra_body={"guided_regex": "a", "guided_json": {"type": "object"}})
+    assert "guided_json" in exc.value.message and "guided_regex" in exc.value.message
+    with pytest.raises(openai.UnprocessableEntityError) as exc:
+        _chat(client, response_format={"type": "json_object"}, extra_body={"structured_outputs": {"regex": "a"}})
+    assert "response_format" in exc.value.message and "structured_outputs.regex" in exc.value.message
+    with pytest.raises(openai.BadRequestError) as bad:
+        _chat(client, extra_body={"guided_grammar": "start: nothing_here"})
+    assert bad.value.body["param"] == "guided_grammar"  # type: ignore[index]
+
+
+# --- tool calls ---------------------------------------------------------------------------------------------------
+def test_required_and_named_choices_make_valid_calls(client: openai.OpenAI) -> None:
+    r = _chat(client, tools=TOOLS, tool_choice="required")
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls" and _valid_calls(choice.message)
+    r = _chat(client, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "add"}})
+    calls = _valid_calls(r.choices[0].message)
+    assert [name for name, _ in calls] == ["add"] and r.choices[0].finish_reason == "tool_calls"
+
+
+def test_parallel_tool_calls_false_makes_exactly_one(client: openai.OpenAI) -> None:
+    for seed in range(3):
+        r = _chat(client, tools=TOOLS, tool_choice="required", parallel_tool_calls=False, temperature=1, seed=seed)
+        assert len(_valid_calls(r.choices[0].message)) == 1
+    r = _chat(client, tools=TOOLS, tool_choice="required", parallel_tool_calls=True, temperature=1, seed=1,
+              max_tokens=200)
+    assert len(_valid_calls(r.choices[0].message)) >= 1
+
+
+def test_none_makes_no_calls_and_auto_never_fails(client: openai.OpenAI) -> None:
+    r = _chat(client, tools=TOOLS, tool_choice="none", max_tokens=30)
+    assert not r.choices[0].message.tool_calls and r.choices[0].finish_reason in ("stop", "length")
+    for seed in range(3):
+        r = _chat(client, tools=TOOLS, temperature=1, seed=seed, max_tokens=40)
+        message = r.choices[0].message
+        assert message.tool_calls or message.content is not None
+        _valid_calls(message)
+
+
+def _reassemble(stream: Any) -> tuple[list[tuple[str, str]], str, str | None]:
+    calls: dict[int, list[str]] = {}
+    content, reason = "", None
+    for chunk in stream:
+        for c in chunk.choices:
+            content += c.delta.content or ""
+            for d in c.delta.tool_calls or []:
+                if d.id is not None:
+                    assert d.index not in calls and d.type == "function" and d.function.arguments == ""
+                    calls[d.index] = [d.function.name, ""]
+                else:
+                    calls[d.index][1] += d.function.arguments
+            reason = c.finish_reason or reason
+    return [(n, a) for _, (n, a) in sorted(calls.items())], content, reason
+
+
+@pytest.mark.parametrize("model", ["hermes", "mistral"])
+def test_streamed_calls_reassemble_into_the_whole_answer(client: openai.OpenAI, model: str) -> None:
+    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        whole = _chat(client, model, tools=TOOLS, tool_choice=choice)
+        expected = [(c.function.name, c.function.arguments) for c in whole.choices[0].message.tool_calls or []]
+        _valid_calls(whole.choices[0].message)
+        assert expected and whole.choices[0].finish_reason == "tool_calls"
+        calls, content, reason = _reassemble(_chat(client, model, tools=TOOLS, tool_choice=choice, stream=True))
+        assert calls == expected and reason == "tool_calls" and content == ""
+
+
+def test_two_turns_with_a_tool_message(client: openai.OpenAI) -> None:
+    first = _chat(client, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    call = first.choices[0].message.tool_calls[0]
+    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call.id, "type": "function", "function": {"name": call.function.name,
+                                                         "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]
+    r = _chat(client, messages=history, tools=TOOLS, tool_choice="none", max_tokens=20)
+    assert r.choices[0].message.content is not None and not r.choices[0].message.tool_calls
+    assert r.usage is not None and r.usage.prompt_tokens > first.usage.prompt_tokens  # the history was rendered
+
+
+def test_tool_errors_are_400s_naming_the_parameter(client: openai.OpenAI) -> None:
+    cases = [
+        ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice.function.name",
+         "nope"),
+        ({"tool_choice": "required"}, "tool_choice", "tools"),
+        ({"tools": [*TOOLS, TOOLS[0]]}, "tools", "unique"),
+        ({"messages": [*ASK, {"role": "tool", "content": "x"}], "tools": TOOLS}, "messages.1.tool_call_id", "tool"),
+    ]
+    for kwargs, param, word in cases:
+        with pytest.raises(openai.BadRequestError) as exc:
+            _chat(client, **kwargs)
+        assert exc.value.body["param"] == param and word in exc.value.message, exc.value.body  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as exc:  # the echo model's template shows no tool-call format
+        _chat(client, "primary", tools=TOOLS)
+    assert exc.value.body["param"] == "tools"  # type: ignore[index]
