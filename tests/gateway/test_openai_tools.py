@@ -207,8 +207,8 @@ def test_two_turns_with_a_tool_message(client: openai.OpenAI) -> None:
 
 def test_tool_errors_are_400s_naming_the_parameter(client: openai.OpenAI) -> None:
     cases = [
-        ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice.function.name",
-         "nope"),
+        ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+         "tool_choice.function.name", "nope"),
         ({"tool_choice": "required"}, "tool_choice", "tools"),
         ({"tools": [*TOOLS, TOOLS[0]]}, "tools", "unique"),
         ({"messages": [*ASK, {"role": "tool", "content": "x"}], "tools": TOOLS}, "messages.1.tool_call_id", "tool"),
