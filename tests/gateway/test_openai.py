@@ -264,10 +264,13 @@ def test_llama_seed_makes_sampling_repeatable(client: openai.OpenAI) -> None:
 
 
 def test_llama_response_format(client: openai.OpenAI) -> None:
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    # no other keys: JSON Schema allows them unless told, and a random model given the choice goes on adding them
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+              "additionalProperties": False}
     r = client.chat.completions.create(
         model="llama", messages=[{"role": "user", "content": "give json"}], max_tokens=60, temperature=0,
         response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}})
+    assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
     assert set(json.loads(r.choices[0].message.content or "")) == {"n"}
     r = client.chat.completions.create(model="llama", messages=[{"role": "user", "content": "json please"}],
                                        max_tokens=30, temperature=0, response_format={"type": "json_object"})
