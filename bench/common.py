@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter_ns
@@ -958,3 +958,33 @@ def guarded(work: Callable[[], int], cleanup: Callable[[], None]) -> int:
         return 130
     finally:
         cleanup()
+
+
+# --- in-process generation benches ----------------------------------------------------------------------------------
+def inprocess_parser(doc: str, jobs: int, new_tokens: int, rounds: int) -> argparse.ArgumentParser:
+    """The flags every in-process generation bench takes: concurrent jobs, new tokens per job, rounds."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[1])
+    parser.add_argument("--jobs", type=int, default=jobs)
+    parser.add_argument("--new-tokens", type=int, default=new_tokens)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    return parser
+
+
+@contextlib.contextmanager
+def tiny_generation_engine(max_batch_size: int, **llama: int) -> Iterator[Any]:
+    """The tests' tiny random Llama (`build_llama`, with `llama` sizes), built in a temp dir and loaded the way a
+    reader loads it; closed and removed after."""
+    import tempfile
+
+    from liftoff.core.settings import ReaderConfig
+    from readers.engines.generation import GenerationEngine
+    from tests.readers.tiny_models import build_llama
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = build_llama(Path(tmp) / "tiny-llama", **llama)
+        engine = GenerationEngine(ReaderConfig(model_name=str(path), max_batch_size=max_batch_size))
+        asyncio.run(engine.load())
+        try:
+            yield engine
+        finally:
+            engine.close()

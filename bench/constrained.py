@@ -18,23 +18,19 @@ Never asserts.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from bench.common import interleave, print_best
+from bench.common import inprocess_parser, interleave, print_best, tiny_generation_engine
 from liftoff.core.grammar_check import grammar_for
-from liftoff.core.settings import ReaderConfig
 from readers.engines.generation import GenerationEngine
-from tests.readers.tiny_models import CollectingSink, build_llama, make_job
+from tests.readers.tiny_models import CollectingSink, make_job
 
 SCHEMA = {
     "type": "object",
@@ -92,16 +88,10 @@ def compile_times(engine: GenerationEngine, count: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--jobs", type=int, default=8)
-    parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = inprocess_parser(__doc__, jobs=8, new_tokens=48, rounds=3)
     parser.add_argument("--schemas", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = build_llama(Path(tmp) / "tiny-llama")
-        engine = GenerationEngine(ReaderConfig(model_name=str(path), max_batch_size=args.jobs))
-        asyncio.run(engine.load())
+    with tiny_generation_engine(args.jobs) as engine:
         texts = prompts(args.jobs)
         started = time.perf_counter()
         assert engine.grammars is not None
@@ -114,7 +104,6 @@ def main() -> None:
             "schema": lambda: run_jobs(engine, texts, args.new_tokens, json_schema=SCHEMA),
         })
         times = compile_times(engine, args.schemas)
-        engine.close()
     print_best(f"tiny Llama, {args.jobs} concurrent jobs x {args.new_tokens} new tokens, torch threads "
                f"{torch.get_num_threads()}, best of {args.rounds}", results, "tokens", (7, 8, 20),
                [("ratio schema/plain", "schema", "plain", "   (target >= 0.8)")])

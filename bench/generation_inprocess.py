@@ -17,21 +17,17 @@ Prints tokens/s per condition and the ratios engine/static (target >= 0.7) and s
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from bench.common import interleave, print_best
-from liftoff.core.settings import ReaderConfig
+from bench.common import inprocess_parser, interleave, print_best, tiny_generation_engine
 from readers.engines.generation import GenerationEngine
-from tests.readers.tiny_models import CollectingSink, build_llama, make_job
+from tests.readers.tiny_models import CollectingSink, make_job
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "readers", "answer",
          "requests", "from", "streams"]
@@ -82,17 +78,11 @@ def bench_sequential(engine: GenerationEngine, texts: list[str], new_tokens: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--jobs", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser = inprocess_parser(__doc__, jobs=32, new_tokens=64, rounds=2)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = build_llama(Path(tmp) / "tiny-llama", hidden=args.hidden, layers=args.layers)
-        engine = GenerationEngine(ReaderConfig(model_name=str(path), max_batch_size=args.jobs))
-        asyncio.run(engine.load())
+    with tiny_generation_engine(args.jobs, hidden=args.hidden, layers=args.layers) as engine:
         texts = prompts(args.jobs)
         bench_engine(engine, texts[:4], 8)  # warm-up
         bench_static(engine, texts[:4], 8)
@@ -101,7 +91,6 @@ def main() -> None:
             "static": lambda: bench_static(engine, texts, args.new_tokens),
             "sequential": lambda: bench_sequential(engine, texts[:8], args.new_tokens),
         })
-        engine.close()
     print_best(f"tiny Llama (hidden {args.hidden}, {args.layers} layers), {args.jobs} prompts x {args.new_tokens} "
                f"new tokens, torch threads {torch.get_num_threads()}, best of {args.rounds}", results, "tokens",
                (11, 10, 24), [("ratio engine/static", "engine", "static", "   (target >= 0.7)"),

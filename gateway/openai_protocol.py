@@ -26,7 +26,7 @@ from gateway.openai_errors import OpenAIError, invalid
 from gateway.openai_guided import StructuredOutputs, constraint_names, constraint_params
 from gateway.openai_tools import HistoryToolCall, Tool, ToolChoice, check_tools
 from gateway.protocol import MAX_NEW_TOKENS_LIMIT
-from gateway.rules import Bound, bounds_validator, rule
+from gateway.rules import Bound, Strict, bounds_validator, rule
 from liftoff.core.grammar_check import constraint_error
 from liftoff.core.wire import MAX_TOP_LOGPROBS
 
@@ -85,9 +85,7 @@ def _param_rule(ok: bool, message: str, value: Any, param: str) -> None:
         raise invalid(f"{message}; given {value!r}", param)
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class StreamOptions(Strict):
     include_usage: StrictBool = False
     continuous_usage_stats: StrictBool = False  # accepted; usage comes only in the final chunk
 
@@ -101,9 +99,7 @@ class JsonSchemaFormat(BaseModel):
     strict: StrictBool | None = None
 
 
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ResponseFormat(Strict):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -123,10 +119,9 @@ class ResponseFormat(BaseModel):
         return None
 
 
-class SamplingRequest(BaseModel):
+class SamplingRequest(Strict):
     """What chat and text completions share: the model (a consumer group) and the sampling parameters."""
 
-    model_config = ConfigDict(extra="forbid")
     _constraint: dict[str, Any] = PrivateAttr(default_factory=dict)  # the wire's constraint fields, once validated
 
     model: StrictStr
@@ -225,16 +220,12 @@ class SamplingRequest(BaseModel):
         return params
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TextPart(Strict):
     type: Literal["text"]
     text: StrictStr
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ChatMessage(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | list[TextPart] | None = None
     name: StrictStr | None = None
@@ -349,9 +340,7 @@ class CompletionRequest(SamplingRequest):
         return _as_inputs(self.prompt)
 
 
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EmbeddingRequest(Strict):
     model: StrictStr
     input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
     encoding_format: Literal["float", "base64"] = "float"

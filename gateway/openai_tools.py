@@ -20,18 +20,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, field_validator
+from pydantic import StrictBool, StrictStr, field_validator
 
 from gateway.openai_errors import OpenAIError, invalid
+from gateway.rules import Strict
 from liftoff.core.grammar_check import constraint_error
 from liftoff.core.tool_calls import ToolCall, ToolStream, argument_pieces, parse, tool_grammar
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class FunctionDef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FunctionDef(Strict):
     name: StrictStr
     description: StrictStr | None = None
     parameters: dict[str, Any] | None = None
@@ -45,22 +44,16 @@ class FunctionDef(BaseModel):
         return v
 
 
-class Tool(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Tool(Strict):
     type: Literal["function"]
     function: FunctionDef
 
 
-class FunctionName(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FunctionName(Strict):
     name: StrictStr
 
 
-class NamedToolChoice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NamedToolChoice(Strict):
     type: Literal["function"]
     function: FunctionName
 
@@ -68,17 +61,13 @@ class NamedToolChoice(BaseModel):
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
-class CalledFunction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CalledFunction(Strict):
     name: StrictStr
     arguments: StrictStr  # JSON text, as OpenAI sends it
 
 
-class HistoryToolCall(BaseModel):
+class HistoryToolCall(Strict):
     """An assistant message's `tool_calls` entry in the history."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: StrictStr
     type: Literal["function"] = "function"

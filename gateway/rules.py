@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 # lowest, whether the lowest is allowed itself, highest (None: no upper bound), a note for the message
 Bound = tuple[float, bool, float | None, str]
@@ -35,3 +35,9 @@ def bounds_validator(bounds: dict[str, Bound]) -> Any:
         return value
 
     return field_validator(*bounds)(within_bounds)
+
+
+class Strict(BaseModel):
+    """A request model that refuses fields it does not define (a misspelt parameter is a 4xx, not ignored)."""
+
+    model_config = ConfigDict(extra="forbid")

@@ -70,3 +70,9 @@ def echo_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Ite
     server = _factory(tmp_path_factory.mktemp("echo"), redis_url, servers)(reserved_consumers="")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Any:
+    """The official `openai` client on the `server` of the requesting module (which defines that fixture)."""
+    return server.openai_client(120)

@@ -73,6 +73,13 @@ class Server:
     def port_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
+    def openai_client(self, timeout_s: float = 60) -> Any:
+        """The official `openai` client on this server's OpenAI port (no retries: a failure shows at once)."""
+        import openai
+
+        return openai.OpenAI(base_url=self.port_url("openai_port") + "/v1", api_key="unused", max_retries=0,
+                             timeout=timeout_s)
+
     @property
     def url(self) -> str:
         return self.port_url("port")

@@ -18,7 +18,7 @@ from liftoff.core.grammar_check import constraint_error
     ({"json_schema": {"type": "object"}, "constrained_decoding_backend": "outlines"}, "'llguidance' or null"),
 ])
 def test_unusable_constraints_are_refused_by_name(body: dict, named: str) -> None:
-    with pytest.raises(ValidationError, match="constrained_decoding|json_schema|regex_string") as caught:
+    with pytest.raises(ValidationError, match=r"constrained_decoding|json_schema|regex_string") as caught:
         GenerateRequest.model_validate({"text": "x", **body})
     assert named in str(caught.value)
 

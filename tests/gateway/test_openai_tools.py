@@ -82,11 +82,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.port_url("openai_port") + "/v1", api_key="unused", max_retries=0,
-                         timeout=120)
-
 
 def _chat(client: openai.OpenAI, model: str = "hermes", **kwargs: Any) -> Any:
     kwargs.setdefault("messages", ASK)

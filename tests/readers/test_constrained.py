@@ -17,7 +17,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from liftoff.core.settings import ReaderConfig
 from readers.engines.generation import GenerationEngine
 
-from tiny_models import CORPUS, CollectingSink, build_llama, make_job
+from tiny_models import CORPUS, CollectingSink, build_llama, make_job, run_jobs
 
 SCHEMA = {
     "type": "object",
@@ -95,11 +95,6 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     engine.close()
 
 
-def run(engine: GenerationEngine, *jobs) -> CollectingSink:
-    sink = CollectingSink()
-    asyncio.run(engine.run(list(jobs), sink))
-    return sink
-
 
 def outputs(sink: CollectingSink, ids: list[str]) -> list[tuple[str, str]]:
     """(text, finish_reason) of each job, which must have succeeded."""
@@ -119,7 +114,7 @@ def jobs_for(prefix: str, count: int, **params) -> list:
 
 def test_json_schema_outputs_validate(engine: GenerationEngine) -> None:
     jobs = jobs_for("s", 8, max_new_tokens=64, json_schema=SCHEMA)
-    results = outputs(run(engine, *jobs), [j.item.id for j in jobs])
+    results = outputs(run_jobs(engine, *jobs), [j.item.id for j in jobs])
     stops = 0
     for text, reason in results:
         if reason == "stop":
@@ -134,7 +129,7 @@ def test_json_object_is_a_json_object(engine: GenerationEngine) -> None:
     """OpenAI's response_format json_object arrives as json_schema {"type": "object"}. WordPiece: the text the
     grammar checked is the text returned (no `##` left on a continuation piece)."""
     jobs = jobs_for("o", 4, max_new_tokens=48, json_schema={"type": "object"})
-    for text, reason in outputs(run(engine, *jobs), [j.item.id for j in jobs]):
+    for text, reason in outputs(run_jobs(engine, *jobs), [j.item.id for j in jobs]):
         assert text.startswith("{"), text
         if reason == "stop":
             assert isinstance(json.loads(text), dict), text
@@ -142,13 +137,13 @@ def test_json_object_is_a_json_object(engine: GenerationEngine) -> None:
 
 def test_regex_string(engine: GenerationEngine) -> None:
     jobs = jobs_for("r", 4, max_new_tokens=20, regex_string=r"[0-9]{3}-[a-z]{2}")
-    for text, reason in outputs(run(engine, *jobs), [j.item.id for j in jobs]):
+    for text, reason in outputs(run_jobs(engine, *jobs), [j.item.id for j in jobs]):
         assert reason == "stop" and re.fullmatch(r"[0-9]{3}-[a-z]{2}", text), (text, reason)
 
 
 def test_streamed_constrained_text_joins_to_the_checked_text(engine: GenerationEngine) -> None:
     job = make_job("st", PROMPTS[0], stream=True, max_new_tokens=64, json_schema=SCHEMA, return_metadata=True)
-    sink = run(engine, job)
+    sink = run_jobs(engine, job)
     assert sink.finals["st"][0] == "done", sink.finals["st"]
     text = "".join(sink.tokens.get(("st", 0), []))
     if sink.finals["st"][2][0]["finish_reason"] == "stop":
@@ -158,12 +153,12 @@ def test_streamed_constrained_text_joins_to_the_checked_text(engine: GenerationE
 
 def test_cut_by_the_token_limit_says_length(engine: GenerationEngine) -> None:
     job = make_job("cut", PROMPTS[1], max_new_tokens=3, json_schema=SCHEMA, return_metadata=True)
-    [(text, reason)] = outputs(run(engine, job), ["cut"])
+    [(text, reason)] = outputs(run_jobs(engine, job), ["cut"])
     assert reason == "length" and text.startswith("{"), (text, reason)
 
 
 def test_unusable_constraints_are_refused_by_name(engine: GenerationEngine) -> None:
-    sink = run(engine, make_job("f", "x", json_schema={"type": "string", "format": "bogus"}),
+    sink = run_jobs(engine, make_job("f", "x", json_schema={"type": "string", "format": "bogus"}),
                make_job("l", "x", regex_string="(?<=a)b"),
                make_job("b", "x", json_schema={"type": "object"}, constrained_decoding_backend="lmfe"),
                make_job("j", "x", json_schema="{not json"))
@@ -176,7 +171,7 @@ def test_a_second_request_hits_the_grammar_cache(engine: GenerationEngine) -> No
     schema = {"type": "object", "properties": {"k": {"type": "integer"}}, "required": ["k"]}
     grammars = engine.grammars
     assert grammars is not None
-    run(engine, make_job("c1", "x", max_new_tokens=8, json_schema=schema))
+    run_jobs(engine, make_job("c1", "x", max_new_tokens=8, json_schema=schema))
     compiles, hits = grammars.compiles, grammars.hits
-    run(engine, make_job("c2", "y", max_new_tokens=8, json_schema=json.dumps(schema)))
+    run_jobs(engine, make_job("c2", "y", max_new_tokens=8, json_schema=json.dumps(schema)))
     assert (grammars.compiles, grammars.hits) == (compiles, hits + 1)

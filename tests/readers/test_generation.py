@@ -16,7 +16,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from liftoff.core.settings import ReaderConfig
 from readers.engines.generation import GenerationEngine
 
-from tiny_models import CollectingSink, build_llama, make_job
+from tiny_models import CollectingSink, build_llama, make_job, run_jobs
 
 PROMPTS = ["Hello world", "The quick brown fox", "Le café 日本語", "A reader holds a model and answers"]
 
@@ -40,14 +40,9 @@ def engine(llama: Path):
     engine.close()
 
 
-def generate(engine: GenerationEngine, *jobs) -> CollectingSink:
-    sink = CollectingSink()
-    asyncio.run(engine.run(list(jobs), sink))
-    return sink
-
 
 def text_of(engine: GenerationEngine, prompt: str, **params) -> str:
-    sink = generate(engine, make_job("r", prompt, **params))
+    sink = run_jobs(engine, make_job("r", prompt, **params))
     kind, texts, *_ = sink.finals["r"]
     assert kind == "done", sink.finals["r"]
     return texts[0]
@@ -67,7 +62,7 @@ def hf_text(engine: GenerationEngine, ids: list[int]) -> str:
 
 def test_greedy_is_deterministic_and_matches_static_generate(engine: GenerationEngine) -> None:
     jobs = [make_job(f"r{i}", p, max_new_tokens=20) for i, p in enumerate(PROMPTS)]
-    first, second = generate(engine, *jobs), generate(engine, *[make_job(j.item.id, j.item.texts, max_new_tokens=20)
+    first, second = run_jobs(engine, *jobs), run_jobs(engine, *[make_job(j.item.id, j.item.texts, max_new_tokens=20)
                                                                for j in jobs])
     for i, prompt in enumerate(PROMPTS):
         assert first.finals[f"r{i}"] == second.finals[f"r{i}"]
@@ -78,7 +73,7 @@ def test_greedy_is_deterministic_and_matches_static_generate(engine: GenerationE
 
 
 def test_max_new_tokens_and_metadata(engine: GenerationEngine) -> None:
-    sink = generate(engine, make_job("r", PROMPTS[1], max_new_tokens=7, return_metadata=True))
+    sink = run_jobs(engine, make_job("r", PROMPTS[1], max_new_tokens=7, return_metadata=True))
     metadata = sink.finals["r"][2]
     assert metadata[0]["generated_tokens"] == 7
     assert metadata[0]["finish_reason"] == "length"
@@ -87,7 +82,7 @@ def test_max_new_tokens_and_metadata(engine: GenerationEngine) -> None:
 
 
 def test_prompt_max_tokens_keeps_the_end(engine: GenerationEngine) -> None:
-    sink = generate(engine, make_job("r", PROMPTS[3], max_new_tokens=3, prompt_max_tokens=4, return_metadata=True))
+    sink = run_jobs(engine, make_job("r", PROMPTS[3], max_new_tokens=3, prompt_max_tokens=4, return_metadata=True))
     assert sink.finals["r"][2][0]["prompt_tokens"] == 4
 
 
@@ -109,7 +104,7 @@ def eos_engine(llama: Path, tmp_path_factory: pytest.TempPathFactory, engine: Ge
 
 def test_eos_stops_and_min_new_tokens_holds_it_off(eos_engine) -> None:
     eos_engine, k = eos_engine
-    sink = generate(eos_engine, make_job("a", PROMPTS[0], max_new_tokens=30, return_metadata=True),
+    sink = run_jobs(eos_engine, make_job("a", PROMPTS[0], max_new_tokens=30, return_metadata=True),
                     make_job("b", PROMPTS[0], max_new_tokens=30, min_new_tokens=k + 4, return_metadata=True))
     assert sink.finals["a"][2][0] | {} == sink.finals["a"][2][0]
     assert sink.finals["a"][2][0]["finish_reason"] == "stop"
@@ -136,14 +131,14 @@ def test_sampling_parameters(engine: GenerationEngine) -> None:
                    sampling_topp=1e-6) == greedy
     hot = [make_job(f"s{i}", PROMPTS[1], max_new_tokens=12, sampling_temperature=3.0, sampling_topk=0)
            for i in range(6)]
-    sink = generate(engine, *hot)
+    sink = run_jobs(engine, *hot)
     outputs = {sink.finals[f"s{i}"][1][0] for i in range(6)}
     assert len(outputs) > 1 and outputs != {greedy}
 
 
 def test_user_batch_answers_together_in_order(engine: GenerationEngine) -> None:
     singles = [text_of(engine, p, max_new_tokens=10) for p in PROMPTS[:3]]
-    sink = generate(engine, make_job("b", PROMPTS[:3], max_new_tokens=10, return_metadata=True))
+    sink = run_jobs(engine, make_job("b", PROMPTS[:3], max_new_tokens=10, return_metadata=True))
     kind, texts, metadata, _ = sink.finals["b"]
     assert kind == "done" and texts == singles and len(metadata) == 3
 
@@ -151,7 +146,7 @@ def test_user_batch_answers_together_in_order(engine: GenerationEngine) -> None:
 def test_chat_template(engine: GenerationEngine) -> None:
     templated = engine.chat_prompt("Hello world")
     assert templated.startswith("<s><|user|>Hello world</s><|assistant|>")
-    sink = generate(engine, make_job("c", "Hello world", max_new_tokens=8, use_chat_template=True,
+    sink = run_jobs(engine, make_job("c", "Hello world", max_new_tokens=8, use_chat_template=True,
                                      return_metadata=True))
     _, texts, metadata, _ = sink.finals["c"]
     ids = engine.tokenizer(templated, add_special_tokens=False, return_tensors="pt")
@@ -163,7 +158,7 @@ def test_chat_template(engine: GenerationEngine) -> None:
 def test_streamed_tokens_join_to_the_final_text(engine: GenerationEngine) -> None:
     jobs = [make_job(f"s{i}", p, stream=True, max_new_tokens=25) for i, p in enumerate(PROMPTS)]
     jobs.append(make_job("batch", PROMPTS[:2], stream=True, max_new_tokens=25))
-    sink = generate(engine, *jobs)
+    sink = run_jobs(engine, *jobs)
     for i, prompt in enumerate(PROMPTS):
         assert sink.finals[f"s{i}"][0] == "done" and sink.finals[f"s{i}"][1] is None
         assert sink.streamed(f"s{i}") == text_of(engine, prompt, max_new_tokens=25)
@@ -177,7 +172,7 @@ def test_logprobs_streamed_or_not_one_entry_per_generated_token(engine: Generati
     jobs = [make_job("plain", PROMPTS[0], max_new_tokens=12, logprobs=2, return_metadata=True),
             make_job("streamed", PROMPTS[0], stream=True, max_new_tokens=12, logprobs=2),
             make_job("none", PROMPTS[1], max_new_tokens=12)]
-    sink = generate(engine, *jobs)
+    sink = run_jobs(engine, *jobs)
     plain, streamed = sink.logprobs[("plain", 0)], sink.logprobs[("streamed", 0)]
     assert len(plain) == sink.finals["plain"][2][0]["generated_tokens"]
     assert [(e["token"], round(e["logprob"], 5)) for e in plain] == \
@@ -214,7 +209,7 @@ def test_more_rows_than_slots_all_finish(llama: Path) -> None:
     small = load(llama, max_batch_size=2)
     try:
         jobs = [make_job(f"r{i}", PROMPTS[i % 4], max_new_tokens=6 + i) for i in range(5)]
-        sink = generate(small, *jobs)
+        sink = run_jobs(small, *jobs)
         for i in range(5):
             assert sink.finals[f"r{i}"][1] == [text_of(small, PROMPTS[i % 4], max_new_tokens=6 + i)]
     finally:
@@ -224,7 +219,7 @@ def test_more_rows_than_slots_all_finish(llama: Path) -> None:
 def test_max_sequence_length(llama: Path) -> None:
     short = load(llama, max_sequence_length=12)
     try:
-        sink = generate(short, make_job("long", "word " * 30), make_job("ok", "Hi", max_new_tokens=50,
+        sink = run_jobs(short, make_job("long", "word " * 30), make_job("ok", "Hi", max_new_tokens=50,
                                                                          return_metadata=True))
         kind, status, message = sink.finals["long"]
         assert (kind, status) == ("error", 422)
@@ -239,13 +234,13 @@ def test_max_sequence_length(llama: Path) -> None:
 def test_constrained_decoding(engine: GenerationEngine) -> None:
     assert re.fullmatch(r"[0-9]{3}", text_of(engine, PROMPTS[0], max_new_tokens=10, regex_string="[0-9]{3}"))
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-    sink = generate(engine, make_job("s", PROMPTS[1], max_new_tokens=40, json_schema=schema, return_metadata=True))
+    sink = run_jobs(engine, make_job("s", PROMPTS[1], max_new_tokens=40, json_schema=schema, return_metadata=True))
     out, reason = sink.finals["s"][1][0], sink.finals["s"][2][0]["finish_reason"]
     if reason == "stop":  # a random model may be cut by the limit; tests/readers/test_constrained.py has the rest
         assert set(json.loads(out)) == {"n"}, out
         assert isinstance(json.loads(out)["n"], (int, float)), out
     assert out.startswith("{"), out
-    sink = generate(engine, make_job("bad", "x", json_schema="{not json"))
+    sink = run_jobs(engine, make_job("bad", "x", json_schema="{not json"))
     assert sink.finals["bad"][:2] == ("error", 422)
 
 

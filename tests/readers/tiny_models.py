@@ -6,6 +6,7 @@ behave as in real models), wrapped as a fast tokenizer with BOS/EOS/PAD and a ch
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 CORPUS = [
@@ -125,6 +126,13 @@ class CollectingSink:
 
     def streamed(self, request_id: str, index: int = 0) -> str:
         return "".join(self.tokens.get((request_id, index), []))
+
+
+def run_jobs(engine, *jobs) -> CollectingSink:
+    """Run `jobs` on a loaded engine to the end; what it sent, by request id."""
+    sink = CollectingSink()
+    asyncio.run(engine.run(list(jobs), sink))
+    return sink
 
 
 def make_job(request_id: str, texts, kind: str = "generate", stream: bool = False, pairs=None, timeout_s: float = 60,
