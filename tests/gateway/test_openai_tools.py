@@ -19,7 +19,7 @@ from conftest import ServerFactory
 from support import Server
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "readers"))
-from tiny_models import build_llama
+from tiny_models import build_llama, llama_over, wordpiece_tokenizer
 
 HERMES_TEMPLATE = (
     "{{ bos_token }}{% if tools %}<|system|>Functions: {% for t in tools %}{{ t.function.name }} {% endfor %}. "
@@ -52,10 +52,14 @@ SCHEMAS = {"get_weather": WEATHER, "add": ADD}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
-def _model(path: Path, template: str) -> None:
+def _model(path: Path, template: str, wordpiece: bool = False) -> None:
     from transformers import AutoTokenizer
 
-    build_llama(path, max_positions=1024)
+    if wordpiece:  # BERT-style pieces (`##x` continues a word): what the model writes is not what the pieces read
+        words = [HERMES_TEMPLATE, json.dumps(TOOLS), "the weather in paris true false null 0 1 2 3 4 5 6 7 8 9"]
+        llama_over(path, wordpiece_tokenizer(words, extra_chars="<>_|/-+=()"))
+    else:
+        build_llama(path, max_positions=1024)
     tok = AutoTokenizer.from_pretrained(path)
     tok.chat_template = template
     tok.save_pretrained(path)
@@ -68,6 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
     repo = tmp_path_factory.mktemp("artefacts")
     _model(repo / "hermes", HERMES_TEMPLATE)
     _model(repo / "mistral", MISTRAL_TEMPLATE)
+    _model(repo / "hermes-wp", HERMES_TEMPLATE, wordpiece=True)
     servers: list[Server] = []
     make: ServerFactory = _factory(tmp_path_factory.mktemp("tools"), redis_url, servers)
     readers = [
@@ -75,6 +80,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
          "max_sequence_length": 1024},
         {"model_name": "mistral", "consumer_group": "mistral", "reader_id": "mistral", "max_batch_size": 8,
          "max_sequence_length": 1024},
+        {"model_name": "hermes-wp", "consumer_group": "hermes-wp", "reader_id": "hermes-wp", "max_batch_size": 8,
+         "max_sequence_length": 512},
         {"model_name": "echo", "consumer_group": "primary", "reader_id": "echo-0"},
     ]
     srv = make(readers=readers, repository_path=str(repo), reserved_consumers="", request_timeout_s=120.0)
@@ -130,6 +137,21 @@ def test_two_constraints_are_422_naming_both(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
         _chat(client, extra_body={"guided_grammar": "start: nothing_here"})
     assert bad.value.body["param"] == "guided_grammar"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("model", ["hermes", "hermes-wp"])  # a byte-level BPE and a WordPiece tokenizer
+def test_every_response_format_kind_parses_on_both_tokenizers(client: openai.OpenAI, model: str) -> None:
+    r = _chat(client, model=model, max_tokens=300,
+              response_format={"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER}})
+    assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
+    jsonschema.validate(json.loads(r.choices[0].message.content), WEATHER)
+    r = _chat(client, model=model, max_tokens=300, response_format={"type": "json_object"})
+    if r.choices[0].finish_reason == "stop":  # a random model may write an object longer than the budget
+        assert isinstance(json.loads(r.choices[0].message.content), dict)
+    else:
+        assert r.choices[0].finish_reason == "length" and r.choices[0].message.content.lstrip().startswith("{")
+    text = _chat(client, model=model, response_format={"type": "text"}).choices[0]
+    assert text.finish_reason in ("stop", "length")
 
 
 # --- tool calls ---------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from liftoff.core.settings import ReaderConfig
 from readers.engines.generation import GenerationEngine
 
-from tiny_models import CORPUS, CollectingSink, build_llama, make_job, run_jobs
+from tiny_models import CORPUS, CollectingSink, build_llama, llama_over, make_job, run_jobs, wordpiece_tokenizer
 
 SCHEMA = {
     "type": "object",
@@ -33,20 +33,8 @@ PROMPTS = ["Hello world", "The quick brown fox", "A reader holds a model", "Numb
 JSON_TEXT = ['{"name": "ab", "age": 12, "ok": true}', '{ "a" : [1, 2.5, "x"], "b": {"c": null, "d": false} }']
 
 
-def _wordpiece_tokenizer(path: Path):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    chars = sorted({c for line in CORPUS + JSON_TEXT for c in line.lower() if not c.isspace()} | set("{}[]:,\"."))
-    words = sorted({w.strip('.,!?:{}[]"').lower() for line in CORPUS + JSON_TEXT for w in line.split()} - {""})
-    pieces = ["[PAD]", "[UNK]", "<s>", "</s>", *chars, *(f"##{c}" for c in chars), *words, "true", "false", "null"]
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(pieces))}
-    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
-                                   eos_token="</s>")
+def _wordpiece(path: Path):
+    return wordpiece_tokenizer(CORPUS + JSON_TEXT)
 
 
 def _metaspace_tokenizer(path: Path):
@@ -63,32 +51,14 @@ def _metaspace_tokenizer(path: Path):
                                    pad_token="<pad>")
 
 
-def _llama_over(path: Path, tokenizer) -> Path:
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    path.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(path)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               eos_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module", params=["bpe", "wordpiece", "metaspace"])
 def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp(request.param)
     if request.param == "bpe":
         path = build_llama(root / "model")
     else:
-        build = _wordpiece_tokenizer if request.param == "wordpiece" else _metaspace_tokenizer
-        path = _llama_over(root / "model", build(root))
+        build = _wordpiece if request.param == "wordpiece" else _metaspace_tokenizer
+        path = llama_over(root / "model", build(root))
     engine = GenerationEngine(ReaderConfig(model_name=str(path), max_batch_size=8))
     asyncio.run(engine.load())
     yield engine

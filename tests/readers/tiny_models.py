@@ -182,3 +182,39 @@ def long_text(tokens: int, tokenizer) -> str:
         text += " ".join(words[i % len(words):i % len(words) + 50]) + " "
         i += 50
     return text
+
+
+def wordpiece_tokenizer(texts: list[str], extra_chars: str = ""):
+    """A WordPiece tokenizer (BERT-style: `##` continuation pieces) over the characters and words of `texts`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted({c for line in texts for c in line.lower() if not c.isspace()} | set("{}[]:,\"." + extra_chars))
+    words = sorted({w.strip('.,!?:{}[]"').lower() for line in texts for w in line.split()} - {""})
+    pieces = ["[PAD]", "[UNK]", "<s>", "</s>", *chars, *(f"##{c}" for c in chars), *words, "true", "false", "null"]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(pieces))}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
+                                   eos_token="</s>")
+
+
+def llama_over(path: Path, tokenizer) -> Path:
+    """A tiny random Llama (hidden 64, 2 layers) saved in `path` with `tokenizer`."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(path)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                               eos_token_id=tokenizer.eos_token_id)
+    model.save_pretrained(path)
+    return path
