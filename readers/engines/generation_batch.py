@@ -371,7 +371,10 @@ class Scheduler:
                 self._finish(row, "stop", events)  # a grammar allows EOS only where its output is complete
                 continue
             if row.grammar is not None and not row.grammar.advance(token):
-                self._fail(row.request, 500, f"the grammar refused token {token} that its mask allowed", events)
+                # Only a vocabulary that cannot spell what the grammar needs next (a newline, for WordPiece) gets
+                # here: llguidance's mask then has nothing right to offer (grammar_tokens.TokenBytes.encode).
+                self._fail(row.request, 422, f"this model's vocabulary cannot write what the constraint needs next "
+                           f"({row.grammar.matcher.get_error().splitlines()[0]})", events)
                 row.finish = "dropped"
                 self.paged.free(row)
                 continue

@@ -112,16 +112,19 @@ class TokenBytes:
         return b"".join(self.piece(i) for i in ids).decode("utf-8", errors="replace")
 
     def encode(self, text: str | bytes) -> list[int]:
-        """Tokens whose bytes join to `text` (llguidance tokenizes the bytes a grammar forces, and relies on that):
-        the tokenizer's own encoding where it does (byte-level BPE), else the longest table pieces left to right
-        (WordPiece encodes `{` as the word-start piece, ` {` here, where the text needs `##{`)."""
+        """Tokens whose bytes join to `text`, or to as much of its start as the vocabulary can spell (llguidance
+        tokenizes the bytes a grammar forces, and relies on the tokens spelling exactly those bytes): the
+        tokenizer's own encoding where it does (byte-level BPE), else the longest table pieces left to right
+        (WordPiece encodes `{` as the word-start piece, ` {` here, where the text needs `##{`). A byte no piece
+        spells (a newline, for a WordPiece vocabulary) ends the encoding there, so that the tokens never claim bytes
+        they do not hold; a row whose grammar needs such a byte is refused with a 422 (`Scheduler._advance`)."""
         data = text if isinstance(text, bytes) else text.encode("utf-8")
         ids = list(self.tokenizer.encode(data.decode("utf-8", errors="replace"), add_special_tokens=False))
         if b"".join(self.piece(i) for i in ids) == data:
             return ids
-        return self._greedy(data) or ids
+        return self._greedy(data)
 
-    def _greedy(self, data: bytes) -> list[int] | None:
+    def _greedy(self, data: bytes) -> list[int]:
         if self._by_bytes is None:
             by_bytes = {}
             for token_id in range(len(self.tokens) - 1, -1, -1):  # the lowest id wins among equal pieces
@@ -137,7 +140,7 @@ class TokenBytes:
                     at += size
                     break
             else:
-                return None  # a byte no piece spells
+                return ids  # a byte no piece spells: the start that can be spelled
         return ids
 
 

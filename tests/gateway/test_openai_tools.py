@@ -152,6 +152,14 @@ def test_every_response_format_kind_parses_on_both_tokenizers(client: openai.Ope
         assert r.choices[0].finish_reason == "length" and r.choices[0].message.content.lstrip().startswith("{")
     text = _chat(client, model=model, response_format={"type": "text"}).choices[0]
     assert text.finish_reason in ("stop", "length")
+    if model == "hermes":
+        r = _chat(client, model=model, tools=TOOLS, tool_choice="required")
+        assert r.choices[0].finish_reason == "tool_calls" and _valid_calls(r.choices[0].message)
+        return
+    # a BERT-style vocabulary has no newline, which the Hermes call format needs: a clear 4xx, not a broken call
+    with pytest.raises(openai.BadRequestError) as refused:  # the OpenAI port answers a reader's 422 as 400
+        _chat(client, model=model, tools=TOOLS, tool_choice="required")
+    assert "vocabulary cannot write" in refused.value.message and "\\n" in refused.value.message
 
 
 # --- tool calls ---------------------------------------------------------------------------------------------------
