@@ -484,7 +484,7 @@ def start_liftoff(tmp: Path, ports: list[int], workers: int) -> Server:
     return launch_liftoff(tmp, ports, lines)
 
 
-def start_real(tmp: Path, ports: list[int], workers: int, threads: int) -> Server:
+def start_real(tmp: Path, ports: list[int], workers: int, threads: int, page_cache_size: str | None = None) -> Server:
     """`liftoff serve` with a generation reader on the random-weight ~100M Llama (built here into <tmp>/models) in
     group `primary` and an embedding reader on the bundled MiniLM in group `embed`, each with its defaults."""
     import os
@@ -509,6 +509,7 @@ def start_real(tmp: Path, ports: list[int], workers: int, threads: int) -> Serve
         f'reader_id = "{GEN_READER}"',
         f'model_name = "{LLAMA_DIR}"',
         f'consumer_group = "{GROUP}"',
+        *([f"page_cache_size = {json.dumps(page_cache_size)}"] if page_cache_size else []),
         "",
         "[[readers]]",
         f'reader_id = "{EMBED_READER}"',
@@ -777,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help=f"--models real: torch threads of each reader ({THREADS_ENV}; two readers share the machine's "
                         f"cores); 0: the readers' default, one per core (1)")
+    p.add_argument("--page-cache-size", default=None,
+                   help="--models real: the generation reader's page_cache_size (its KV plan; default: the reader's)")
     p.add_argument("--rss-pct", type=float, default=10.0, help="memory flat: RSS growth below this %% ... (10)")
     p.add_argument("--rss-mb", type=float, default=10.0, help="... or below this many MB, per process (10)")
     p.add_argument("--seed", type=int, default=1, help="seed of the request mix (1)")
@@ -813,7 +816,7 @@ def serve_and_soak(args: argparse.Namespace, argv: list[str] | None, tmp: Path, 
     ports = free_ports(6)
     args.tree_at_start = git_revision()  # the report's tree is read at its end; commits may land in between
     if args.models == "real":
-        server = start_real(tmp, ports, args.workers, args.threads)
+        server = start_real(tmp, ports, args.workers, args.threads, args.page_cache_size)
         started = time.monotonic()
         servers.append(server)
         print(f"starting liftoff serve (workers={args.workers}, readers {GEN_READER} ({LLAMA_DIR}, group {GROUP}), "
