@@ -14,13 +14,9 @@ Every iteration:
 Steps 3 and 4 are usually one forward (`_plan`): the decode tokens ride in the chunk's flat sequence, so the
 weights are read once for both.
 
-So a running stream waits at most one chunk for its next token, whatever arrives (the way vLLM and SGLang
-schedule): chunking bounds the pause, the token budget bounds the work of one iteration, and admission by KV blocks
-bounds the memory. Running rows stay compact in sampling slots 0..n (a leaving row's slot takes the last row);
-their KV is addressed through block tables, so moving a row moves no KV. Replies are handed to the event loop
-through `emit` (token, done and error events) as soon as the forward that made them ends (a decode step that runs
-apart is handed over before the chunk after it), so a token never waits for a chunk; the scheduler never touches
-the sink.
+So a running stream waits at most one chunk for its next token, whatever arrives; admission by KV blocks bounds
+the memory (docs/generation-engine.md has the why). Running rows stay compact in sampling slots 0..n; events (token,
+done, error) go to the event loop through `emit` as soon as the forward that made them ends.
 
 `progress_at` is the monotonic time of the last module the model entered (a forward pre-hook on every leaf module):
 the reader's liveness beats go out only while it is recent, so a step that hangs is still caught.
