@@ -440,24 +440,8 @@ def sse_events(body: bytes) -> list[tuple[str | None, str]]:
 
 def parse_sse(body: bytes) -> tuple[str, list[str]]:
     """The text of a /generate_stream body (unnamed events' data joined) and the data of its `error` events."""
-    text: list[str] = []
-    errors: list[str] = []
-    for block in body.decode().split("\n\n"):
-        if not block:
-            continue
-        name = None
-        data: list[str] = []
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                value = line[5:]
-                data.append(value[1:] if value.startswith(" ") else value)
-        if name is None:
-            text.append("\n".join(data))
-        elif name == "error":
-            errors.append("\n".join(data))
-    return "".join(text), errors
+    events = sse_events(body)
+    return "".join(data for name, data in events if name is None), [data for name, data in events if name == "error"]
 
 
 # --- the server --------------------------------------------------------------------------------------------------
