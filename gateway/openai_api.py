@@ -18,10 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.anthropic_messages import anthropic_routes
 from gateway.openai_errors import OpenAIError, from_api_error, model_not_found, openai_endpoint
 from gateway.openai_generation import Completion
 from gateway.openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_openai
 from gateway.openai_readers import Readers
+from gateway.openai_rerank import rerank_routes
+from gateway.openai_responses import responses_routes
 from gateway.openai_tools import tool_plan
 from gateway.services import encode
 from gateway.services.limits import check_count, check_fanout
@@ -46,6 +49,9 @@ def openai_routes(gw: Gateway) -> list[Route]:
                    Doc(summary="the models (consumer groups) with a live reader")),
         documented(Route("/v1/models/{model:path}", openai_endpoint(api.model), methods=["GET"]),
                    Doc(summary="one model")),
+        *rerank_routes(gw),
+        *responses_routes(gw),
+        *anthropic_routes(gw),
     ]
 
 
