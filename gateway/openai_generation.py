@@ -156,6 +156,11 @@ class Completion:
 
     # --- whole answers --------------------------------------------------------------------------------------------
     async def answer(self) -> Response:
+        choices, usage = await self.choices()
+        return json_response(self._envelope(choices, usage=usage))
+
+    async def choices(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The whole answer's choices and usage, for a port that shapes them its own way (the Responses API)."""
         reply = await generate.generate(self.gw, self.generation())
         texts, metadata = reply.texts or [], reply.metadata or []
         choices = []
@@ -168,7 +173,7 @@ class Completion:
                 queue.add(reply.logprobs[index] if reply.logprobs and index < len(reply.logprobs) else [])
                 logprobs = self._logprobs(queue.take(len(text) if stopped else None))
             choices.append(self._choice(index, self.prefix(index) + text, reason or "stop", logprobs))
-        return json_response(self._envelope(choices, usage=self.usage(metadata)))
+        return choices, self.usage(metadata)
 
     def _check_logprob_budget(self) -> None:
         """Each entry with k alternatives is ~60 bytes per token considered: bound what one answer may carry."""
