@@ -20,6 +20,8 @@
 | `<ns>:deployments`           | hash rid → Deployment       | field removed when the deployment is deleted        |
 | `<ns>:deployment_models`     | hash model rid → model name | kept: one field per model rid named (the mapping)  |
 | `<ns>:deployment_scale`      | hash rid → {target, next}   | field removed with its deployment                   |
+| `<ns>:responses:<resp_id>`   | string (an OpenAI Response  | EX responses_ttl_s (while it streams: at most       |
+|                              | and its conversation, JSON) | request_timeout_s + 60 s); DELETE /v1/responses/{id}|
 
 Request streams carry the group in a `{…}` hash tag so that on Redis Cluster one group's keys share a slot.
 """
@@ -79,6 +81,7 @@ class Keys:
     stat = _Named("stats")  # stat(counter)
     stop = _Named("stop")  # stop(reader_id)
     reader_configs = _Named("reader_configs")  # reader_configs(supervisor_id)
+    response = _Named("responses")  # response(response_id): the OpenAI port's response store
 
     @staticmethod
     def direct_group(reader_id: str) -> str:

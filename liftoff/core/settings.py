@@ -247,6 +247,8 @@ class Settings(BaseSettings):
     max_prompt_string_bytes: int = Field(default=150_000, ge=1)
     # Most prompt text one request may queue, in UTF-8 bytes, counted after OpenAI's `n` copies each prompt (or chat).
     max_queued_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    # How long the OpenAI port keeps a stored response (`/v1/responses`, `store`) for GET and previous_response_id.
+    responses_ttl_s: int = Field(default=86_400, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     readers: list[ReaderConfig] = Field(default_factory=_default_readers)
 
