@@ -1,0 +1,161 @@
+"""A streamed response (`stream: true`): the Responses API's typed server-sent events, numbered by
+`sequence_number`.
+
+`response.created` and `response.in_progress` go out once the reader's first reply came (an error before it is a
+plain HTTP error). The answer's text opens a `message` item (`response.output_item.added`,
+`response.content_part.added`) and goes out as `response.output_text.delta` events; with tools, text that could
+begin a call is held back until the answer is whole (`liftoff.core.tool_calls.ToolStream`), and each call is a
+`function_call` item whose arguments go out as `response.function_call_arguments.delta` events. The end closes every
+item (`...done` events), stores the response (when `store`), then sends `response.completed`, or
+`response.incomplete` when `max_output_tokens` ended it. A failure on the way is an `error` event followed by
+`response.failed` (and the stored response is failed too); the stream never breaks. A client that closes the stream
+withdraws the generation from its reader, and the stored response ends `cancelled`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway import sse
+from gateway.openai_errors import as_openai_error
+from gateway.openai_generation import Completion
+from gateway.openai_responses_objects import Draft, call_item, message_item, new_id, text_part
+from gateway.openai_responses_store import ResponseStore
+from gateway.services.generate import ReplyStream
+from liftoff.core.tool_calls import ToolCall, ToolStream, argument_pieces
+from liftoff.core.wire import Reply
+
+log = logging.getLogger(__name__)
+
+_closing: set[asyncio.Task[None]] = set()  # stores of streams their clients closed, running after the stream ended
+
+
+class ResponseEvents:
+    """The events of one streamed response, built as the reader's replies come."""
+
+    def __init__(self, draft: Draft, completion: Completion, store: ResponseStore | None,
+                 conversation: list[dict[str, Any]]) -> None:
+        self.draft, self.completion, self.store, self.conversation = draft, completion, store, conversation
+        self._numbers = itertools.count()
+        self._message: dict[str, Any] | None = None  # the open message item
+        self._index = 0  # its output index
+        self._text = ""
+        self._calls: ToolStream | None = completion.tools.stream() if completion.tools is not None else None
+
+    def _event(self, kind: str, **payload: Any) -> bytes:
+        return sse.json_event({"type": kind, **payload, "sequence_number": next(self._numbers)}, kind)
+
+    async def events(self, replies: ReplyStream) -> AsyncIterator[bytes]:
+        out: list[bytes] = []
+        ended = False
+        try:
+            body = self.draft.body()
+            out += [self._event("response.created", response=body), self._event("response.in_progress", response=body)]
+            async for reply in replies:
+                if reply.kind == "token":
+                    text = reply.text or ""
+                    self._add_text(self._calls.feed(text) if self._calls is not None else text, out)
+                else:
+                    await self._end(reply, out)
+                    ended = True
+                if out:
+                    yield b"".join(out)
+                    out.clear()
+        except Exception as exc:  # noqa: BLE001 — after the first byte a failure can only be an event
+            ended = True
+            yield b"".join(out) + await self._failed(exc)
+        finally:
+            replies.close()
+            if not ended and self.store is not None:
+                self._store_closed()
+
+    def _add_text(self, text: str, out: list[bytes]) -> None:
+        if not text:
+            return
+        if self._message is None:
+            self._open_message(out)
+        assert self._message is not None
+        self._text += text
+        out.append(self._event("response.output_text.delta", item_id=self._message["id"], output_index=self._index,
+                               content_index=0, delta=text, logprobs=[]))
+
+    def _open_message(self, out: list[bytes]) -> None:
+        self._message = {**message_item(new_id("msg"), "", "in_progress"), "content": []}
+        self._index = len(self.draft.output)
+        self.draft.output.append(self._message)
+        out.append(self._event("response.output_item.added", output_index=self._index, item=self._message))
+        out.append(self._event("response.content_part.added", item_id=self._message["id"], output_index=self._index,
+                               content_index=0, part=text_part("")))
+
+    async def _end(self, reply: Reply, out: list[bytes]) -> None:
+        """The reader's `done`: the held-back text and the calls, every item closed, the response stored, the
+        terminal event."""
+        calls: list[ToolCall] = []
+        if self._calls is not None and self.completion.tools is not None:
+            content, calls = self._calls.finish()
+            self._add_text(content, out)
+            calls = calls if self.completion.tools.parallel else calls[:1]
+        metadata = reply.metadata or []
+        self.draft.finish(metadata[0].get("finish_reason") if metadata else None, self.completion.usage(metadata))
+        if self._message is None and not calls:
+            self._open_message(out)
+        if self._message is not None:
+            self._close_message(out)
+        for call in calls:
+            index, item = len(self.draft.output), call_item(new_id("fc"), call, "in_progress", arguments="")
+            self.draft.output.append(item)
+            out.append(self._event("response.output_item.added", output_index=index, item=item))
+            for piece in argument_pieces(call.arguments):
+                out.append(self._event("response.function_call_arguments.delta", item_id=item["id"],
+                                       output_index=index, delta=piece))
+            out.append(self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                                   arguments=call.arguments))
+            item.update(arguments=call.arguments, status=self.draft.item_status)
+            out.append(self._event("response.output_item.done", output_index=index, item=item))
+        if self.store is not None:
+            await self.store.save(self.draft.body(), self.conversation, replace=True)
+        kind = "response.incomplete" if self.draft.status == "incomplete" else "response.completed"
+        out.append(self._event(kind, response=self.draft.body()))
+
+    def _close_message(self, out: list[bytes]) -> None:
+        assert self._message is not None
+        item_id, part = self._message["id"], text_part(self._text)
+        out.append(self._event("response.output_text.done", item_id=item_id, output_index=self._index,
+                               content_index=0, text=self._text, logprobs=[]))
+        out.append(self._event("response.content_part.done", item_id=item_id, output_index=self._index,
+                               content_index=0, part=part))
+        self._message.update(content=[part], status=self.draft.item_status)
+        out.append(self._event("response.output_item.done", output_index=self._index, item=self._message))
+
+    async def _failed(self, exc: BaseException) -> bytes:
+        """An `error` event and `response.failed`; the stored response failed too (when the store can be had)."""
+        err = as_openai_error(exc, self.draft.req.model)
+        self.draft.fail(err)
+        if self.store is not None:
+            try:
+                await self.store.save(self.draft.body(), self.conversation, replace=True)
+            except Exception as store_exc:  # noqa: BLE001 — the client hears of the failure all the same
+                log.warning("response %s failed and could not be stored as failed: %s", self.draft.id, store_exc)
+        assert self.draft.error is not None
+        error = self._event("error", code=err.code or self.draft.error["code"], message=err.message, param=err.param)
+        return error + self._event("response.failed", response=self.draft.body())
+
+    def _store_closed(self) -> None:
+        """The client closed the stream before its end: the stored response is `cancelled`, stored after the stream
+        (its task may be cancelled itself)."""
+        self.draft.status = "cancelled"
+        assert self.store is not None
+        task = asyncio.get_running_loop().create_task(self._save_closed(self.store, self.draft.body()))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    async def _save_closed(self, store: ResponseStore, body: dict[str, Any]) -> None:
+        try:
+            await store.save(body, self.conversation, replace=True)
+        except Exception as exc:  # noqa: BLE001 — its in-progress record expires on its own
+            log.warning("response %s: its stream was closed and it could not be stored as cancelled: %s",
+                        body["id"], exc)
