@@ -113,10 +113,14 @@ class TokenizerHelpers:
         self._tokenizer = locked_tokenizer(value)
 
     def tokenizer_op(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-        """The reader's tokenizer work: `tokenize` {text, use_chat_template?, skip_special_tokens?} → {tokens,
-        tokens_count}; `detokenize` {tokens, skip_special_tokens?} → {text}; `chat_template` {inputs,
-        add_generation_prompt?} → {messages}. Bad arguments raise EngineRequestError(422)."""
+        """The reader's tokenizer work: `tokenize` {text, use_chat_template?, skip_special_tokens?, templated?} →
+        {tokens, tokens_count} (`templated`: text a chat template rendered, counted as a chat's prompt is);
+        `detokenize` {tokens, skip_special_tokens?} → {text}; `chat_template` {inputs, add_generation_prompt?} →
+        {messages}. Bad arguments raise EngineRequestError(422)."""
         try:
+            if kind == "tokenize" and args.get("templated"):
+                ids = self.templated_ids(str(args["text"]))
+                return {"tokens": list(self.tokenizer.convert_ids_to_tokens(ids)), "tokens_count": len(ids)}
             if kind == "tokenize":
                 tokens = self.tokenize(str(args["text"]), bool(args.get("use_chat_template", False)),
                                        bool(args.get("skip_special_tokens", False)))
