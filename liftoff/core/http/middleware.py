@@ -66,8 +66,8 @@ class ReshapeErrors(HttpMiddleware):
 
     The port machinery every port shares (no route, method not allowed, body too large) answers in Takeoff's shape;
     a port with another protocol (OpenAI, Vertex, Snowflake) is wrapped in this so that those answers speak its
-    shape too. Only error statuses with a JSON body of that exact shape are touched, so the port's own answers,
-    streams and health reports pass unchanged.
+    shape too. Only error statuses with a JSON body of that exact shape are touched (`message_of` says which; a
+    subclass may take others), so the port's own answers, streams and health reports pass unchanged.
     """
 
     def __init__(self, app: ASGIApp, builder: ErrorBuilder) -> None:
@@ -96,13 +96,20 @@ class ReshapeErrors(HttpMiddleware):
 
         await self.app(scope, receive, reshaping_send)
 
+    def message_of(self, data: Any) -> str | None:
+        """The message of an error body to reshape (a Takeoff-shaped one), or None to leave the body as it is."""
+        if isinstance(data, dict) and isinstance(data.get("error"), str) and "details" in data:
+            return data["error"]
+        return None
+
     async def _send_reshaped(self, send: Send, start: Message, body: bytes) -> None:
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             data = None
-        if isinstance(data, dict) and isinstance(data.get("error"), str) and "details" in data:
-            body = orjson.dumps(self.builder(start["status"], data["error"]))
+        message = self.message_of(data)
+        if message is not None:
+            body = orjson.dumps(self.builder(start["status"], message))
         headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({**start, "headers": headers})
