@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
+from gateway.anthropic_errors import with_anthropic_errors
 from gateway.inference import create_inference_app
 from gateway.internal import internal_routes
 from gateway.openai_api import openai_routes
@@ -39,7 +40,8 @@ class PortRouter:
         self.gateway = Gateway(settings=settings, dispatcher=Dispatcher(settings))
         s, gw = settings, self.gateway
         takeoff_keys = partial(inference_auth, settings=s)
-        openai_keys = partial(inference_auth, settings=s, error_body=openai_auth_error_body)
+        openai_keys = with_anthropic_errors(partial(inference_auth, settings=s,
+                                                    error_body=openai_auth_error_body))
         self.apps: dict[int, ASGIApp] = {
             s.port: self._serve(create_inference_app(gw), takeoff_keys),
             s.management_port: self._serve(create_management_app(gw, partial(generate_for_group, gw)),
