@@ -280,6 +280,9 @@ class Completion:
             placed = queue.take(cut.sent) if self.wants_logprobs else []
             if text or placed:
                 out.append(self._chunk(reply.index, text, logprobs=placed))
+            if calls is not None:
+                out.extend(self._chunk(reply.index, None, delta={"tool_calls": [piece.openai()]})
+                           for piece in calls.pieces())
             if cut.hit:
                 state.open_.discard(reply.index)
                 out.append(self._chunk(reply.index, None, self._finish_calls(state, reply.index, "stop", out)))
@@ -309,8 +312,9 @@ class Completion:
         content, calls = held.finish()
         if content:
             out.append(self._chunk(index, content))
-        for delta in self.tools.call_deltas(calls):
-            out.append(self._chunk(index, None, delta=delta))
+        out.extend(self._chunk(index, None, delta={"tool_calls": [piece.openai()]}) for piece in held.rest())
+        if held.dropped and reason == "length":
+            return "length"  # the stream holds the start of a call the token limit cut (the whole answer drops it)
         return "tool_calls" if calls else reason
 
 

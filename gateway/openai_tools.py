@@ -25,7 +25,7 @@ from pydantic import StrictBool, StrictStr, field_validator
 from gateway.openai_errors import OpenAIError, invalid
 from gateway.rules import Strict
 from liftoff.core.grammar_check import constraint_error
-from liftoff.core.tool_calls import ToolCall, ToolStream, argument_pieces, parse, tool_grammar
+from liftoff.core.tool_calls import ToolCall, ToolStream, parse, tool_grammar
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -118,18 +118,9 @@ class ToolPlan:
         return message, bool(calls)
 
     def stream(self) -> ToolStream:
-        return ToolStream(self.parser, self.names)
-
-    def call_deltas(self, calls: list[ToolCall]) -> list[dict[str, Any]]:
-        """The deltas that stream `calls` as OpenAI does: per call, a first one with its index, id, type, name and
-        empty arguments, then its arguments in pieces."""
-        deltas: list[dict[str, Any]] = []
-        for index, call in enumerate(calls if self.parallel else calls[:1]):
-            deltas.append({"tool_calls": [{"index": index, "id": call.id, "type": "function",
-                                           "function": {"name": call.name, "arguments": ""}}]})
-            deltas.extend({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
-                          for piece in argument_pieces(call.arguments))
-        return deltas
+        """A streamed choice's calls: each one's first delta (index, id, type, name, empty arguments) as soon as its
+        name is read, then its arguments as the model writes them."""
+        return ToolStream(self.parser, self.names, None if self.parallel else 1)
 
 
 def tool_plan(tools: list[Tool] | None, choice: ToolChoice | None, parallel: bool | None, parser: str | None,

@@ -10,19 +10,21 @@ Formats (`PARSERS`):
 
 A reader picks the format (its `tool_call_parser` setting, or `detect_parser` on its chat template) and publishes
 it in the registry; the gateway parses with it. Both import this module, so it stays free of torch and of web code.
-Arguments come back as JSON text written by `json.dumps` of the parsed value, the same for whole answers and streams.
+Arguments come back as the JSON text the model wrote, the same for whole answers and streams.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from liftoff.core.tool_call_scan import MARKERS as _MARKERS
+from liftoff.core.tool_call_scan import Object as _Object
+from liftoff.core.tool_call_scan import Scan as _Scan
+
 PARSERS = ("hermes", "llama3_json", "mistral")
-_MARKERS = {"hermes": "<tool_call>", "mistral": "[TOOL_CALLS]", "llama3_json": "<|python_tag|>"}
 _ARGS_KEY = {"hermes": "arguments", "llama3_json": "parameters", "mistral": "arguments"}
 # A call's JSON: compact but for one optional space after separators (what models write), so that a model under a
 # grammar spends no tokens on blanks.
@@ -72,45 +74,48 @@ def tool_grammar(parser: str, tools: list[dict[str, Any]], parallel: bool) -> st
         return f'start: "[TOOL_CALLS]" calls\ncalls: %json {json.dumps({**array, "x-guidance": _JSON_OPTIONS})}\n'
     body = f"call: %json {json.dumps({**schema, 'x-guidance': _JSON_OPTIONS})}\n"
     if parser == "hermes":
-        block = 'block: "<tool_call>\\n" call "\\n</tool_call>"\n'
-        return ('start: block ("\\n" block)*\n' if parallel else "start: block\n") + block + body
+        # the newlines the format shows are optional, so that a vocabulary without one (WordPiece) can write calls
+        block = 'block: "<tool_call>" "\\n"? call "\\n"? "</tool_call>"\n'
+        return ('start: block ("\\n"? block)*\n' if parallel else "start: block\n") + block + body
     return ('start: call ("; " call)*\n' if parallel else "start: call\n") + body
 
 
 # --- parsing ------------------------------------------------------------------------------------------------------
-def _call(parser: str, value: Any, names: set[str] | None) -> ToolCall | None:
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-        return None
-    args = value.get(_ARGS_KEY[parser], value.get("arguments", {}))
-    if names is not None and value["name"] not in names:
-        return None
+# One scanner reads calls for whole answers and for streams alike, character by character as the text grows, so that
+# what a stream sends is what the whole answer holds. A call's arguments are the text the model wrote for them (when
+# it wrote an object; JSON text inside a string is decoded and re-encoded), as OpenAI returns them.
+def _arguments(parser: str, text: str, obj: _Object, value: dict[str, Any]) -> str | None:
+    """The call's arguments as JSON text: as written when the model wrote an object, else None (not a call)."""
+    key = _ARGS_KEY[parser] if _ARGS_KEY[parser] in value else "arguments"
+    args = value.get(key, {})
     if isinstance(args, str):  # some models write the arguments as JSON text
         try:
             args = json.loads(args)
         except ValueError:
             return None
+        return json.dumps(args, ensure_ascii=False) if isinstance(args, dict) else None
     if not isinstance(args, dict):
         return None
-    return ToolCall(value["name"], json.dumps(args, ensure_ascii=False))
+    span = obj.spans.get(key)
+    if span is None or span[1] is None:
+        return "{}"
+    return text[span[0]:span[1]]
 
 
-_HERMES_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
-
-
-def _json_values(text: str, separators: str) -> list[Any]:
-    """The JSON values at the start of `text`, one after another (separated by whitespace and `separators`),
-    up to the first that does not decode."""
-    decoder, values, at = json.JSONDecoder(), [], 0
-    while True:
-        while at < len(text) and (text[at].isspace() or text[at] in separators):
-            at += 1
-        if at >= len(text):
-            return values
-        try:
-            value, at = decoder.raw_decode(text, at)
-        except ValueError:
-            return values
-        values.append(value)
+def _complete_call(parser: str, text: str, obj: _Object, names: set[str] | None) -> tuple[str, str] | None:
+    """(name, arguments) of a whole object that is a call of one of `names`, else None."""
+    if obj.end is None:
+        return None
+    try:
+        value = json.loads(text[obj.start:obj.end])
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        return None
+    if names is not None and value["name"] not in names:
+        return None
+    arguments = _arguments(parser, text, obj, value)
+    return None if arguments is None else (value["name"], arguments)
 
 
 def parse(parser: str, text: str, names: set[str] | None = None) -> tuple[str | None, list[ToolCall]]:
@@ -119,21 +124,9 @@ def parse(parser: str, text: str, names: set[str] | None = None) -> tuple[str | 
     start = call_start(parser, text)
     if start is None:
         return text, []
-    calls: list[ToolCall | None]
-    if parser == "hermes":
-        calls = []
-        for block in _HERMES_BLOCK.findall(text, start):
-            values = _json_values(block, "")
-            calls.append(_call(parser, values[0], names) if len(values) == 1 else None)
-    elif parser == "mistral":
-        rest = text[start + len(_MARKERS["mistral"]):].lstrip()
-        # the array's items one by one, so that an array cut short (max_tokens) keeps its whole calls
-        items = _json_values(rest[1:], ",]") if rest.startswith("[") else _json_values(rest, "")[:1]
-        calls = [_call(parser, v, names) for v in items]
-    else:
-        rest = text[start:].removeprefix(_MARKERS["llama3_json"])
-        calls = [_call(parser, v, names) for v in _json_values(rest, ";")]
-    found = [c for c in calls if c is not None]
+    scan = _Scan(parser)
+    scan.feed(text[start:])
+    found = [ToolCall(*c) for c in (_complete_call(parser, text[start:], o, names) for o in scan.objects) if c]
     if not found:
         return text, []
     content = text[:start]
@@ -160,25 +153,51 @@ def _held(parser: str, text: str) -> int:
     return max((k for k in range(1, len(marker)) if text.endswith(marker[:k])), default=0)
 
 
+@dataclass(frozen=True)
+class CallPiece:
+    """A piece of a streamed call: its first (id and name, no arguments yet), then fragments of its arguments."""
+
+    index: int
+    arguments: str
+    id: str | None = None
+    name: str | None = None
+
+    def openai(self) -> dict[str, Any]:
+        if self.id is not None:
+            return {"index": self.index, "id": self.id, "type": "function",
+                    "function": {"name": self.name, "arguments": self.arguments}}
+        return {"index": self.index, "function": {"arguments": self.arguments}}
+
+
 class ToolStream:
     """One streamed choice's text, split into content pieces and tool calls as it comes: content is forwarded until
-    something that could begin a call; calls go out once the whole answer is known (`finish`), parsed by `parse`
-    from the whole text, so that what a stream sends equals the whole answer."""
+    something that could begin a call; a call goes out as soon as its name is read (`pieces`: its id and name, then
+    its arguments as the model writes them), and `finish` gives the calls of the whole text with `rest`, the pieces
+    still to send, so that what a stream sends equals the whole answer. (A call that turns out broken after its
+    first pieces went out — its JSON never closes, say — cannot be taken back; the whole answer drops it.)"""
 
-    def __init__(self, parser: str, names: set[str] | None) -> None:
-        self.parser, self.names = parser, names
+    def __init__(self, parser: str, names: set[str] | None, max_calls: int | None = None) -> None:
+        self.parser, self.names, self.max_calls = parser, names, max_calls
         self.text = ""
         self.sent = 0
         self.in_call = False
+        self._start = 0
+        self._scan = _Scan(parser)
+        self._started: list[tuple[str, str]] = []  # (id, name) of the calls whose first piece went out
+        self._args_sent: list[int] = []  # characters of each started call's arguments sent
+        self._positions: list[int | None] = []  # per scanned object: its stream index, None when not a call
+        self._calls: list[ToolCall] = []
 
     def feed(self, piece: str) -> str:
         """The content that may be forwarded now."""
         self.text += piece
         if self.in_call:
+            self._scan.feed(self.text[self._start:])
             return ""
         start = call_start(self.parser, self.text)
         if start is not None:
-            self.in_call = True
+            self.in_call, self._start = True, start
+            self._scan.feed(self.text[start:])
             safe = start
         else:
             safe = len(self.text) - _held(self.parser, self.text)
@@ -186,13 +205,80 @@ class ToolStream:
         self.sent = max(self.sent, safe)
         return out
 
+    def pieces(self) -> list[CallPiece]:
+        """The call pieces the text read so far allows, not sent before."""
+        out: list[CallPiece] = []
+        text = self.text[self._start:]
+        for position, obj in enumerate(self._scan.objects):
+            if position == len(self._positions) and not self._begin(obj, text, out):
+                break  # its name is not read yet: nothing after it goes out before it
+            index = self._positions[position]
+            if index is None:
+                continue
+            span = obj.spans.get(_ARGS_KEY[self.parser]) or obj.spans.get("arguments")
+            if span is None or text[span[0]] != "{":
+                continue  # arguments not begun, or written as a string: they go out whole at the end
+            end = span[1] if span[1] is not None else len(text)
+            fragment = text[span[0] + self._args_sent[index]:end]
+            if fragment:
+                self._args_sent[index] += len(fragment)
+                out.append(CallPiece(index, fragment))
+        return out
+
+    def _begin(self, obj: _Object, text: str, out: list[CallPiece]) -> bool:
+        """Give `obj` its stream index (None: not a call of ours) once its name is read, and queue its first piece;
+        False while its name is not read yet."""
+        span = obj.spans.get("name")
+        if span is None or span[1] is None:
+            if obj.end is None:
+                return False
+            self._positions.append(None)  # a whole object without a name: not a call
+            return True
+        try:
+            name = json.loads(text[span[0]:span[1]])
+        except ValueError:
+            name = None
+        if not isinstance(name, str) or (self.names is not None and name not in self.names) or (
+                self.max_calls is not None and len(self._started) >= self.max_calls):
+            self._positions.append(None)
+            return True
+        index = len(self._started)
+        call_id = "call_" + secrets.token_hex(12)
+        self._started.append((call_id, name))
+        self._args_sent.append(0)
+        self._positions.append(index)
+        out.append(CallPiece(index, "", call_id, name))
+        return True
+
     def finish(self) -> tuple[str, list[ToolCall]]:
         """(content still held back, the calls) once the text is whole."""
         _, calls = parse(self.parser, self.text, self.names)
+        calls = calls[:self.max_calls] if self.max_calls is not None else calls
         if not calls:
             out, self.sent = self.text[self.sent:], len(self.text)
             return out, []
-        return "", calls
+        self._calls = [ToolCall(c.name, c.arguments, self._started[i][0]) if i < len(self._started) else c
+                       for i, c in enumerate(calls)]
+        return "", self._calls
+
+    @property
+    def dropped(self) -> bool:
+        """After `finish`: whether a call whose first pieces went out is not among the calls (its JSON never
+        closed, most often because the token limit cut it)."""
+        return len(self._started) > len(self._calls)
+
+    def rest(self) -> list[CallPiece]:
+        """After `finish`: the pieces that complete what was streamed into its calls."""
+        out = self.pieces() if self.in_call else []
+        for index, call in enumerate(self._calls):
+            if index >= len(self._started):
+                out.append(CallPiece(index, "", call.id, call.name))
+                out.extend(CallPiece(index, p) for p in argument_pieces(call.arguments) if p)
+                continue
+            sent = self._args_sent[index]
+            if sent < len(call.arguments):
+                out.extend(CallPiece(index, p) for p in argument_pieces(call.arguments[sent:]))
+        return out
 
 
 def argument_pieces(arguments: str) -> list[str]:

@@ -152,14 +152,12 @@ def test_every_response_format_kind_parses_on_both_tokenizers(client: openai.Ope
         assert r.choices[0].finish_reason == "length" and r.choices[0].message.content.lstrip().startswith("{")
     text = _chat(client, model=model, response_format={"type": "text"}).choices[0]
     assert text.finish_reason in ("stop", "length")
-    if model == "hermes":
-        r = _chat(client, model=model, tools=TOOLS, tool_choice="required")
-        assert r.choices[0].finish_reason == "tool_calls" and _valid_calls(r.choices[0].message)
-        return
-    # a BERT-style vocabulary has no newline, which the Hermes call format needs: a clear 4xx, not a broken call
-    with pytest.raises(openai.BadRequestError) as refused:  # the OpenAI port answers a reader's 422 as 400
-        _chat(client, model=model, tools=TOOLS, tool_choice="required")
-    assert "vocabulary cannot write" in refused.value.message and "\\n" in refused.value.message
+    # both vocabularies can write a Hermes call (a WordPiece one has no newline: the format's newlines are optional)
+    r = _chat(client, model=model, tools=TOOLS, tool_choice="required", max_tokens=200)
+    assert r.choices[0].finish_reason == "tool_calls" and _valid_calls(r.choices[0].message)
+    r = _chat(client, model=model, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "add"}},
+              max_tokens=200)
+    assert [name for name, _ in _valid_calls(r.choices[0].message)] == ["add"]
 
 
 # --- tool calls ---------------------------------------------------------------------------------------------------
@@ -215,7 +213,13 @@ def test_streamed_calls_reassemble_into_the_whole_answer(client: openai.OpenAI, 
         _valid_calls(whole.choices[0].message)
         assert expected and whole.choices[0].finish_reason == "tool_calls"
         calls, content, reason = _reassemble(_chat(client, model, tools=TOOLS, tool_choice=choice, stream=True))
-        assert calls == expected and reason == "tool_calls" and content == ""
+        assert calls[:len(expected)] == expected and content == ""
+        if len(calls) == len(expected):
+            assert reason == "tool_calls"
+        else:  # the token limit cut a further call after it began: the stream says so, the whole answer drops it
+            assert len(calls) == len(expected) + 1 and reason == "length", (calls, reason)
+            with pytest.raises(ValueError):
+                json.loads(calls[-1][1])
 
 
 def test_two_turns_with_a_tool_message(client: openai.OpenAI) -> None:
