@@ -25,6 +25,10 @@ from liftoff.core.tool_call_scan import Object as _Object
 from liftoff.core.tool_call_scan import Scan as _Scan
 
 PARSERS = ("hermes", "llama3_json", "mistral")
+# The texts of each format's markers: a reader keeps them in a tool request's text when its vocabulary has them as
+# special tokens (Mistral's `[TOOL_CALLS]`, Llama's `<|python_tag|>`), which decoding would otherwise drop.
+MARKER_TOKENS = {"hermes": ("<tool_call>", "</tool_call>"), "mistral": ("[TOOL_CALLS]",),
+                 "llama3_json": ("<|python_tag|>",)}
 _ARGS_KEY = {"hermes": "arguments", "llama3_json": "parameters", "mistral": "arguments"}
 # A call's JSON: compact but for one optional space after separators (what models write), so that a model under a
 # grammar spends no tokens on blanks.

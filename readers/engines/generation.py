@@ -59,6 +59,7 @@ class GenerationEngine(ModelEngine):
         self.scheduler: Scheduler | None = None
         self.kv_plan: KVPlan | None = None
         self.grammars: Grammars | None = None
+        self.tool_markers: frozenset[int] = frozenset()  # the tool-call markers kept in a tool request's text
         self._loop: asyncio.AbstractEventLoop | None = None
         self._requests: dict[str, Request] = {}
 
@@ -90,6 +91,7 @@ class GenerationEngine(ModelEngine):
             raise EngineLoadError(f"{str(path)!r}: the model and tokenizer name no end-of-sequence token")
         vocab = model.get_output_embeddings().weight.shape[0]
         self.grammars = Grammars(self.tokenizer, vocab, sorted(eos))
+        self.tool_markers = self.tool_marker_ids()
         self.scheduler = self._plan_scheduler(device, sorted(eos), vocab)
         self.scheduler.start()
         torch.set_grad_enabled(False)
@@ -222,6 +224,7 @@ class GenerationEngine(ModelEngine):
         request = Request(job=job, sink=None, rows_left=len(texts), texts=[""] * len(texts),
                           metadata=[{} for _ in texts],
                           logprobs=None if params.logprobs is None or item.stream else [[] for _ in texts])
+        keep = self.tool_markers if item.tools else frozenset()  # the parser must see its markers
         rows = []
         for index, text in enumerate(texts):
             ids = self.templated_ids(text) if item.chats is not None else \
@@ -236,7 +239,8 @@ class GenerationEngine(ModelEngine):
                 else None,
                 grammar=grammar,
                 detok=None if not (item.stream or params.logprobs is not None) else
-                grammar.detokenizer() if grammar is not None else IncrementalDetokenizer(self.tokenizer),
+                grammar.detokenizer() if grammar is not None else IncrementalDetokenizer(self.tokenizer, keep),
+                keep=keep,
                 logprobs=params.logprobs,
             ))
             self._check_fits(rows[-1], index, len(texts))

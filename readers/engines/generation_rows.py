@@ -11,7 +11,7 @@ from liftoff.core.wire import now_ms
 from readers.engines.constrained import RowGrammar
 from readers.engines.grammar_tokens import ByteDetokenizer
 from readers.engines.sampling import NoRepeatNGrams, RowSampling
-from readers.engines.tokenizer_tools import IncrementalDetokenizer, decode_all
+from readers.engines.tokenizer_tools import IncrementalDetokenizer, decode_text
 from readers.jobs import Job
 
 
@@ -44,6 +44,7 @@ class Row:
     # streams, and rows with log probabilities (for text offsets); a constrained row's reads its grammar's bytes
     detok: IncrementalDetokenizer | ByteDetokenizer | None = None
     logprobs: int | None = None  # None: no log probabilities; k: the chosen token's and the k most likely
+    keep: frozenset[int] = frozenset()  # special tokens written into the text (a tool request's call markers)
     pending: list[dict[str, Any]] = field(default_factory=list)  # entries of tokens whose text is not out yet
     emitted: int = 0  # characters of text the detokenizer has given so far
     generated: list[int] = field(default_factory=list)
@@ -102,7 +103,7 @@ def finish_row(row: Row, reason: str, tokenizer: Any, events: list[Event]) -> No
     elif row.grammar is not None:  # exactly the bytes the grammar accepted (grammar_tokens.py says why)
         request.texts[row.index] = row.grammar.text(row.generated)
     else:
-        request.texts[row.index] = decode_all(tokenizer, row.generated)
+        request.texts[row.index] = decode_text(tokenizer, row.generated, row.keep)
     if request.logprobs is not None:
         request.logprobs[row.index], row.pending = row.pending, []
     request.metadata[row.index] = {

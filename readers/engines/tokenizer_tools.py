@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from liftoff.core.tool_calls import detect_parser
+from liftoff.core.tool_calls import MARKER_TOKENS, detect_parser
 from readers.engines.base import EngineRequestError
 
 REPLACEMENT = "\ufffd"
@@ -66,15 +66,35 @@ def locked_tokenizer(tokenizer: Any) -> Any:
     return tokenizer if tokenizer is None or isinstance(tokenizer, LockedTokenizer) else LockedTokenizer(tokenizer)
 
 
+def decode_text(tokenizer: Any, ids: list[int], keep: frozenset[int] = frozenset()) -> str:
+    """Generated text: special tokens skipped, but those in `keep` (a tool-call format's markers, for a request
+    with tools), which are written as their own text."""
+    if not keep or keep.isdisjoint(ids):
+        return str(tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+    parts: list[str] = []
+    run: list[int] = []
+    for token_id in [*ids, -1]:
+        if token_id in keep or token_id == -1:
+            if run:
+                parts.append(tokenizer.decode(run, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+                run = []
+            if token_id != -1:
+                parts.append(tokenizer.convert_ids_to_tokens(token_id))
+        else:
+            run.append(token_id)
+    return "".join(parts)
+
+
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, keep: frozenset[int] = frozenset()) -> None:
         self._tokenizer = tokenizer
+        self._keep = keep
         self.ids: list[int] = []
         self._prefix = 0
         self._read = 0
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return decode_text(self._tokenizer, ids, self._keep)
 
     def add(self, token_id: int) -> str:
         """The new complete text after `token_id` ('' while a character is still incomplete)."""
@@ -92,10 +112,6 @@ class IncrementalDetokenizer:
         after = self._decode(self.ids[self._prefix :])
         self._prefix = self._read = len(self.ids)
         return after[len(before) :] if len(after) > len(before) else ""
-
-
-def decode_all(tokenizer: Any, ids: list[int]) -> str:
-    return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
 class TokenizerHelpers:
@@ -168,6 +184,18 @@ class TokenizerHelpers:
             return str(setting)
         template = getattr(self.tokenizer, "chat_template", None) if self.tokenizer is not None else None
         return detect_parser(template if isinstance(template, str) else None)
+
+    def tool_marker_ids(self) -> frozenset[int]:
+        """The ids of this model's tool-call markers that its vocabulary holds as special tokens (kept in the text
+        of requests with tools, so that the gateway's parser sees them)."""
+        parser = self.tool_call_parser()
+        if parser is None or self.tokenizer is None:
+            return frozenset()
+        special = set(getattr(self.tokenizer, "all_special_ids", []) or [])
+        special |= {i for i, t in (getattr(self.tokenizer, "added_tokens_decoder", {}) or {}).items()
+                    if getattr(t, "special", False)}
+        ids = {self.tokenizer.convert_tokens_to_ids(marker) for marker in MARKER_TOKENS.get(parser, ())}
+        return frozenset(i for i in ids if isinstance(i, int) and i in special)
 
     def tokenize_ids(self, text: str, use_chat_template: bool = False, skip_special_tokens: bool = False) -> list[int]:
         """Token ids of `text` (after the chat template when asked; the template adds its own special tokens)."""
