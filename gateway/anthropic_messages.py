@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from gateway import sse
 from gateway.anthropic_errors import ANTHROPIC_ERROR, anthropic_endpoint, error_event
-from gateway.anthropic_protocol import ConversationRequest, CountTokensRequest, MessagesRequest, parse_anthropic
+from gateway.anthropic_protocol import CountTokensRequest, MessagesRequest, parse_anthropic
 from gateway.openai_generation import Completion, StopCut, cut_at_stop
 from gateway.openai_protocol import ChatCompletionRequest
 from gateway.openai_readers import Readers
@@ -73,7 +73,7 @@ class MessagesApi:
     async def create(self, request: Request) -> Response:
         req = parse_anthropic(MessagesRequest, await read_json_object(request))
         chat = req.as_chat()
-        messages, plan = await self._conversation(req, chat)
+        messages, plan = await self._conversation(chat)
         completion = Completion(self.gw, "chat", chat, [], chat=messages, tools=plan)
         if req.stream:
             replies = await generate.stream(self.gw, completion.generation())
@@ -93,7 +93,7 @@ class MessagesApi:
         """The prompt as the generation would see it: rendered by the group's chat template (with the tools it would
         be given), counted by its tokenizer as a chat's prompt is."""
         req = parse_anthropic(CountTokensRequest, await read_json_object(request))
-        messages, plan = await self._conversation(req, req.chat_request())
+        messages, plan = await self._conversation(req.chat_request())
         args: dict[str, Any] = {"inputs": [messages], "add_generation_prompt": True}
         if plan is not None:
             args["tools"] = plan.tools
@@ -101,14 +101,13 @@ class MessagesApi:
         counted = await self.readers.call(req.model, "tokenize", {"text": rendered, "templated": True})
         return json_response({"input_tokens": int(counted["tokens_count"])})
 
-    async def _conversation(self, req: ConversationRequest,
-                            chat: ChatCompletionRequest) -> tuple[list[dict[str, Any]], ToolPlan | None]:
+    async def _conversation(self, chat: ChatCompletionRequest) -> tuple[list[dict[str, Any]], ToolPlan | None]:
         """The chat template's messages, and the tool plan (as `/v1/chat/completions` makes them)."""
         messages = [m.template_view(i) for i, m in enumerate(chat.messages)]
         plan = None
         if chat.tools and chat.tool_choice != "none":
             plan = tool_plan(chat.tools, chat.tool_choice, chat.parallel_tool_calls,
-                             await self.readers.tool_call_parser(req.model), None)
+                             await self.readers.tool_call_parser(chat.model), None)
         return messages, plan
 
 
