@@ -101,6 +101,9 @@ class ReaderConfig(BaseModel):
     # generation: the format this model writes tool calls in (liftoff.core.tool_calls.PARSERS); "auto": the one its
     # chat template's text shows (none when it shows none); "none": the model is offered no tools
     tool_call_parser: Literal["auto", "none", "hermes", "llama3_json", "mistral"] = "auto"
+    # generation: the grammar engine of requests that name none (Takeoff's reader option); llguidance is the one
+    # this server offers (liftoff.core.grammar_check says why lm-format-enforcer is not), so other names are refused
+    constrained_decoding_backend: str | None = None
     model_type: Literal["generation", "embedding", "classification"] | None = None  # None: read from the model
     dtype: str = "auto"  # one of DTYPE_NAMES, kept in its long form (None or "" is taken as "auto")
     echo_token_delay_ms: int = Field(default=0, ge=0, le=60_000)  # echo engine: pause between tokens (a model's pace)
@@ -114,6 +117,16 @@ class ReaderConfig(BaseModel):
     def _batch(cls, value: int | str) -> int | str:
         if isinstance(value, int) and not 1 <= value <= 4096:
             raise ValueError(f"max_batch_size must be between 1 and 4096, or \"auto\"; given {value}")
+        return value
+
+    @field_validator("constrained_decoding_backend")
+    @classmethod
+    def _backend(cls, value: str | None) -> str | None:
+        from liftoff.core.grammar_check import backend_error
+
+        problem = backend_error(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("page_cache_size")

@@ -114,3 +114,15 @@ def test_primary_is_a_hub_chat_model_with_the_echo_fallback_and_model_flag_drops
     # a directory named on the command line is taken from where the command runs, as an absolute path
     assert chosen.readers[0].model_name == str(Path("artefacts/my-model").resolve())
     assert chosen.readers[0].fallback_model_name is None
+
+
+def test_a_readers_constrained_decoding_backend_is_checked() -> None:
+    from pydantic import ValidationError
+
+    from liftoff.core.settings import ReaderConfig
+
+    assert ReaderConfig(model_name="m", constrained_decoding_backend="llguidance").constrained_decoding_backend
+    for name, word in (("lmfe", "lm-format-enforcer"), ("outlines", "llguidance")):
+        with pytest.raises(ValidationError) as exc:
+            ReaderConfig(model_name="m", constrained_decoding_backend=name)
+        assert "constrained_decoding_backend" in str(exc.value) and word in str(exc.value)
