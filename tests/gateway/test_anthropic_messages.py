@@ -307,3 +307,22 @@ def test_a_failure_mid_stream_is_an_error_event(claude: anthropic.Anthropic, ser
     assert isinstance(body, dict) and body["type"] == "error", body
     assert body["error"]["type"] == "timeout_error" and "reader_message_timeout_ms" in body["error"]["message"]
     assert json.dumps(body)  # a plain JSON body, as Anthropic sends it
+
+
+def test_metrics_count_the_routes(claude: anthropic.Anthropic, server: Server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def counts() -> dict[tuple[str, str], float]:
+        text = httpx.get(server.mgmt + "/metrics", timeout=10, headers={"Authorization": f"Bearer {KEY}"}).text
+        return {(s.labels["path"], s.labels["status"]): s.value for family in text_string_to_metric_families(text)
+                for s in family.samples if s.name == "http_requests_total" and "messages" in s.labels.get("path", "")}
+
+    before = counts()
+    claude.messages.create(model="hermes", max_tokens=3, messages=ASK, extra_body=GREEDY)
+    claude.messages.count_tokens(model="hermes", messages=ASK)
+    with pytest.raises(anthropic.BadRequestError):
+        claude.messages.create(model="hermes", max_tokens=3, messages=ASK, extra_body={"thinking": {}})
+    after = counts()
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    assert delta == {("/v1/messages", "200"): 1, ("/v1/messages/count_tokens", "200"): 1,
+                     ("/v1/messages", "400"): 1}, delta
