@@ -105,6 +105,8 @@ class GenerateRequest(TextsRequest):
     @model_validator(mode="after")
     def _constraint(self) -> GenerateRequest:
         # llguidance's compiler, without a tokenizer: a feature it cannot honour is named here, before queueing
+        if self.json_schema is None and self.regex_string is None and self.constrained_decoding_backend is None:
+            return self  # the common case (every plain /generate): nothing to check
         problem = constraint_error(self.json_schema, self.regex_string, self.constrained_decoding_backend)
         if problem:
             raise ValueError(problem)

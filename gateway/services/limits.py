@@ -32,7 +32,10 @@ def check_fanout(what: str, count: int, limit: int) -> None:
 def check_queued_bytes(prompts: Iterable[tuple[str, int]], copies: int, limit: int) -> None:
     """The prompt text one request would queue, each prompt `copies` times (OpenAI's `n`), at most `limit` bytes
     (max_queued_bytes): a body within the body limit must not become a far larger stream entry."""
-    total = sum(size for _, size in prompts) * copies
+    total = 0
+    for _, size in prompts:  # a loop, not sum() of a generator: this runs on every request
+        total += size
+    total *= copies
     if total > limit:
         times = f" ({copies} copies of each prompt, n)" if copies > 1 else ""
         raise PayloadTooLarge(f"the request would queue {total} bytes of prompt text{times}; the limit "

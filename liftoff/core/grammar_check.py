@@ -79,7 +79,7 @@ def constraint_error(json_schema: Any, regex_string: str | None, backend: str | 
                      lark_grammar: str | None = None) -> str | None:
     """Why this constraint cannot be honoured (naming the field and the feature), or None. No tokenizer needed."""
     if not regex_string and not lark_grammar and json_schema is None:
-        return backend_error(backend)
+        return None if backend is None else backend_error(backend)  # the common case, on every request: no call
     problem = backend_error(backend)
     if problem:
         return problem
