@@ -10,6 +10,7 @@ answer as a Response (`gateway.openai_responses_objects`), streams it as typed e
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.requests import Request
@@ -66,6 +67,18 @@ def not_found(response_id: str, param: str | None = None) -> OpenAIError:
                        "deleted, or expired: see responses_ttl_s)", param, code)
 
 
+def cut_call(item: dict[str, Any]) -> bool:
+    """A call a streamed response began whose arguments never became JSON (the budget cut them; its item
+    `incomplete`): a conversation that continues the response leaves it out, as the whole answer has no such call."""
+    if item.get("type") != "function_call" or item.get("status") != "incomplete":
+        return False
+    try:
+        json.loads(item.get("arguments", ""))
+    except ValueError:
+        return True
+    return False
+
+
 class ResponsesApi:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
@@ -107,7 +120,8 @@ class ResponsesApi:
             if status not in CONTINUABLE:
                 raise invalid(f"previous_response_id: response {req.previous_response_id!r} is {status}; only a "
                               f"{' or '.join(CONTINUABLE)} response can be continued", "previous_response_id")
-            history = input_items([*previous.conversation, *previous.response["output"]], "previous_response_id")
+            output = [item for item in previous.response["output"] if not cut_call(item)]
+            history = input_items([*previous.conversation, *output], "previous_response_id")
         if not history and not own:
             raise invalid("input must hold at least one item", "input")
         return [*history, *own], len(history)

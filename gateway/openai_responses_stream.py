@@ -3,11 +3,14 @@
 
 `response.created` and `response.in_progress` go out once the reader's first reply came (an error before it is a
 plain HTTP error). The answer's text opens a `message` item (`response.output_item.added`,
-`response.content_part.added`) and goes out as `response.output_text.delta` events; with tools, text that could
-begin a call is held back until the answer is whole (`liftoff.core.tool_calls.ToolStream`), and each call is a
-`function_call` item whose arguments go out as `response.function_call_arguments.delta` events. The end closes every
-item (`...done` events), stores the response (when `store`), then sends `response.completed`, or
-`response.incomplete` when `max_output_tokens` ended it. A failure on the way is an `error` event followed by
+`response.content_part.added`) and goes out as `response.output_text.delta` events. With tools
+(`liftoff.core.tool_calls.ToolStream`), text that could begin a call is held back, and each call is a
+`function_call` item added as soon as its name is read, its arguments going out as
+`response.function_call_arguments.delta` events as the model writes them; text that is only blanks waits for text
+that is not (the whole answer has no message for blanks before a call). The end closes every item in output order
+(`...done` events; a call the whole answer drops, its JSON never closed, ends `incomplete` with the arguments
+written), stores the response (when `store`), then sends `response.completed`, or `response.incomplete` when
+`max_output_tokens` ended it. A failure on the way is an `error` event followed by
 `response.failed` (and the stored response is failed too); the stream never breaks. A client that closes the stream
 withdraws the generation from its reader, and the stored response ends `cancelled`.
 """
@@ -26,7 +29,7 @@ from gateway.openai_generation import Completion
 from gateway.openai_responses_objects import Draft, call_item, message_item, new_id, text_part
 from gateway.openai_responses_store import ResponseStore
 from gateway.services.generate import ReplyStream
-from liftoff.core.tool_calls import ToolCall, ToolStream, argument_pieces
+from liftoff.core.tool_calls import CallPiece, ToolCall, ToolStream
 from liftoff.core.wire import Reply
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,9 @@ class ResponseEvents:
         self._message: dict[str, Any] | None = None  # the open message item
         self._index = 0  # its output index
         self._text = ""
+        self._blank = ""  # blanks held back while no message is open (with tools)
         self._calls: ToolStream | None = completion.tools.stream() if completion.tools is not None else None
+        self._call_at: dict[int, int] = {}  # a call's index in the tool stream: its output index
 
     def _event(self, kind: str, **payload: Any) -> bytes:
         return sse.json_event({"type": kind, **payload, "sequence_number": next(self._numbers)}, kind)
@@ -58,7 +63,11 @@ class ResponseEvents:
             async for reply in replies:
                 if reply.kind == "token":
                     text = reply.text or ""
-                    self._add_text(self._calls.feed(text) if self._calls is not None else text, out)
+                    if self._calls is None:
+                        self._add_text(text, out)
+                    else:
+                        self._add_text(self._calls.feed(text), out)
+                        self._add_pieces(self._calls.pieces(), out)
                 else:
                     await self._end(reply, out)
                     ended = True
@@ -73,7 +82,13 @@ class ResponseEvents:
             if not ended and self.store is not None:
                 self._store_closed()
 
-    def _add_text(self, text: str, out: list[bytes]) -> None:
+    def _add_text(self, text: str, out: list[bytes], last: bool = False) -> None:
+        """Text of the message (opened by its first text); `last`: the answer's last text, with no call after it."""
+        if self._message is None and self._calls is not None:
+            text, self._blank = self._blank + text, ""
+            if not last and text.isspace():
+                self._blank = text
+                return
         if not text:
             return
         if self._message is None:
@@ -91,30 +106,43 @@ class ResponseEvents:
         out.append(self._event("response.content_part.added", item_id=self._message["id"], output_index=self._index,
                                content_index=0, part=text_part("")))
 
+    def _add_pieces(self, pieces: list[CallPiece], out: list[bytes]) -> None:
+        """A call's first piece adds its `function_call` item; the others are its arguments' deltas."""
+        for piece in pieces:
+            if piece.id is not None:
+                index = self._call_at[piece.index] = len(self.draft.output)
+                item = call_item(new_id("fc"), ToolCall(piece.name or "", "", piece.id), "in_progress")
+                self.draft.output.append(item)
+                out.append(self._event("response.output_item.added", output_index=index, item=item))
+            elif piece.arguments:
+                index = self._call_at[piece.index]
+                item = self.draft.output[index]
+                item["arguments"] += piece.arguments
+                out.append(self._event("response.function_call_arguments.delta", item_id=item["id"],
+                                       output_index=index, delta=piece.arguments))
+
     async def _end(self, reply: Reply, out: list[bytes]) -> None:
-        """The reader's `done`: the held-back text and the calls, every item closed, the response stored, the
-        terminal event."""
+        """The reader's `done`: the held-back text and the rest of the calls, every item closed, the response
+        stored, the terminal event."""
         calls: list[ToolCall] = []
-        if self._calls is not None and self.completion.tools is not None:
+        if self._calls is not None:
             content, calls = self._calls.finish()
-            self._add_text(content, out)
-            calls = calls if self.completion.tools.parallel else calls[:1]
+            self._add_text(content, out, last=not calls)
+            self._add_pieces(self._calls.rest(), out)
         metadata = reply.metadata or []
         self.draft.finish(metadata[0].get("finish_reason") if metadata else None, self.completion.usage(metadata))
-        if self._message is None and not calls:
+        if not self.draft.output:
             self._open_message(out)
-        if self._message is not None:
-            self._close_message(out)
-        for call in calls:
-            index, item = len(self.draft.output), call_item(new_id("fc"), call, "in_progress", arguments="")
-            self.draft.output.append(item)
-            out.append(self._event("response.output_item.added", output_index=index, item=item))
-            for piece in argument_pieces(call.arguments):
-                out.append(self._event("response.function_call_arguments.delta", item_id=item["id"],
-                                       output_index=index, delta=piece))
+        streamed = {index: stream_index for stream_index, index in self._call_at.items()}
+        for index, item in enumerate(self.draft.output):
+            if item is self._message:
+                self._close_message(out)
+                continue
+            whole = streamed[index] < len(calls)  # a started call the whole answer drops ends with what was written
+            arguments = calls[streamed[index]].arguments if whole else item["arguments"]
             out.append(self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                                   arguments=call.arguments))
-            item.update(arguments=call.arguments, status=self.draft.item_status)
+                                   arguments=arguments))
+            item.update(arguments=arguments, status=self.draft.item_status if whole else "incomplete")
             out.append(self._event("response.output_item.done", output_index=index, item=item))
         if self.store is not None:
             await self.store.save(self.draft.body(), self.conversation, replace=True)

@@ -21,6 +21,8 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
+from liftoff.core.tool_calls import argument_pieces
+
 from conftest import ServerFactory
 from support import Server, wait_for
 
@@ -262,6 +264,51 @@ def test_a_streamed_call_equals_the_whole_one(client: openai.OpenAI) -> None:
     done = [e for e in events if e.type == "response.function_call_arguments.done"]
     assert "".join(pieces) == call.arguments and [d.arguments for d in done] == [call.arguments]
     assert [e.sequence_number for e in events] == list(range(len(events)))
+    kinds = [e.type for e in events]
+    assert kinds[2] == "response.output_item.added" and kinds.index("response.function_call_arguments.delta") > 2
+    assert len(pieces) > len(argument_pieces(call.arguments))  # as the model wrote them, not cut up once whole
+
+
+def test_a_call_goes_out_as_it_is_written_and_one_cut_by_the_budget_ends_incomplete(client: openai.OpenAI) -> None:
+    """Cut by max_output_tokens inside its arguments, a call the whole answer cannot hold (its JSON never closed)
+    was still added to the stream, its arguments sent as far as they were written: the stream sent them before the
+    answer was whole. Its item ends `incomplete`, and a conversation that continues the response leaves it out."""
+    kwargs: Any = {"model": "hermes", "input": "Weather in Oslo?", "tools": TOOLS, "tool_choice": FORCED,
+                   "temperature": 0}
+    full = list(client.responses.create(**kwargs, max_output_tokens=120, stream=True))
+    written = "".join(e.delta for e in full if e.type == "response.function_call_arguments.delta")
+    fragments = sum(e.type == "response.function_call_arguments.delta" for e in full)  # one per token at most
+    usage = full[-1].response.usage  # type: ignore[union-attr]
+    assert full[-1].type == "response.completed" and fragments > 2 and usage is not None, [e.type for e in full]
+    budget = usage.output_tokens - fragments + 2  # two tokens into the arguments, or more: never past them
+    whole = client.responses.create(**kwargs, max_output_tokens=budget)
+    assert whole.status == "incomplete" and [i.type for i in whole.output] == ["message"]  # the call dropped
+    events = list(client.responses.create(**kwargs, max_output_tokens=budget, stream=True))
+    kinds = [e.type for e in events]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    added = events[2]
+    assert added.type == "response.output_item.added" and added.item.type == "function_call"  # type: ignore[union-attr]
+    sent = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    arguments = "".join(sent)
+    assert len(sent) >= 2 and written.startswith(arguments) and len(arguments) < len(written)
+    with pytest.raises(ValueError):
+        json.loads(arguments)
+    [done] = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert done.arguments == arguments
+    assert kinds == [*TEXT_EVENTS[:3], *["response.function_call_arguments.delta"] * len(sent), *TEXT_EVENTS[2:],
+                     "response.output_text.delta", "response.function_call_arguments.done",
+                     "response.output_item.done", *TEXT_END, "response.incomplete"]  # the cut call's text at the end
+    final = events[-1].response  # type: ignore[union-attr]
+    assert events[-1].type == "response.incomplete" and final.status == "incomplete"
+    call, message = final.output
+    assert call.type == "function_call" and call.status == "incomplete" and call.arguments == arguments
+    assert message.type == "message" and message.status == "incomplete"
+    assert final.output_text == whole.output_text  # the cut call's text, as the whole answer gives it
+    assert client.responses.retrieve(final.id).output[0].status == "incomplete"
+    after_stream, after_whole = (client.responses.create(model="hermes", previous_response_id=r.id, input="more",
+                                                         max_output_tokens=1) for r in (final, whole))
+    assert after_stream.usage is not None and after_whole.usage is not None
+    assert after_stream.usage.input_tokens == after_whole.usage.input_tokens  # the same conversation, rendered
 
 
 def test_a_tool_round_trip_by_items_and_by_previous_response_id(client: openai.OpenAI) -> None:
