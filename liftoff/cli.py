@@ -18,7 +18,8 @@ _NO_FLAG = {"readers", "management_api_keys", "inference_api_keys", "admin_api_k
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("serve", help="start Redis (embedded unless redis_url is set), the gateway and the readers")
+    p = sub.add_parser("serve", help="start Redis (embedded unless redis_url is set), the gateway and the readers "
+                                     "(--role gateway: no readers; --role readers: readers only, on a shared Redis)")
     p.add_argument("--config", help="config.toml to read (default: $LIFTOFF_CONFIG, else ./config.toml if present)")
     p.add_argument("--model", help="put the 'primary' reader on this model (a name, a path, or 'echo')")
     for name, info in Settings.model_fields.items():
@@ -53,10 +54,14 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
     settings = load_settings(args.config, overrides)
     if args.model:
+        if settings.role == "gateway":
+            raise SettingsError("--model names the model of this host's 'primary' reader, but role \"gateway\" runs "
+                                "no readers: give it to the readers host that serves 'primary'")
         settings = _with_primary_model(settings, args.model)
-    from liftoff.core.http.auth import check_management_exposure
+    if settings.role != "readers":  # a readers host has no management port
+        from liftoff.core.http.auth import check_management_exposure
 
-    check_management_exposure(settings)  # a SettingsError: one line, exit code 2
+        check_management_exposure(settings)  # a SettingsError: one line, exit code 2
     configure_logging(settings.log_level)
     from management.supervisor import serve
 

@@ -1,7 +1,7 @@
 """The gateway process: gunicorn's arbiter with `workers` native-asgi workers, each bound to all six ports.
 
-Started by the supervisor (`liftoff serve`) with the resolved settings in the environment; runnable by hand with
-`python -m liftoff.server` for the same purpose.
+Started by the supervisor (`liftoff serve`, roles "all" and "gateway") with the resolved settings in the environment;
+runnable by hand with `python -m liftoff.server` for the same purpose.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
 def main() -> None:
     settings = load_settings()
+    if settings.role == "readers":
+        sys.exit('liftoff gateway: role "readers" runs no gateway on this host (role "all" or "gateway" does)')
     try:
         check_management_exposure(settings)
     except SettingsError as exc:

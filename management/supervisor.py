@@ -8,6 +8,11 @@ restart cannot help (bad configuration, a model that cannot load). The embedded 
 (`management.redis_keeper`: restarted from its append-only file with backoff, its state in a file that `/status` and
 the health report read); while it is down, the turns skip what needs Redis but still watch the processes and the
 signals. One server runs per state directory (`management.state_lock`), taken before anything in it is touched.
+
+The `role` setting says which of these this host runs (docs/scaling.md, "Roles"): everything; the gateway without
+readers; or readers without a gateway, joining a Redis that another host shares. Every role sweeps the work of dead
+readers and publishes this node's hardware facts; each supervisor starts, restarts and deregisters only the readers
+of its own reader store.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -93,7 +97,7 @@ class Supervisor:
         assert self.settings.redis_url is not None
         self.redis = connect(self.settings.redis_url)
         self.keys = Keys(self.settings.redis_namespace)
-        self.id = f"{socket.gethostname()}-{os.getpid()}"
+        self.id = f"{self.settings.host_name}-{os.getpid()}"
         self.deployments = DeploymentController(self.redis, self.keys, self.id, self.settings)
         self.hardware = FactsPublisher(self.redis, self.keys, self.id)
         self.env = {**os.environ, RESOLVED_ENV: self.settings.model_dump_json(), reader_store.SUPERVISOR_ENV: self.id}
@@ -109,7 +113,8 @@ class Supervisor:
                 log.error("cannot start: %s", exc)
                 return 2
             await reader_store.replace_all(self.redis, self.keys, self.id, configs)
-            self.gateway = self._spawn([sys.executable, "-m", "liftoff.server"])
+            if self.settings.role != "readers":
+                self.gateway = self._spawn([sys.executable, "-m", "liftoff.server"])
             await self._reconcile()
             self._announce()
             code = await self._watch()
@@ -130,18 +135,28 @@ class Supervisor:
             running = [RunningReader(c.model_name, c.device) for c in placed]
             config = await place_reader(config, running, self.settings.repository_path, self.settings.echo,
                                         facts=facts)
-            reader_id = config.reader_id or f"{config.consumer_group}-{index}"
+            reader_id = config.reader_id or self._default_reader_id(config, index)
             placed.append(config.model_copy(update={"reader_id": reader_id}))
         return placed
+
+    def _default_reader_id(self, config: ReaderConfig, index: int) -> str:
+        """`<group>-<n>`; on a readers host `<host_name>-<group>-<n>`, so that hosts sharing one config (replicas of
+        one reader deployment) do not claim each other's ids."""
+        name = f"{config.consumer_group}-{index}"
+        return f"{self.settings.host_name}-{name}" if self.settings.role == "readers" else name
 
     def _announce(self) -> None:
         s = self.settings
         where = "embedded" if self.redis_keeper else "external"
+        if s.role == "readers":
+            log.info("Liftoff readers host %s: %d readers, no gateway (%s Redis %s)", s.host_name, len(self.readers),
+                     where, s.redis_url)
+            return
         log.info(
             "Liftoff serving: inference :%d, management :%d, vertex :%d, openai :%d, snowflake :%d, internal :%d "
-            "(%d gateway workers, %d readers, %s Redis %s)",
+            "(%d gateway workers, %d readers, %s Redis %s%s)",
             s.port, s.management_port, s.vertex_port, s.openai_port, s.snowflake_port, s.internal_port,
-            s.workers, len(self.readers), where, s.redis_url,
+            s.workers, len(self.readers), where, s.redis_url, "; gateway only" if s.role == "gateway" else "",
         )
         _, exposure = management_bind(s)
         if exposure:
@@ -151,13 +166,13 @@ class Supervisor:
     async def _watch(self) -> int:
         last_prune = last_sweep = time.monotonic()
         while not self._signals:
-            assert self.gateway is not None
-            if self.gateway.poll() is not None:
+            if self.gateway is not None and self.gateway.poll() is not None:
                 log.error("the gateway exited with code %s; stopping (see its log above)", self.gateway.returncode)
                 return 1
             redis_up = await self._redis_ready()  # while the embedded Redis restarts, skip what needs it
             if redis_up:
-                await self._housekeeping(self.deployments.reconcile)
+                if self.settings.role == "all":  # deployments are made through this host's gateway, run here
+                    await self._housekeeping(self.deployments.reconcile)
                 await self._housekeeping(self._reconcile)
             for reader in list(self.readers.values()):
                 await self._check_reader(reader)
@@ -286,7 +301,7 @@ class Supervisor:
                 model_name="echo" if self.settings.echo else config.model_name,
                 model_type=config.model_type or "generation", pids=[], supervised=True, reader_id=reader.reader_id,
                 heartbeat_interval_s=float(self.settings.heartbeat_check_interval), config=config.model_dump(),
-                hostname=socket.gethostname()))
+                hostname=self.settings.host_name))
         except Exception as exc:  # noqa: BLE001 — the reader registers itself anyway; readiness is merely early
             log.warning("could not announce reader %s in the registry: %s", reader.reader_id, exc)
         argv = [

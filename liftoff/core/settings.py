@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from pydantic import (
     SecretStr,
     SerializationInfo,
     ValidationError,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
@@ -264,6 +266,12 @@ class Settings(BaseSettings):
     responses_ttl_s: int = Field(default=86_400, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     readers: list[ReaderConfig] = Field(default_factory=_default_readers)
+    # This host's name in the reader registry (`/status` shows each reader's): "" is the machine's host name.
+    host_name: str = ""
+    # What `liftoff serve` runs on this host (docs/scaling.md, "Roles"): "all" (Redis unless redis_url, the gateway,
+    # the readers); "gateway" (the gateway and its six ports, no readers); "readers" (the readers alone, no ports).
+    # Declared after readers and redis_url: its check reads both.
+    role: Literal["all", "gateway", "readers"] = "all"
 
     # --- API keys ---------------------------------------------------------------------------------------------------
     management_host: str | None = None  # None: `host` when management keys exist, else loopback only
@@ -287,6 +295,37 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("host_name")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        value = value.strip() or socket.gethostname()
+        if any(c in value for c in " \t\r\n{}"):
+            raise ValueError(f"host_name must be a name without spaces or braces; given {value!r}")
+        return value
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str, info: ValidationInfo) -> str:
+        readers = info.data.get("readers") or []
+        if value == "gateway" and readers:
+            ids = [r.reader_id or r.consumer_group for r in readers]
+            raise ValueError(f"role \"gateway\" runs no readers, but readers lists {len(readers)} ({', '.join(ids)}); "
+                             "set readers = [] on this host and list them on a readers host, or use role \"all\"")
+        if value == "readers" and "redis_url" in info.data and info.data["redis_url"] is None:
+            raise ValueError("role \"readers\" needs redis_url (or LIFTOFF_REDIS_URL): a readers host starts no Redis "
+                             "of its own, it joins the one the other hosts share")
+        if value == "readers" and "readers" in info.data and not readers:
+            raise ValueError("role \"readers\" with readers = [] has nothing to run: list this host's readers")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gateway_runs_no_default_readers(cls, data: Any) -> Any:
+        # The default readers are for a host that runs readers; a gateway host that names none runs none.
+        if isinstance(data, dict) and data.get("role") == "gateway" and "readers" not in data:
+            data = {**data, "readers": []}
+        return data
 
     @field_validator("log_level", mode="before")
     @classmethod
