@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -245,7 +244,7 @@ class HealthReport:
         return int((await self.redis.info("server")).get("process_id", 0)) or None
 
     def _process_rows(self, records: list[ReaderRecord], redis_pid: int | None) -> list[dict[str, Any]]:
-        here = socket.gethostname()
+        here = self.gw.settings.host_name  # the name this host gives its readers in the registry
         rows: list[tuple[dict[str, Any], psutil.Process | None]] = []
         for r in records:
             proc = _process(r.info.pids[0]) if r.info.pids and r.info.hostname == here else None

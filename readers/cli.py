@@ -54,6 +54,7 @@ def run_reader(args: argparse.Namespace) -> int:
         max_deliveries=settings.max_deliveries,
         repository_path=settings.repository_path,
         reader_message_timeout_ms=settings.reader_message_timeout_ms,
+        host_name=settings.host_name,
     )
     return run_async(Reader(options).run())
 

@@ -61,6 +61,7 @@ class ReaderOptions:
     max_deliveries: int = 3
     repository_path: str = "./artefacts"
     reader_message_timeout_ms: int = 500  # the gateway's silence limit for a started stream, which beats keep within
+    host_name: str = ""  # the registry's name for this reader's host ("": the machine's)
 
 
 class Reader:
@@ -77,7 +78,7 @@ class Reader:
             model_name="echo" if options.echo else cfg.model_name,
             model_type="generation",
             pids=[os.getpid()],
-            hostname=socket.gethostname(),
+            hostname=options.host_name or socket.gethostname(),
             heartbeat_interval_s=float(options.heartbeat_check_interval),
             supervised=options.supervised,
             reader_id=options.reader_id,

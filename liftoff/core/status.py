@@ -10,12 +10,16 @@ from liftoff.core.redis_state import unreachable_reason
 
 
 async def reader_maps(gw: Gateway) -> dict[str, Any]:
-    """`live_readers`, `loading_readers`, `dead_readers` (reader id → ReaderInfo) and `last_heartbeat`."""
+    """`live_readers`, `loading_readers`, `dead_readers` (reader id → ReaderInfo) and `last_heartbeat`.
+
+    Every reader of every host sharing the Redis is listed; each ReaderInfo carries, beside the reference's fields
+    (which the schema leaves open to more), the `hostname` of the host that runs it (its `host_name` setting)."""
     d = gw.dispatcher
     records = await registry.read_registry(d.redis, d.keys, gw.settings.heartbeat_check_interval)
     maps: dict[str, Any] = {"live_readers": {}, "loading_readers": {}, "dead_readers": {}, "last_heartbeat": {}}
     for record in records:
-        maps[f"{record.status}_readers"][record.reader_id] = record.info.reference_view()
+        view = {**record.info.reference_view(), "hostname": record.info.hostname}
+        maps[f"{record.status}_readers"][record.reader_id] = view
         maps["last_heartbeat"][record.reader_id] = record.heartbeat_view()
     return maps
 
