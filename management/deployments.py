@@ -57,13 +57,15 @@ from management.deployments_model import (
     model_version_rid_for,
     not_found,
 )
+from management.readers_api import reader_host
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 PREFIX = "/api/v2/models/liveDeployments"
 RID_PARAM = "liveDeploymentRid"
-_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 401: "UNAUTHORIZED", 403: "PERMISSION_DENIED", 504: "TIMEOUT"}
+_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 401: "UNAUTHORIZED", 403: "PERMISSION_DENIED", 409: "CONFLICT",
+          504: "TIMEOUT"}
 
 
 ENVELOPE = {"type": "object", "required": ["errorCode", "errorName", "parameters"],
@@ -205,6 +207,7 @@ class LiveDeployments:
 
     async def create(self, request: Request) -> Response:
         _preview(request)
+        reader_host(self.gw.settings, "create a live deployment, whose replicas are readers")  # 409 on role gateway
         body = _parse(CreateRequest, await read_json_object(request))
         kind = body.deployment_type
         if kind.type != "direct":

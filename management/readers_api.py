@@ -1,4 +1,9 @@
-"""Reader management on the management port: list by group, add, remove (after draining), show a config."""
+"""Reader management on the management port: list by group, add, remove (after draining), show a config.
+
+Listing covers every reader of every host that shares the Redis. Adding and removing act on the readers of this
+host's supervisor: a gateway-only host (`role = "gateway"`) starts none, so it refuses to add one (409), and a reader
+that another host's supervisor runs is refused too (409), since that supervisor would start it again (docs/scaling.md).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from liftoff.core.http.errors import ApiError, NotFound, Unavailable, Unprocessa
 from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.parsing import read_json_object
 from liftoff.core.http.responses import json_response
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.settings import ReaderConfig, Settings
 from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader, running_readers
 from management.fit.facts import PublishedFacts
@@ -46,10 +51,11 @@ class ReaderManagement:
             documented(Route("/reader_groups", self.reader_groups, methods=["GET"]),
                        Doc(summary="readers by consumer group")),
             documented(Route("/reader", self.add_reader, methods=["POST"]),
-                       Doc(summary="add a reader", body=ReaderConfig, ok={201: "the reader is configured"},
-                           errors={409: "the reader_id is taken"})),
+                       Doc(summary="add a reader on this host", body=ReaderConfig, ok={201: "the reader is configured"},
+                           errors={409: "the reader_id is taken, or this host runs no readers (role gateway)"})),
             documented(Route("/reader/{reader_id}", self.delete_reader, methods=["DELETE"]),
-                       Doc(summary="drain and remove a reader", ok={204: "the reader is gone"})),
+                       Doc(summary="drain and remove a reader", ok={204: "the reader is gone"},
+                           errors={409: "another host's supervisor runs that reader"})),
             documented(Route("/config/{reader_id}", self.reader_config, methods=["GET"]),
                        Doc(summary="one reader's configuration")),
         ]
@@ -70,12 +76,13 @@ class ReaderManagement:
                         "pids": r.info.pids,
                         "ready": r.status == "live",
                         "status": r.status,
+                        "hostname": r.info.hostname,
                     }
                 )
         return json_response(groups)
 
     async def add_reader(self, request: Request) -> Response:
-        sup = _supervisor()
+        sup = reader_host(self.gw.settings, "add a reader")
         body = await read_json_object(request)
         known = {k: v for k, v in body.items() if k in ReaderConfig.model_fields}
         unknown = sorted(k for k in body if k not in ReaderConfig.model_fields)
@@ -109,9 +116,15 @@ class ReaderManagement:
     async def delete_reader(self, request: Request) -> Response:
         reader_id = request.path_params["reader_id"]
         sup = _supervisor()
+        record = next((r for r in await self.records() if r.reader_id == reader_id), None)
+        here = self.gw.settings.host_name
+        if record is not None and record.info.supervised and record.info.hostname != here and \
+                reader_id not in await reader_store.load(self.redis, self.keys, sup):
+            raise Conflict(f"reader {reader_id!r} runs under the supervisor of host {record.info.hostname!r}, which "
+                           f"would start it again; this host ({here!r}) removes only its own readers: remove it from "
+                           "that host's readers (its config.toml) and restart that host")
         configured = await reader_store.remove(self.redis, self.keys, sup, reader_id)
-        registered = any(r.reader_id == reader_id for r in await self.records())
-        if not configured and not registered:
+        if not configured and record is None:
             raise NotFound(f"no reader {reader_id!r}")
         await registry.request_stop(self.redis, self.keys, reader_id)  # hand-started readers obey this too
         await self._wait_gone(reader_id, self.gw.settings.shutdown_grace_s + 15)
@@ -141,6 +154,15 @@ class ReaderManagement:
         if reader_id in configs:
             return json_response(configs[reader_id].model_dump())
         raise NotFound(f"no reader {reader_id!r}")
+
+
+def reader_host(settings: Settings, action: str) -> str:
+    """The supervisor that would run a reader this host starts: 409 on a gateway-only host, which runs none."""
+    if settings.role == "gateway":
+        raise Conflict(f"this host runs role \"gateway\", which starts no readers, so it cannot {action}: list the "
+                       "reader in a readers host's readers (role \"readers\" or \"all\"), or start it by hand there "
+                       "with `liftoff reader --redis-url ...`")
+    return _supervisor()
 
 
 def _supervisor() -> str:
