@@ -46,7 +46,7 @@ class ResponseEvents:
         self._numbers = itertools.count()
         self._message: dict[str, Any] | None = None  # the open message item
         self._index = 0  # its output index
-        self._text = ""
+        self._texts: list[str] = []  # the message's deltas (joined once, at the end: a long answer is many)
         self._blank = ""  # blanks held back while no message is open (with tools)
         self._calls: ToolStream | None = completion.tools.stream() if completion.tools is not None else None
         self._call_at: dict[int, int] = {}  # a call's index in the tool stream: its output index
@@ -94,7 +94,7 @@ class ResponseEvents:
         if self._message is None:
             self._open_message(out)
         assert self._message is not None
-        self._text += text
+        self._texts.append(text)
         out.append(self._event("response.output_text.delta", item_id=self._message["id"], output_index=self._index,
                                content_index=0, delta=text, logprobs=[]))
 
@@ -151,9 +151,10 @@ class ResponseEvents:
 
     def _close_message(self, out: list[bytes]) -> None:
         assert self._message is not None
-        item_id, part = self._message["id"], text_part(self._text)
+        text = "".join(self._texts)
+        item_id, part = self._message["id"], text_part(text)
         out.append(self._event("response.output_text.done", item_id=item_id, output_index=self._index,
-                               content_index=0, text=self._text, logprobs=[]))
+                               content_index=0, text=text, logprobs=[]))
         out.append(self._event("response.content_part.done", item_id=item_id, output_index=self._index,
                                content_index=0, part=part))
         self._message.update(content=[part], status=self.draft.item_status)
