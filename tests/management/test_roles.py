@@ -207,6 +207,28 @@ def test_a_dead_host_leaves_its_pending_work_to_the_other(layout: Layout) -> Non
     assert status["live_readers"] == {} and sorted(status["dead_readers"]) == ["host-a-primary-0", "host-a-primary-1"]
 
 
+def test_readers_join_a_gateway_hosts_embedded_redis_by_its_socket(tmp_path: Path) -> None:
+    """No redis_url on the gateway host: its embedded Redis, on its unix socket alone, is the one readers join."""
+    (tmp_path / "gateway").mkdir()
+    gateway = Server(tmp_path / "gateway", {"role": "gateway", "reserved_consumers": ""}, readers=[])
+    socket_url = f"unix://{tmp_path / 'gateway' / 'state' / 'redis' / 'redis.sock'}"
+    host = ReaderHost(tmp_path / "host-c", "host-c", socket_url, "liftoff")
+    try:
+        gateway.start(wait_healthy=False)
+        host.start()
+        wait_for(lambda: list(gateway.status()["status"]["live_readers"]) == ["host-c-primary-0", "host-c-primary-1"],
+                 60, "host-c's readers live", gateway)
+        r = httpx.post(gateway.url + "/generate", json={"text": "over the socket"}, timeout=30)
+        assert r.status_code == 200 and r.json() == {"text": "over the socket"}, r.text
+        redis_servers = [p for p in gateway.descendants() if "redis-server" in " ".join(p.cmdline())]
+        assert len(redis_servers) == 1
+        tcp = [c.laddr for c in redis_servers[0].net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        assert tcp == [], f"the embedded Redis listens on {tcp}"
+    finally:
+        host.stop()
+        gateway.stop()
+
+
 @pytest.mark.parametrize(
     ("settings", "args", "named"),
     [
