@@ -31,6 +31,7 @@ from render import dump  # noqa: E402
 Obj = dict[str, Any]
 CASES = {"cpu": [], "gpu": [DEPLOY / "values-gpu.yaml"]}
 SECRETS = {("liftoff-api-keys", "admin"): "admin-key-for-tests"}
+NODE = "gpu-node-7"
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -173,10 +174,12 @@ def test_prestop_and_grace_period_cover_request_timeout(case: tuple[str, list[Ob
     path = tmp_path / "config.toml"
     path.write_text(config_map(objects)["data"]["config.toml"])
     settings = load_settings(path)
-    gateway = named(objects, "Deployment", "liftoff-gateway")["spec"]["template"]["spec"]
-    sleep = int(container({"spec": {"template": {"spec": gateway}}})["lifecycle"]["preStop"]["exec"]["command"][1])
+    gateway = named(objects, "Deployment", "liftoff-gateway")
+    assert container(gateway)["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    sleep = int(container(gateway)["lifecycle"]["preStop"]["exec"]["command"][1])
     assert sleep > 0
-    assert gateway["terminationGracePeriodSeconds"] >= sleep + settings.shutdown_grace_s + 5  # the supervisor's margin
+    grace = gateway["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= sleep + settings.shutdown_grace_s + 5  # the supervisor's margin over gunicorn's
     for reader in of_kind(objects, "Deployment")[1:]:
         assert reader["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > settings.request_timeout_s
     with pytest.raises(ValuesError, match=r"config.shutdown_grace_s.*request_timeout_s"):
@@ -228,6 +231,7 @@ def test_gpu_readers_get_gpus_and_cpu_readers_none(case: tuple[str, list[Obj]]) 
 @pytest.mark.parametrize(("extra", "message"), [
     ({"gateway": {"replica": 3}}, "invalid value 'gateway.replica': unknown key"),
     ({"config": {"redis_url": "redis://x"}}, "invalid value 'config.redis_url': set redis.url"),
+    ({"config": {"role": "all"}}, "invalid value 'config.role': each Deployment sets its pods' role"),
     ({"config": {"request_timout_s": 5}}, "invalid setting 'request_timout_s': unknown setting"),
     ({"redis": {"url": "redis://:hunter2@valkey:6379"}}, "redis.url must not hold a password"),
     ({"redis": {"url": "unix:///tmp/redis.sock"}}, "must be a redis:// or rediss:// URL"),
@@ -265,8 +269,8 @@ def pod_env(spec: Obj, pod_name: str) -> dict[str, str]:
             ref = item["valueFrom"]["secretKeyRef"]
             env[item["name"]] = SECRETS[(ref["name"], ref["key"])]
         else:
-            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-            env[item["name"]] = pod_name
+            field = item["valueFrom"]["fieldRef"]["fieldPath"]
+            env[item["name"]] = {"metadata.name": pod_name, "spec.nodeName": NODE}[field]
     return env
 
 
@@ -310,6 +314,12 @@ def test_the_rendered_pods_serve_and_drain(tmp_path: Path, redis_url: str, names
         wait_for(lambda: probe(reader_spec, "readinessProbe", reader_env).returncode == 0, 60, "the reader ready")
         assert probe(reader_spec, "livenessProbe", reader_env).stdout.strip() == \
             "reader liftoff-reader-primary-5f9b8-k8j2m is live"
+        management = f"http://127.0.0.1:{ports['management']}"
+        admin = {"Authorization": f"Bearer {SECRETS[('liftoff-api-keys', 'admin')]}"}
+        assert httpx.get(f"{management}/reader_groups").status_code == 401  # the key from its Secret is in force
+        listed = httpx.get(f"{management}/reader_groups", headers=admin).json()["primary"]
+        assert [(r["reader_id"], r["hostname"]) for r in listed] == [("liftoff-reader-primary-5f9b8-k8j2m", NODE)]
+        assert httpx.post(f"{management}/reader", headers=admin, json={"model_name": "echo"}).status_code == 409
         trigger = named(objects, "ScaledObject", "liftoff-reader-primary")["spec"]["triggers"][0]["metadata"]
         backlog = httpx.URL(trigger["url"]).copy_with(host="127.0.0.1", port=ports["internal"])
         assert httpx.get(backlog).json()[trigger["valueLocation"]] == 0

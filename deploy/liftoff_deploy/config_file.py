@@ -34,6 +34,9 @@ REFUSED = {
     "inference_api_key": "plaintext keys come from Secrets: set apiKeys.inference",
     "host": "every port listens on the pod's addresses, where probes and Services reach it",
     "management_host": "the management port listens on the pod's addresses, where its probes and Service reach it",
+    "role": "each Deployment sets its pods' role: the gateway's run `liftoff serve --role gateway`, the readers' "
+            "`liftoff reader`",
+    "host_name": "each pod names its host: a gateway pod by its pod name, a reader by the node it runs on",
     "state_dir": f"a pod keeps its state in {STATE_DIR}",
     "repository_path": f"readers keep models in {MODELS_DIR} (models.persistentVolumeClaim)",
 }

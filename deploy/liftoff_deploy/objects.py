@@ -1,10 +1,11 @@
 """The Kubernetes objects of one Liftoff deployment, built from checked values.
 
 - a ConfigMap: config.toml (the server settings every pod reads) and the reader probe;
-- the gateway Deployment (`liftoff serve` with no readers: the six ports), one Service per port and a
+- the gateway Deployment (`liftoff serve --role gateway`: the six ports, no readers), one Service per port and a
   PodDisruptionBudget;
-- per consumer group: a reader Deployment (`liftoff reader`, one reader per pod, named after the pod), a
-  PodDisruptionBudget and a KEDA ScaledObject that sizes it on the group's backlog from the internal port.
+- per consumer group: a reader Deployment (`liftoff reader`, one reader per pod, named after the pod, its host name
+  the node's), a PodDisruptionBudget and a KEDA ScaledObject that sizes it on the group's backlog from the internal
+  port. Kubernetes supervises the readers (restarts, rollouts), so no readers-role supervisor runs in their pods.
 
 Pods never link Services into their environment (`enableServiceLinks: false`): a Service named `liftoff-management`
 would otherwise hand every pod `LIFTOFF_MANAGEMENT_PORT=tcp://...`, which Liftoff reads as its management_port.
@@ -96,9 +97,13 @@ def redis_env(values: Values) -> list[Obj]:
     return [secret_env("REDIS_PASSWORD", redis.password_secret), {"name": "LIFTOFF_REDIS_URL", "value": url}]
 
 
+def field_env(name: str, path: str) -> Obj:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
 def common_env(values: Values) -> list[Obj]:
-    pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
-    return [pod_name, {"name": "LIFTOFF_CONFIG", "value": CONFIG_PATH}, *redis_env(values)]
+    return [field_env("POD_NAME", "metadata.name"), {"name": "LIFTOFF_CONFIG", "value": CONFIG_PATH},
+            *redis_env(values)]
 
 
 def container_base(values: Values, name: str) -> Obj:
@@ -158,7 +163,7 @@ def gateway(values: Values, config: Rendered, checksum: str) -> Obj:
             env.append(secret_env(name, ref))
     container = container_base(values, "gateway")
     container.update({
-        "command": ["liftoff", "serve"],
+        "command": ["liftoff", "serve", "--role", "gateway"],
         "env": env,
         "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in config.settings.ports().items()],
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -213,7 +218,7 @@ def reader_resources(group: str, spec: Group) -> Obj:
 
 def reader(values: Values, config: Rendered, group: str, checksum: str) -> Obj:
     spec = values.groups[group]
-    env = common_env(values)
+    env = [*common_env(values), field_env("LIFTOFF_HOST_NAME", "spec.nodeName")]  # /status: the reader's node
     if spec.access_token_secret is not None:
         env.append(secret_env("LIFTOFF_READER_ACCESS_TOKEN", spec.access_token_secret))
     container = container_base(values, "reader")
