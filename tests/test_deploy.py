@@ -209,6 +209,11 @@ def test_pods_link_no_services_and_take_secrets_from_secrets(case: tuple[str, li
         url = next(e["value"] for e in container(deployment)["env"] if e["name"] == "LIFTOFF_REDIS_URL")
         assert url == "rediss://liftoff:$(REDIS_PASSWORD)@valkey.cache.svc:6380/2"
         assert names.index("REDIS_PASSWORD") < names.index("LIFTOFF_REDIS_URL")  # defined before it expands
+    from redis.connection import parse_url
+
+    given = parse_url(expand(url, {"REDIS_PASSWORD": "p%40ss%2Fw"}))  # kept percent-encoded in its Secret
+    assert (given["username"], given["password"], given["host"], given["db"]) == ("liftoff", "p@ss/w",
+                                                                                  "valkey.cache.svc", 2)
 
 
 def test_gpu_readers_get_gpus_and_cpu_readers_none(case: tuple[str, list[Obj]]) -> None:

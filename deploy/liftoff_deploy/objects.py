@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .config_file import CONFIG_DIR, CONFIG_PATH, MODELS_DIR, STATE_DIR, Rendered, build_config
 from .values import Group, Placement, SecretRef, Values, ValuesError
@@ -90,10 +89,9 @@ def redis_env(values: Values) -> list[Obj]:
     redis = values.redis
     if redis.password_secret is None:
         return [{"name": "LIFTOFF_REDIS_URL", "value": redis.url}]
-    parts = urlsplit(redis.url)
-    user = parts.username or ""
-    url = urlunsplit(parts._replace(netloc=f"{user}:$(REDIS_PASSWORD)@{parts.hostname}" +
-                                           (f":{parts.port}" if parts.port else "")))
+    scheme, rest = redis.url.split("://", 1)
+    user, at, hosts = rest.partition("@")  # the URL holds no password (values.Redis); hosts may be several
+    url = f"{scheme}://{user if at else ''}:$(REDIS_PASSWORD)@{hosts if at else rest}"
     return [secret_env("REDIS_PASSWORD", redis.password_secret), {"name": "LIFTOFF_REDIS_URL", "value": url}]
 
 
