@@ -228,6 +228,8 @@ def test_gpu_readers_get_gpus_and_cpu_readers_none(case: tuple[str, list[Obj]]) 
         assert (gpus, config["device"]) == ((1, "cuda") if on_gpu else (None, "cpu"))
         pod = reader["spec"]["template"]["spec"]
         assert ("tolerations" in pod) is on_gpu
+        cpus = c["resources"].get("limits", {}).get("cpu") or c["resources"]["requests"]["cpu"]
+        assert config["cpu_threads"] == int(cpus)  # the pod's CPUs, not the node's
         rolling = reader["spec"]["strategy"]["rollingUpdate"]
         assert rolling == ({"maxSurge": 0, "maxUnavailable": 1} if on_gpu else {"maxSurge": 1, "maxUnavailable": 0})
 
@@ -246,11 +248,21 @@ def test_gpu_readers_get_gpus_and_cpu_readers_none(case: tuple[str, list[Obj]]) 
     ({"groups": {"primary": {"reader": {"max_batch_size": 0}}}}, "max_batch_size must be between 1 and 4096"),
     ({"groups": {"embed": {"autoscaling": {"minReplicas": 0}}}}, "'groups.embed.autoscaling.minReplicas': 0 readers"),
     ({"groups": {"my_group": {}}}, "consumer group 'my_group' must be a DNS label"),
+    ({"groups": {"embed": {"resources": {"requests": {"cpu": "two"}}}}}, "'groups.embed.resources.requests.cpu'"),
     ({"gateway": {"services": {"internal": {"type": "LoadBalancer"}}}}, "internal port's Service stays"),
 ])
 def test_values_that_cannot_work_are_refused_by_name(extra: dict[str, Any], message: str) -> None:
     with pytest.raises(ValuesError, match=re.escape(message)):
         render(load_values(extra=extra))
+
+
+def test_cpu_threads_given_stay_and_millicores_round_down_to_one() -> None:
+    import json
+
+    objects = render(load_values(extra={"groups": {"primary": {"reader": {"cpu_threads": 3}},
+                                                   "embed": {"resources": {"requests": {"cpu": "500m"}}}}}))
+    given = {group_of(d): json.loads(container(d)["command"][3]) for d in of_kind(objects, "Deployment")[1:]}
+    assert (given["primary"]["cpu_threads"], given["embed"]["cpu_threads"]) == (3, 1)
 
 
 def test_a_reserved_group_may_scale_to_zero() -> None:

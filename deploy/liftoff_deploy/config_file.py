@@ -113,11 +113,30 @@ def reader_json(values: Values, group: str) -> str:
         refused.append(f"invalid value '{where}.device': {device!r} needs gpus > 0 (only cpu without them)")
     if refused:
         raise ValuesError("; ".join(refused))
+    threads = cpu_threads(spec.resources, f"groups.{group}.resources")
+    if threads and "cpu_threads" not in given:  # torch would take one thread per core of the node, not of the pod
+        given["cpu_threads"] = threads
     try:
         config = ReaderConfig.model_validate({**given, "device": device, "consumer_group": group})
     except ValidationError as exc:
         raise ValuesError(describe_validation_error(exc, source=f"values '{where}'")) from None
     return json.dumps(config.model_dump(mode="json", exclude_unset=True), separators=(",", ":"))
+
+
+def cpu_threads(resources: dict[str, Any], where: str) -> int | None:
+    """Whole CPUs of the pod's CPU limit, else of its request (at least 1); None when it names neither."""
+    for kind in ("limits", "requests"):
+        quantity = (resources.get(kind) or {}).get("cpu")
+        if quantity is None:
+            continue
+        text = str(quantity).strip()
+        try:
+            cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+        except ValueError:
+            raise ValuesError(f"invalid value '{where}.{kind}.cpu': a CPU quantity such as 2 or 500m; "
+                              f"given {quantity!r}") from None
+        return max(1, math.floor(cores))
+    return None
 
 
 def _check_drain(settings: Settings) -> None:
