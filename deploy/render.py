@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"render.py: {exc}", file=sys.stderr)
         return 2
     if args.validate:
-        from liftoff_deploy.validate import problems
-
+        try:
+            from liftoff_deploy.validate import problems
+        except ImportError as exc:
+            print(f"render.py: --validate needs the test extras (scripts/setup --test): {exc}", file=sys.stderr)
+            return 2
         found = [p for o in objects for p in problems(o)]
         if found:
             print("render.py: " + "\n".join(found), file=sys.stderr)
