@@ -190,7 +190,8 @@ class ToolStream:
         self._started: list[tuple[str, str]] = []  # (id, name) of the calls whose first piece went out
         self._args_sent: list[int] = []  # characters of each started call's arguments sent
         self._positions: list[int | None] = []  # per scanned object: its stream index, None when not a call
-        self._calls: list[ToolCall] = []
+        self._calls: list[tuple[int, ToolCall]] = []  # after finish: (stream index, call)
+        self._pending: list[CallPiece] = []
 
     def feed(self, piece: str) -> str:
         """The content that may be forwarded now."""
@@ -255,26 +256,39 @@ class ToolStream:
         return True
 
     def finish(self) -> tuple[str, list[ToolCall]]:
-        """(content still held back, the calls) once the text is whole."""
-        _, calls = parse(self.parser, self.text, self.names)
-        calls = calls[:self.max_calls] if self.max_calls is not None else calls
-        if not calls:
+        """(content still held back, the calls) once the text is whole: the calls `parse` finds in it, each with
+        the id its first piece went out with."""
+        self._pending = self.pieces() if self.in_call else []  # every object whose name is read has its index now
+        text = self.text[self._start:]
+        self._calls = []
+        fresh = len(self._started)
+        for position, obj in enumerate(self._scan.objects if self.in_call else []):
+            found = _complete_call(self.parser, text, obj, self.names)
+            if found is None:
+                continue
+            if self.max_calls is not None and len(self._calls) >= self.max_calls:
+                break
+            index = self._positions[position] if position < len(self._positions) else None
+            if index is None:  # a call that could not be started while streaming (only past max_calls)
+                index, fresh = fresh, fresh + 1
+                self._calls.append((index, ToolCall(*found)))
+            else:
+                self._calls.append((index, ToolCall(*found, self._started[index][0])))
+        if not self._calls:
             out, self.sent = self.text[self.sent:], len(self.text)
             return out, []
-        self._calls = [ToolCall(c.name, c.arguments, self._started[i][0]) if i < len(self._started) else c
-                       for i, c in enumerate(calls)]
-        return "", self._calls
+        return "", [call for _, call in self._calls]
 
     @property
     def dropped(self) -> bool:
         """After `finish`: whether a call whose first pieces went out is not among the calls (its JSON never
         closed, most often because the token limit cut it)."""
-        return len(self._started) > len(self._calls)
+        return len(self._started) > len({index for index, _ in self._calls if index < len(self._started)})
 
     def rest(self) -> list[CallPiece]:
-        """After `finish`: the pieces that complete what was streamed into its calls."""
-        out = self.pieces() if self.in_call else []
-        for index, call in enumerate(self._calls):
+        """After `finish`: the pieces that complete what was streamed into its calls, under the stream's indexes."""
+        out, self._pending = self._pending, []
+        for index, call in self._calls:
             if index >= len(self._started):
                 out.append(CallPiece(index, "", call.id, call.name))
                 out.extend(CallPiece(index, p) for p in argument_pieces(call.arguments) if p)

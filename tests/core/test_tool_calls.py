@@ -88,3 +88,19 @@ def test_unknown_names_broken_calls_and_plain_text() -> None:
 def test_max_calls_sends_only_the_first() -> None:
     _, calls = _stream("mistral", MISTRAL, 5, max_calls=1)
     assert [c[1] for c in calls.values()] == ["add"]
+
+
+def test_a_started_call_that_is_no_call_keeps_the_others_ids() -> None:
+    text = ('<tool_call>{"name": "add", "arguments": 5}</tool_call>'
+            '<tool_call>{"name": "get_weather", "arguments": {"city": "x"}}</tool_call>')
+    stream = ToolStream("hermes", NAMES)
+    sent = []
+    for i in range(0, len(text), 3):
+        stream.feed(text[i:i + 3])
+        sent += stream.pieces()
+    _, calls = stream.finish()
+    sent += stream.rest()
+    firsts = {p.index: p for p in sent if p.id is not None}
+    assert [p.name for p in firsts.values()] == ["add", "get_weather"]  # `add` went out before it proved no call
+    assert [(c.name, c.id) for c in calls] == [("get_weather", firsts[1].id)]
+    assert "".join(p.arguments for p in sent if p.index == 1) == '{"city": "x"}' and stream.dropped
