@@ -25,7 +25,10 @@ def event(data: str, name: str | None = None) -> bytes:
 
 
 def json_event(payload: Any, name: str | None = None) -> bytes:
-    return event(orjson.dumps(payload).decode(), name)
+    """One event of JSON: compact JSON text has no line break (orjson escapes them in strings), so it is one
+    `data:` line as it comes, without the framing's split and join (this runs once per streamed token)."""
+    head = b"event: " + name.encode() + b"\ndata: " if name else b"data: "
+    return head + orjson.dumps(payload) + b"\n\n"
 
 
 def error_event(err: ApiError) -> bytes:
