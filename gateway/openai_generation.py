@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
 from starlette.responses import Response
 
 from gateway import sse
@@ -115,6 +116,7 @@ class Completion:
     tools: ToolPlan | None = None  # a chat's tools (gateway.openai_tools): the template's, the parser, the grammar
     id: str = field(default_factory=lambda: secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
+    _frame: tuple[bytes, bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def n(self) -> int:
@@ -238,8 +240,19 @@ class Completion:
             choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": reason}
         else:
             choice = {"index": index, "text": text or "", "logprobs": lp, "finish_reason": reason}
-        extra = {"usage": None} if self.req.include_usage else {}
-        return sse.json_event(self._envelope([choice], chunk=True, **extra))
+        head, tail = self._chunk_frame()
+        return head + orjson.dumps(choice) + tail
+
+    def _chunk_frame(self) -> tuple[bytes, bytes]:
+        """A one-choice chunk's event as the bytes around its choice: the envelope (id, model, ...) is the same for
+        every chunk of the stream, so it is encoded once, not once per token."""
+        if self._frame is None:
+            extra = {"usage": None} if self.req.include_usage else {}
+            marker = "\x00choice\x00"
+            whole = sse.json_event(self._envelope([marker], chunk=True, **extra))
+            head, tail = whole.split(orjson.dumps(marker), 1)
+            self._frame = (head, tail)
+        return self._frame
 
     async def _events(self, replies: ReplyStream) -> AsyncIterator[bytes]:
         """The stream's bytes, one write per reply from the reader: the role chunks go out with the first token (and
