@@ -25,8 +25,8 @@ from readers.engines.base import EngineLoadError
 
 log = logging.getLogger(__name__)
 
-ModelType = Literal["generation", "embedding", "classification"]
-MODEL_TYPES: tuple[ModelType, ...] = ("generation", "embedding", "classification")
+ModelType = Literal["generation", "embedding", "classification", "image-to-text"]
+MODEL_TYPES: tuple[ModelType, ...] = ("generation", "embedding", "classification", "image-to-text")
 
 # Hub id (lower case) -> (importable package, directory inside it that holds the model files).
 BUNDLED_MODELS: dict[str, tuple[str, str]] = {
@@ -35,6 +35,7 @@ BUNDLED_MODELS: dict[str, tuple[str, str]] = {
 }
 _GENERATION_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 _CLASSIFICATION_SUFFIXES = ("ForSequenceClassification",)
+_IMAGE_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
 def resolve_model(model_name: str, repository_path: str | Path, access_token: SecretStr | None = None) -> Path:
@@ -116,7 +117,8 @@ def _download(model_name: str, target: Path, access_token: SecretStr | None) -> 
 
 
 def detect_model_type(path: str | Path, override: str | None = None) -> ModelType:
-    """"generation", "embedding" or "classification", from the files in `path` (or `override` when given)."""
+    """"generation", "embedding", "classification" or "image-to-text", from the files in `path` (or `override` when
+    given). A model with a vision tower (`vision_config`) and an image processor beside it is image-to-text."""
     if override:
         if override not in MODEL_TYPES:
             raise EngineLoadError(f"model type must be one of {', '.join(MODEL_TYPES)}; given {override!r}")
@@ -131,6 +133,8 @@ def detect_model_type(path: str | Path, override: str | None = None) -> ModelTyp
     if config is None:
         raise EngineLoadError(f"{str(path)!r} has no config.json: it is not a Hugging Face model directory")
     architectures = [str(a) for a in config.get("architectures") or []]
+    if "vision_config" in config and any((path / name).is_file() for name in _IMAGE_PROCESSOR_FILES):
+        return "image-to-text"
     if any(a.endswith(_GENERATION_SUFFIXES) for a in architectures):
         return "generation"
     if any(a.endswith(_CLASSIFICATION_SUFFIXES) for a in architectures):

@@ -329,6 +329,9 @@ class Reader:
             elif job.item.kind not in self.engine.kinds:
                 self.sink.error(job, 400, f"consumer group {job.group!r} is served by a {self.engine.model_type} "
                                 f"model ({self.info.model_name}), which does not serve {job.item.kind} requests")
+            elif job.item.images and not self.engine.takes_images:
+                self.sink.error(job, 400, f"consumer group {job.group!r} is served by a {self.engine.model_type} "
+                                f"model ({self.info.model_name}), which takes no images")
             else:
                 live.append(job)
         try:

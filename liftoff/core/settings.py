@@ -106,7 +106,8 @@ class ReaderConfig(BaseModel):
     # generation: the grammar engine of requests that name none (Takeoff's reader option); llguidance is the one
     # this server offers (liftoff.core.grammar_check says why lm-format-enforcer is not), so other names are refused
     constrained_decoding_backend: str | None = None
-    model_type: Literal["generation", "embedding", "classification"] | None = None  # None: read from the model
+    # None: read from the model's files; "image-to-text": a vision-language model (readers/engines/image_to_text.py)
+    model_type: Literal["generation", "embedding", "classification", "image-to-text"] | None = None
     dtype: str = "auto"  # one of DTYPE_NAMES, kept in its long form (None or "" is taken as "auto")
     echo_token_delay_ms: int = Field(default=0, ge=0, le=60_000)  # echo engine: pause between tokens (a model's pace)
     cpu_threads: int | None = Field(default=None, ge=1, le=1024)  # torch CPU threads; None: torch's default

@@ -24,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 # 3: work items may carry `tools` (passed to the chat template) and `params.lark_grammar`. Only items that use them
 # are written as version 3 (`encode_work`), so version-2 readers keep serving everything else and refuse, by
 # version, what they would misread (tools they would drop from the prompt, a grammar they cannot parse).
-WIRE_VERSION = 3
+# 4: work items may carry `images` (image-to-text readers). Only items with images are version 4, so that a reader
+# that would drop them refuses them by version instead.
+WIRE_VERSION = 4
 MAX_TOP_LOGPROBS = 20  # most alternatives a request may ask for per generated token (params.logprobs)
 FIELD = b"d"
 
@@ -78,6 +80,9 @@ class WorkItem(BaseModel):
     # generate with chats: the function tools ({type: function, function: {name, description, parameters}}) passed to
     # the chat template as `tools` (v3)
     tools: list[dict[str, Any]] | None = None
+    # generate: images (base64 of the file, decoded, checked and bounded in size by the gateway) that every prompt or
+    # chat of the item is asked about, in the order their placeholders appear (v4)
+    images: list[str] | None = None
     batched: bool = False  # the user sent a list (affects only the response shape at the gateway)
     params: GenerationParams = Field(default_factory=GenerationParams)
     enqueued_ms: int  # epoch milliseconds when the gateway wrote it
@@ -191,6 +196,7 @@ def encode_work(
     chats: list[list[dict[str, Any]]] | None = None,
     add_generation_prompt: bool = True,
     tools: list[dict[str, Any]] | None = None,
+    images: list[str] | None = None,
 ) -> dict[bytes, bytes]:
     """The entry `encode(WorkItem(...))` writes, built without a model (the gateway's hot path).
 
@@ -198,7 +204,7 @@ def encode_work(
     the reader decodes the entry. tests/core/test_wire.py checks that both encoders agree.
     """
     item: dict[str, Any] = {
-        "v": WIRE_VERSION if tools is not None or params.get("lark_grammar") else 2,
+        "v": 4 if images is not None else 3 if tools is not None or params.get("lark_grammar") else 2,
         "id": id, "kind": kind, "reply_to": reply_to, "stream": stream, "texts": texts,
         "batched": batched, "params": params, "enqueued_ms": enqueued_ms, "deadline_ms": deadline_ms,
     }
@@ -211,6 +217,8 @@ def encode_work(
         item["add_generation_prompt"] = add_generation_prompt
     if tools is not None:
         item["tools"] = tools
+    if images is not None:
+        item["images"] = images
     return {FIELD: orjson.dumps(item)}
 
 

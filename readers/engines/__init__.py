@@ -29,6 +29,8 @@ async def load_engine(config: ReaderConfig, echo: bool, repository_path: str) ->
     model_type = detect_model_type(path, config.model_type)
     if model_type == "generation":
         from readers.engines.generation import GenerationEngine as cls
+    elif model_type == "image-to-text":
+        from readers.engines.image_to_text import ImageToTextEngine as cls  # type: ignore[assignment]
     elif model_type == "embedding":
         from readers.engines.embedding import EmbeddingEngine as cls  # type: ignore[assignment]
     else:

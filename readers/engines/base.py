@@ -18,6 +18,7 @@ class EngineLoadError(RuntimeError):
 class Engine(abc.ABC):
     model_type: str = "generation"
     kinds: frozenset[str] = frozenset({"generate"})  # the WorkItem kinds run() serves
+    takes_images: bool = False  # whether run() serves work items with `images` (the reader refuses them otherwise)
     device: str = "cpu"
 
     def __init__(self, config: ReaderConfig) -> None:

@@ -1,0 +1,114 @@
+"""The image-to-text engine in-process, on a tiny random Llava: its answers are what transformers' own `generate`
+gives for the same prompt and image, alone and batched, streamed and whole; what it cannot honour is refused."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import orjson
+import pytest
+from tiny_vlm import IMAGE_TOKEN, build_llava, png_bytes
+
+from liftoff.core import wire
+from liftoff.core.settings import ReaderConfig
+from liftoff.core.wire import GenerationParams, WorkItem, now_ms
+from readers.jobs import Job
+from readers.models import detect_model_type
+
+from tiny_models import run_jobs
+
+RED, BLUE = png_bytes(color=(220, 20, 20)), png_bytes((64, 30), color=(20, 20, 220))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_llava(tmp_path_factory.mktemp("vlm") / "tiny-llava")
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir: Path):
+    import asyncio
+
+    from readers.engines.image_to_text import ImageToTextEngine
+
+    eng = ImageToTextEngine(ReaderConfig(model_name=str(model_dir), max_batch_size=8), model_path=model_dir)
+    asyncio.run(eng.load())
+    yield eng
+    eng.close()
+
+
+def job(request_id: str, texts: list[str], images: list[bytes] | None = None, stream: bool = False,
+        chats: list | None = None, **params) -> Job:
+    item = WorkItem(id=request_id, reply_to="replies", stream=stream, texts=texts, chats=chats,
+                    images=[base64.b64encode(i).decode() for i in images] if images is not None else None,
+                    params=GenerationParams(**params), enqueued_ms=now_ms(), deadline_ms=now_ms() + 60_000)
+    return Job(group="primary", stream="requests", entry_id=b"0-1", item=item)
+
+
+def reference(model_dir: Path, prompt: str, images: list[bytes], max_new: int, templated: bool = False) -> str:
+    """transformers' own greedy answer for `prompt` and `images`, in-process."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir, backend="pil")
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    pil = [Image.open(io.BytesIO(i)).convert("RGB") for i in images]
+    inputs = processor(images=pil or None, text=[prompt], return_tensors="pt", add_special_tokens=not templated)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new, do_sample=False)
+    return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_a_vision_model_with_an_image_processor_is_image_to_text(model_dir: Path) -> None:
+    assert detect_model_type(model_dir) == "image-to-text"
+
+
+def test_items_with_images_are_wire_version_4() -> None:
+    fields = dict(id="w:1", reply_to="r", stream=False, texts=["x"], batched=False, params={}, enqueued_ms=1,
+                  deadline_ms=2)
+    assert orjson.loads(wire.encode_work(**fields)[wire.FIELD])["v"] == 2
+    fast = wire.encode_work(images=["aGk="], **fields)
+    assert orjson.loads(fast[wire.FIELD])["v"] == 4 == wire.WIRE_VERSION
+    assert wire.decode_work(fast).images == ["aGk="]
+
+
+def test_answers_match_transformers_generate_alone_and_batched(engine, model_dir: Path) -> None:
+    sink = run_jobs(engine, job("red", ["what is this?"], [RED], max_new_tokens=12, return_metadata=True))
+    kind, texts, metadata, _ = sink.finals["red"]
+    assert kind == "done"
+    want_red = reference(model_dir, IMAGE_TOKEN + "what is this?", [RED], 12)
+    assert texts == [want_red] and want_red
+    assert metadata[0]["generated_tokens"] > 0 and metadata[0]["prompt_tokens"] > 16  # the image's 16 tokens in it
+    want_blue = reference(model_dir, IMAGE_TOKEN + "what is this?", [BLUE], 12)
+    want_text = reference(model_dir, "Hello world", [], 12)
+    # three requests read together share one left-padded batch: each answer is still its own
+    sink = run_jobs(engine, job("r", ["what is this?"], [RED], max_new_tokens=12),
+                    job("b", ["what is this?"], [BLUE], max_new_tokens=12),
+                    job("t", ["Hello world"], max_new_tokens=12))
+    assert [sink.finals[i][1] for i in ("r", "b", "t")] == [[want_red], [want_blue], [want_text]]
+
+
+def test_a_stream_joins_to_the_whole_answer_and_a_chat_uses_the_processors_template(engine, model_dir) -> None:
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe it"}]}]
+    rendered = "<s><|user|><image>describe it</s><|assistant|>"
+    want = reference(model_dir, rendered, [RED], 10, templated=True)
+    sink = run_jobs(engine, job("s", [], [RED], stream=True, chats=[chat, chat], max_new_tokens=10),
+                    job("w", ["describe it"], [RED], use_chat_template=True, max_new_tokens=10))
+    assert sink.finals["s"][:2] == ("done", None)
+    assert sink.streamed("s", 0) == sink.streamed("s", 1) == want
+    assert sink.finals["w"][1] == [want]
+
+
+def test_what_it_cannot_honour_is_refused_by_name(engine) -> None:
+    sink = run_jobs(engine,
+                    job("lora", ["x"], [RED], lora_id="a"),
+                    job("schema", ["x"], [RED], json_schema={"type": "object"}),
+                    job("places", [IMAGE_TOKEN * 2 + "x"], [RED]),
+                    job("broken", ["x"], [b"not an image at all"]))
+    assert sink.finals["lora"][:2] == ("error", 422) and "lora_id" in sink.finals["lora"][2]
+    assert sink.finals["schema"][:2] == ("error", 422) and "json_schema" in sink.finals["schema"][2]
+    assert sink.finals["places"][:2] == ("error", 422) and "places 2 images but 1" in sink.finals["places"][2]
+    assert sink.finals["broken"][:2] == ("error", 400) and "images[0]" in sink.finals["broken"][2]
