@@ -23,15 +23,9 @@ from conftest import ServerFactory
 from support import Server
 
 sys.path.append(str(Path(__file__).resolve().parent))
-from test_openai_tools import HERMES_TEMPLATE, _model
+from test_openai_tools import ADD, HERMES_TEMPLATE, WEATHER, _model
 
 KEY = "sk-anthropic-test-key"
-WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8},
-                                            "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-           "required": ["city", "days"], "additionalProperties": False}
-ADD = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
-                                        "b": {"type": "integer", "minimum": 0, "maximum": 99}},
-       "required": ["a", "b"], "additionalProperties": False}
 TOOLS: list[Any] = [{"name": "get_weather", "description": "weather", "input_schema": WEATHER},
                     {"name": "add", "description": "add two numbers", "input_schema": ADD}]
 SCHEMAS = {"get_weather": WEATHER, "add": ADD}

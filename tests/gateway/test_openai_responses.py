@@ -26,21 +26,9 @@ from liftoff.core.tool_calls import argument_pieces
 from conftest import ServerFactory
 from support import Server, wait_for
 
-sys.path.append(str(Path(__file__).resolve().parents[1] / "readers"))
-from tiny_models import build_llama
+sys.path.append(str(Path(__file__).resolve().parent))
+from test_openai_tools import HERMES_TEMPLATE, WEATHER, _model
 
-HERMES_TEMPLATE = (
-    "{{ bos_token }}{% if tools %}<|system|>Functions: {% for t in tools %}{{ t.function.name }} {% endfor %}. "
-    "Call one as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>{{ eos_token }}{% endif %}"
-    "{% for m in messages %}{% if m.role == 'tool' %}<|user|><tool_response>{{ m.content }}</tool_response>"
-    "{{ eos_token }}{% elif m.role == 'assistant' and m.tool_calls %}<|assistant|>{% for c in m.tool_calls %}"
-    "<tool_call>\n{{ {'name': c.function.name, 'arguments': c.function.arguments} | tojson }}\n</tool_call>"
-    "{% endfor %}{{ eos_token }}{% else %}<|{{ m.role }}|>{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8},
-                                            "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-           "required": ["city", "days"], "additionalProperties": False}
 TOOLS: list[Any] = [{"type": "function", "name": "get_weather", "description": "weather", "parameters": WEATHER,
                      "strict": True}]
 FORCED: Any = {"type": "function", "name": "get_weather"}
@@ -54,15 +42,10 @@ def echo_tokens(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
-    from transformers import AutoTokenizer
-
     from conftest import _factory
 
     repo = tmp_path_factory.mktemp("artefacts")
-    build_llama(repo / "hermes", max_positions=1024)
-    tok = AutoTokenizer.from_pretrained(repo / "hermes")
-    tok.chat_template = HERMES_TEMPLATE
-    tok.save_pretrained(repo / "hermes")
+    _model(repo / "hermes", HERMES_TEMPLATE)
     servers: list[Server] = []
     make: ServerFactory = _factory(tmp_path_factory.mktemp("responses"), redis_url, servers)
     readers = [
