@@ -106,6 +106,9 @@ class ReaderConfig(BaseModel):
     # generation: the grammar engine of requests that name none (Takeoff's reader option); llguidance is the one
     # this server offers (liftoff.core.grammar_check says why lm-format-enforcer is not), so other names are refused
     constrained_decoding_backend: str | None = None
+    # generation: LoRA adapters loaded at start, each "SOURCE" or "NAME=SOURCE" (liftoff.core.adapters; docs/lora.md);
+    # one comma-separated string is read as a list
+    loras: list[str] = Field(default_factory=list)
     # None: read from the model's files; "image-to-text": a vision-language model (readers/engines/image_to_text.py)
     model_type: Literal["generation", "embedding", "classification", "image-to-text"] | None = None
     dtype: str = "auto"  # one of DTYPE_NAMES, kept in its long form (None or "" is taken as "auto")
@@ -130,6 +133,20 @@ class ReaderConfig(BaseModel):
         problem = backend_error(value)
         if problem:
             raise ValueError(problem)
+        return value
+
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _loras(cls, value: object) -> object:
+        from liftoff.core.adapters import parse_loras
+
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            parse_loras(value)
+            return [v.strip() for v in value]
         return value
 
     @field_validator("page_cache_size")

@@ -55,6 +55,14 @@ class Engine(abc.ABC):
         """`tokenize` → {tokens, tokens_count}; `detokenize` → {text}; `chat_template` → {messages}."""
         raise EngineRequestError(400, f"this reader's engine ({type(self).__name__}) has no tokenizer")
 
+    def adapters(self) -> list[dict[str, Any]]:
+        """The LoRA adapters loaded (readers.engines.lora.Adapter.view); none for engines that take none."""
+        return []
+
+    async def adapter_op(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        """`lora_add` / `lora_remove` (liftoff.core.wire.ADAPTER_KINDS)."""
+        raise EngineRequestError(400, f"this reader's engine ({type(self).__name__}) serves no LoRA adapters")
+
     def tool_call_parser(self) -> str | None:
         """The format this engine's model writes tool calls in (liftoff.core.tool_calls.PARSERS), or None."""
         return None

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from liftoff.core import metrics
+from liftoff.core.adapters import check_adapter_name, parse_loras
 from liftoff.core.settings import ReaderConfig
 from liftoff.core.wire import GenerationParams
 from readers.engines.base import EngineLoadError, EngineRequestError
 from readers.engines.constrained import Grammars, RowGrammar, constrained
 from readers.engines.generation_batch import Event, Request, Row, Scheduler
 from readers.engines.kv_blocks import BlockManager, KVPlan, ModelShape, PagedKVCache, plan_kv
+from readers.engines.lora import LoraAdapters
 from readers.engines.model_engine import ModelEngine
 from readers.engines.sampling import NoRepeatNGrams, RowSampling
 from readers.engines.tokenizer_tools import IncrementalDetokenizer
@@ -60,6 +62,8 @@ class GenerationEngine(ModelEngine):
         self.kv_plan: KVPlan | None = None
         self.grammars: Grammars | None = None
         self.tool_markers: frozenset[int] = frozenset()  # the tool-call markers kept in a tool request's text
+        self.lora: LoraAdapters | None = None
+        self._removed: set[str] = set()  # adapters removed while rows still run with them
         self._loop: asyncio.AbstractEventLoop | None = None
         self._requests: dict[str, Request] = {}
 
@@ -92,6 +96,9 @@ class GenerationEngine(ModelEngine):
         vocab = model.get_output_embeddings().weight.shape[0]
         self.grammars = Grammars(self.tokenizer, vocab, sorted(eos))
         self.tool_markers = self.tool_marker_ids()
+        self.lora = LoraAdapters(self.model, self.repository_path, self.config.access_token)
+        for name, source in parse_loras(self.config.loras).items():  # before the KV plan: their memory is taken
+            self.lora.attach(self.lora.read(name, source))
         self.scheduler = self._plan_scheduler(device, sorted(eos), vocab)
         self.scheduler.start()
         torch.set_grad_enabled(False)
@@ -118,7 +125,7 @@ class GenerationEngine(ModelEngine):
                  self.loaded_dtype)
         self.kv_plan = plan
         return Scheduler(self.model, self.tokenizer, device, self.max_batch_size, self.max_length, eos, vocab,
-                         self._emit, kv, blocks, chunk, group=cfg.consumer_group)
+                         self._emit, kv, blocks, chunk, group=cfg.consumer_group, lora=self.lora)
 
     def last_progress(self) -> float | None:
         """When the scheduler last entered one of the model's modules (or began an iteration): the liveness beats'
@@ -133,6 +140,45 @@ class GenerationEngine(ModelEngine):
         if self.scheduler is not None:
             self.scheduler.close()
 
+    # --- LoRA adapters ----------------------------------------------------------------------------------------------
+    def adapters(self) -> list[dict[str, Any]]:
+        """The adapters requests may pick (`lora_id`), for the registry, /status and /config."""
+        return [v for v in self.lora.views() if v["name"] not in self._removed] if self.lora is not None else []
+
+    def adapter_names(self) -> list[str]:
+        return [a["name"] for a in self.adapters()]
+
+    async def adapter_op(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        """`lora_add` {name, source} → the adapter's view; `lora_remove` {name} → {removed: name}."""
+        if self.lora is None or self.scheduler is None:
+            raise EngineRequestError(503, "the generation engine is not loaded")
+        name = args.get("name")
+        try:
+            check_adapter_name(name if isinstance(name, str) else repr(name), "name")
+        except ValueError as exc:
+            raise EngineRequestError(400, str(exc)) from None
+        if kind == "lora_remove":
+            if name not in self.adapter_names():
+                raise EngineRequestError(404, f"no LoRA adapter {name!r} on this reader; loaded: "
+                                         f"{self.adapter_names()}")
+            self._removed.add(name)
+            self.scheduler.detach(name)
+            return {"removed": name}
+        source = args.get("source")
+        if not isinstance(source, str) or not source.strip():
+            raise EngineRequestError(400, "source: the adapter's directory, a name in repository_path or a hub id")
+        if name in self.lora.loaded:
+            raise EngineRequestError(409, f"a LoRA adapter named {name!r} is already loaded"
+                                     + (" (its removal waits for its last rows)" if name in self._removed else ""))
+        lora = self.lora
+        try:
+            files = await asyncio.to_thread(lora.read, name, source.strip())
+            adapter = await asyncio.wrap_future(self.scheduler.call(lambda: lora.attach(files)))
+        except EngineLoadError as exc:
+            raise EngineRequestError(422, str(exc)) from None
+        self._removed.discard(name)
+        return adapter.view()
+
     # --- serving ----------------------------------------------------------------------------------------------------
     async def run(self, jobs: list[Job], sink: ReplySink) -> None:
         if self.scheduler is None:
@@ -142,8 +188,8 @@ class GenerationEngine(ModelEngine):
         requests: list[Request] = []
         rows: list[Row] = []
         for job, outcome in zip(jobs, prepared, strict=True):
-            if isinstance(outcome, str):
-                sink.error(job, 422, outcome)
+            if isinstance(outcome, tuple):
+                sink.error(job, *outcome)
                 continue
             request = outcome[0].request
             request.sink, request.future = sink, self._loop.create_future()
@@ -198,13 +244,15 @@ class GenerationEngine(ModelEngine):
                     request.future.set_result(None)
 
     # --- preparing jobs ---------------------------------------------------------------------------------------------
-    def _prepare_all(self, jobs: list[Job]) -> list[list[Row] | str]:
-        out: list[list[Row] | str] = []
+    def _prepare_all(self, jobs: list[Job]) -> list[list[Row] | tuple[int, str]]:
+        out: list[list[Row] | tuple[int, str]] = []
         for job in jobs:
             try:
                 out.append(self._prepare(job))
-            except (PromptError, EngineRequestError) as exc:
-                out.append(str(exc))
+            except PromptError as exc:
+                out.append((422, str(exc)))
+            except EngineRequestError as exc:
+                out.append((exc.status, str(exc)))
         return out
 
     def _prepare(self, job: Job) -> list[Row]:
@@ -212,8 +260,10 @@ class GenerationEngine(ModelEngine):
         texts = self.prompt_texts(item)
         if not texts:
             raise PromptError("text: no prompt given")
-        if params.lora_id:
-            raise PromptError("lora_id: LoRA adapters are not supported by this reader")
+        adapter = params.lora_id or None
+        if adapter is not None and adapter not in self.adapter_names():
+            raise EngineRequestError(404, f"lora_id: no LoRA adapter {adapter!r} on this reader; loaded adapters: "
+                                     f"{self.adapter_names()}")
         if params.use_chat_template and not self.has_chat_template():
             raise PromptError("use_chat_template: this model's tokenizer has no chat template")
         if constrained(params) and not (self.grammars and self.grammars.available):
@@ -242,6 +292,8 @@ class GenerationEngine(ModelEngine):
                 grammar.detokenizer() if grammar is not None else IncrementalDetokenizer(self.tokenizer, keep),
                 keep=keep,
                 logprobs=params.logprobs,
+                adapter=adapter,
+                root=self.lora.loaded[adapter].root if adapter is not None and self.lora is not None else b"",
             ))
             self._check_fits(rows[-1], index, len(texts))
         return rows

@@ -32,6 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ from readers.engines.constrained import GrammarMasks
 from readers.engines.generation_rows import Event, Request, Row, finish_row, record_token
 from readers.engines.kv_blocks import BlockManager, PagedKVCache
 from readers.engines.logprobs import TokenTexts, step_entries
+from readers.engines.lora import LoraAdapters
 from readers.engines.paged_forward import PagedForward, progress_hooks
 from readers.engines.sampling import SlotSampling
 
@@ -63,7 +65,7 @@ PREFILL_SCORES = 1 << 22
 class Scheduler:
     def __init__(self, model: Any, tokenizer: Any, device: torch.device, max_rows: int, max_length: int,
                  eos_ids: list[int], vocab_size: int, emit: Callable[[list[Event]], None], kv: PagedKVCache,
-                 blocks: BlockManager, prefill_chunk: int, group: str = "") -> None:
+                 blocks: BlockManager, prefill_chunk: int, group: str = "", lora: LoraAdapters | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -75,7 +77,8 @@ class Scheduler:
         self.token_texts = TokenTexts(tokenizer)
         self.kv = kv
         self.blocks = blocks
-        self.paged = PagedForward(model, kv, blocks, device)
+        self.lora = lora
+        self.paged = PagedForward(model, kv, blocks, device, lora)
         self.block_size = blocks.block_size
         self.prefill_chunk = prefill_chunk  # 0: no chunking
         self.group = group
@@ -92,6 +95,8 @@ class Scheduler:
         self.step_rows = 0  # ... at about this many rows
         self.token_s = 0.0  # running average of what each prefill token adds to a forward, at today's contexts
         self._waiting: deque[Row] = deque()
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()  # run between iterations (`call`)
+        self._detaching: set[str] = set()  # LoRA adapters removed, freed once no row uses them
         self._cond = threading.Condition()
         self._stop = False
         self._hooks = progress_hooks(model, self._progress)
@@ -115,6 +120,21 @@ class Scheduler:
         with self._cond:
             self._cond.notify()
 
+    def call(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run `fn` on the scheduler's thread between two iterations (what changes the model's modules: attaching
+        a LoRA adapter); its result or exception in the future."""
+        future: Future[Any] = Future()
+        with self._cond:
+            self._calls.append((fn, future))
+            self._cond.notify()
+        return future
+
+    def detach(self, adapter: str) -> None:
+        """Free a LoRA adapter once no row runs with it (rows already admitted finish with it)."""
+        with self._cond:
+            self._detaching.add(adapter)
+            self._cond.notify()
+
     def fits(self, row: Row) -> bool:
         """Whether `row` could ever be admitted (the whole plan free)."""
         return self.kv.plan.blocks_for(row.kv_tokens(self.max_length)) <= self.blocks.num_blocks
@@ -127,13 +147,18 @@ class Scheduler:
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not self._stop and not self.running and not self.prefilling and not self._waiting:
+                    while not self._stop and not self.running and not self.prefilling and not self._waiting \
+                            and not self._calls and not self._detaching:
                         self._cond.wait()
                     if self._stop:
                         return
                     events: list[Event] = []
                     self._drop_gone(events)
+                    self._between()
                     self._admit()
+                    if not self.running and not self.prefilling:
+                        self._hand_over(events)
+                        continue
                 self.progress_at = time.monotonic()
                 try:
                     plan = self._plan() if self.running and self.prefilling else "apart"
@@ -190,6 +215,22 @@ class Scheduler:
             self._fail(request, 499, request.cancel_reason or "cancelled by the client", events)
         elif now > request.job.item.deadline_ms:
             self._fail(request, 504, "the request's deadline passed during generation", events)
+        elif (adapter := request.job.item.params.lora_id) and (self.lora is None or adapter not in self.lora.loaded):
+            self._fail(request, 404, f"lora_id: the LoRA adapter {adapter!r} was removed from this reader", events)
+
+    def _between(self) -> None:
+        """What waits for a pause between forwards: calls (`call`), and adapters no row uses any more (`detach`)."""
+        while self._calls:
+            fn, future = self._calls.popleft()
+            try:
+                future.set_result(fn())
+            except Exception as exc:  # noqa: BLE001 — the caller gets it; the scheduler goes on
+                future.set_exception(exc)
+        if self._detaching and self.lora is not None:
+            busy = {r.adapter for rows in (self.running, self.prefilling, self._waiting) for r in rows}
+            for name in sorted(self._detaching - busy):
+                self.lora.detach(name)
+                self._detaching.discard(name)
 
     def _admit(self) -> None:
         """Waiting rows into the prefill set, in arrival order, while a slot and their KV blocks are free."""
@@ -198,7 +239,7 @@ class Scheduler:
             row = self._waiting[0]
             if row.prefix_keys is None:
                 # The last prompt token is always computed: its logits choose the first token.
-                row.prefix_keys = self.blocks.keys_for(row.prompt[:-1])
+                row.prefix_keys = self.blocks.keys_for(row.prompt[:-1], row.root)
             total = self.kv.plan.blocks_for(row.kv_tokens(self.max_length))
             if total - len(row.prefix_keys) > self.blocks.available:
                 return  # not even a full prefix hit would make it fit: wait for blocks
@@ -210,7 +251,7 @@ class Scheduler:
             self._waiting.popleft()
             row.blocks, row.reserved = shared, need
             row.computed = row.cached = len(shared) * size
-            row.published, row.last_key = len(shared), row.prefix_keys[len(shared) - 1] if shared else b""
+            row.published, row.last_key = len(shared), row.prefix_keys[len(shared) - 1] if shared else row.root
             metrics.observe_prefix_cache(self.group, len(row.prompt), row.cached)
             self.prefilling.append(row)
 

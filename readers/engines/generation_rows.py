@@ -45,6 +45,8 @@ class Row:
     detok: IncrementalDetokenizer | ByteDetokenizer | None = None
     logprobs: int | None = None  # None: no log probabilities; k: the chosen token's and the k most likely
     keep: frozenset[int] = frozenset()  # special tokens written into the text (a tool request's call markers)
+    adapter: str | None = None  # the LoRA adapter it runs with (readers.engines.lora); None: the base model
+    root: bytes = b""  # its prefix-cache chains' first key: the adapter's, so that no KV is shared across adapters
     pending: list[dict[str, Any]] = field(default_factory=list)  # entries of tokens whose text is not out yet
     emitted: int = 0  # characters of text the detokenizer has given so far
     generated: list[int] = field(default_factory=list)
@@ -56,7 +58,7 @@ class Row:
     reserved: int = 0
     published: int = 0  # leading blocks offered to the prefix cache
     prefix_keys: list[bytes] | None = None  # content keys of the prompt's full blocks, worked out once
-    last_key: bytes = b""  # content key of block published - 1
+    last_key: bytes = b""  # content key of block published - 1 (`root` before the first)
     first_token_ms: int | None = None
     finish: str | None = None
 

@@ -136,11 +136,12 @@ class BlockManager:
     def cached(self) -> int:
         return len(self._key_of)
 
-    def keys_for(self, tokens: list[int]) -> list[bytes]:
-        """The content keys of the full blocks of `tokens` (none when prefix caching is off)."""
+    def keys_for(self, tokens: list[int], root: bytes = b"") -> list[bytes]:
+        """The content keys of the full blocks of `tokens` (none when prefix caching is off), chained from `root`
+        (a LoRA adapter's: the same tokens under another adapter have other keys and values)."""
         keys: list[bytes] = []
         if self.prefix_caching:
-            size, key = self.block_size, b""
+            size, key = self.block_size, root
             for start in range(0, len(tokens) - size + 1, size):
                 key = block_key(key, tokens[start:start + size])
                 keys.append(key)

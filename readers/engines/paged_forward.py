@@ -18,14 +18,17 @@ import torch
 
 from readers.engines.generation_rows import Row
 from readers.engines.kv_blocks import BlockManager, PagedKVCache, block_key
+from readers.engines.lora import LoraAdapters
 
 # Bound on one decode forward's attention workspace (beyond the KV plan): positions gathered per forward.
 GATHER_POSITIONS = 32768
 
 
 class PagedForward:
-    def __init__(self, model: Any, kv: PagedKVCache, blocks: BlockManager, device: torch.device) -> None:
+    def __init__(self, model: Any, kv: PagedKVCache, blocks: BlockManager, device: torch.device,
+                 lora: LoraAdapters | None = None) -> None:
         self.model = model
+        self.lora = lora
         self.kv = kv
         self.blocks = blocks
         self.block_size = blocks.block_size
@@ -78,6 +81,8 @@ class PagedForward:
             last.append(at - 1)
         query_pos = torch.tensor(positions)
         keep = (key_row[None, :] == query_row[:, None]) & (key_pos[None, :] <= query_pos[:, None])
+        if self.lora is not None:
+            self.lora.route([(row.adapter, len(tokens)) for row, tokens, _ in pieces])
         self.kv.begin(1, torch.tensor([table], dtype=torch.long, device=self.device),
                       torch.tensor(write_block, device=self.device), torch.tensor(write_offset, device=self.device),
                       torch.arange(len(ids), device=self.device))
@@ -105,6 +110,8 @@ class PagedForward:
         cols = torch.arange(table.shape[1] * self.block_size)
         keep = cols[None, :] <= position[:, None]
         write_block = [r.blocks[p // self.block_size] for r, p in zip(rows, at, strict=True)]
+        if self.lora is not None:
+            self.lora.route([(row.adapter, 1) for row in rows])
         self.kv.begin(len(rows), table, torch.tensor(write_block, device=self.device),
                       (position % self.block_size).to(self.device), None)
         return self.forward(feed, position[:, None], keep[:, None, None])

@@ -218,3 +218,23 @@ def llama_over(path: Path, tokenizer) -> Path:
                                                eos_token_id=tokenizer.eos_token_id)
     model.save_pretrained(path)
     return path
+
+
+def build_lora(base: Path, path: Path, seed: int, rank: int = 8,
+               targets: tuple[str, ...] = ("q_proj", "v_proj", "down_proj")) -> Path:
+    """A random LoRA adapter of the model in `base`, saved by peft: A and B both random (peft's non-default init) and
+    scaled up, so that its greedy outputs differ from the base model's and from another seed's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets),
+                                      init_lora_weights=False))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(4.0)
+    model.save_pretrained(path)
+    return path
