@@ -14,11 +14,10 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import sse
-from gateway.openai_errors import Endpoint, as_openai_error
+from gateway.openai_errors import Endpoint, as_openai_error, shaped_endpoint
 from liftoff.core.http.middleware import ReshapeErrors
 from liftoff.core.http.responses import json_response
 from liftoff.core.http.types import ASGIApp, Receive, Scope, Send
@@ -101,15 +100,7 @@ def error_event(exc: BaseException) -> bytes:
 
 def anthropic_endpoint(handler: Endpoint) -> Endpoint:
     """A route whose every failure answers in Anthropic's envelope."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Exception as exc:  # noqa: BLE001 — every failure is an answer in the API's error shape
-            return as_anthropic_error(exc).response()
-
-    endpoint.__name__ = handler.__name__
-    return endpoint
+    return shaped_endpoint(handler, as_anthropic_error)
 
 
 def is_anthropic_path(path: str) -> bool:

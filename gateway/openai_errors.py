@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from pydantic import ValidationError
@@ -84,7 +84,8 @@ def model_not_found(model: str, known: list[str]) -> OpenAIError:
 def from_api_error(err: ApiError, model: str | None = None) -> OpenAIError:
     """A dispatcher or reader error in OpenAI's terms: an unknown consumer group is OpenAI's model_not_found."""
     status = _STATUS.get(err.status, err.status)
-    if err.status == 404 and isinstance(err.details, dict) and "known_groups" in err.details:
+    if err.status == 404 and isinstance(err.details, dict) and \
+            ("known_groups" in err.details or "known_adapters" in err.details):
         return OpenAIError(404, err.message, "model", "model_not_found")
     param = "model" if err.status == 503 and model is not None else None
     return OpenAIError(status, err.message, param, headers=err.headers)
@@ -123,17 +124,26 @@ def as_openai_error(exc: BaseException, model: str | None = None) -> OpenAIError
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def openai_endpoint(handler: Endpoint) -> Endpoint:
-    """A route whose every failure answers in OpenAI's envelope (the port's shared handlers speak Takeoff)."""
+class _Answerable(Protocol):
+    def response(self) -> Response: ...
+
+
+def shaped_endpoint(handler: Endpoint, as_error: Callable[[BaseException], _Answerable]) -> Endpoint:
+    """A route whose every failure is answered by `as_error`'s error (a protocol's own envelope)."""
 
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
-        except Exception as exc:  # noqa: BLE001 — every failure is an answer in the port's error shape
-            return as_openai_error(exc).response()
+        except Exception as exc:  # noqa: BLE001 — every failure is an answer in the API's error shape
+            return as_error(exc).response()
 
     endpoint.__name__ = handler.__name__
     return endpoint
+
+
+def openai_endpoint(handler: Endpoint) -> Endpoint:
+    """A route whose every failure answers in OpenAI's envelope (the port's shared handlers speak Takeoff)."""
+    return shaped_endpoint(handler, as_openai_error)
 
 
 def openai_shape(status: int, message: str) -> dict[str, Any]:
