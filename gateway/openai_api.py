@@ -21,6 +21,7 @@ from starlette.routing import Route
 from gateway.anthropic_messages import anthropic_routes
 from gateway.openai_errors import OpenAIError, from_api_error, model_not_found, openai_endpoint
 from gateway.openai_generation import Completion
+from gateway.openai_images import ImageCompletion, chat_images
 from gateway.openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_openai
 from gateway.openai_readers import Readers
 from gateway.openai_rerank import rerank_routes
@@ -28,6 +29,7 @@ from gateway.openai_responses import responses_routes
 from gateway.openai_tools import tool_plan
 from gateway.services import encode
 from gateway.services.limits import check_count, check_fanout
+from liftoff.core.adapters import SEPARATOR, split_model
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError
 from liftoff.core.http.openapi import Doc, documented
@@ -46,7 +48,8 @@ def openai_routes(gw: Gateway) -> list[Route]:
         documented(Route("/v1/embeddings", openai_endpoint(api.embeddings), methods=["POST"]),
                    Doc(summary="embeddings", body=EmbeddingRequest)),
         documented(Route("/v1/models", openai_endpoint(api.models), methods=["GET"]),
-                   Doc(summary="the models (consumer groups) with a live reader")),
+                   Doc(summary="the models (consumer groups with a live reader, and `group:adapter` for each LoRA "
+                               "adapter they serve)")),
         documented(Route("/v1/models/{model:path}", openai_endpoint(api.model), methods=["GET"]),
                    Doc(summary="one model")),
         *rerank_routes(gw),
@@ -64,11 +67,14 @@ class OpenAIApi:
 
     async def chat_completions(self, request: Request) -> Response:
         req = parse_openai(ChatCompletionRequest, await read_json_object(request))
-        messages = [m.template_view(i) for i, m in enumerate(req.messages)]
+        images = await chat_images(self.gw, req)
+        messages = [m.template_view(i, parts=bool(images)) for i, m in enumerate(req.messages)]
         tools = None
         if req.tools and req.tool_choice != "none":
             tools = tool_plan(req.tools, req.tool_choice, req.parallel_tool_calls,
                               await self.readers.tool_call_parser(req.model), req.constraint_param())
+        if images:
+            return await respond(ImageCompletion(self.gw, "chat", req, [], chat=messages, tools=tools, images=images))
         return await respond(Completion(self.gw, "chat", req, [], chat=messages, tools=tools))
 
     async def completions(self, request: Request) -> Response:
@@ -115,18 +121,34 @@ class OpenAIApi:
             raise from_api_error(err, model) from None
 
     async def models(self, request: Request) -> Response:
-        groups = await self.readers.live_groups()
-        return json_response({"object": "list", "data": [model_card(g, rs) for g, rs in groups.items()]})
+        return json_response({"object": "list", "data": list((await self.cards(fresh=True)).values())})
+
+    async def cards(self, fresh: bool = False) -> dict[str, dict[str, Any]]:
+        """Model id → its card: each live group, then each of its LoRA adapters as `group:adapter` (vLLM's
+        convention: an adapter is a model of its own, whose `parent` is the base). The listing reads the registry
+        afresh, so that an adapter just added or removed shows at once."""
+        cards: dict[str, dict[str, Any]] = {}
+        for group, records in (await self.readers.live_groups(fresh)).items():
+            cards[group] = model_card(group, records)
+            for adapter, serving in self.readers.adapters(records).items():
+                name = f"{group}{SEPARATOR}{adapter}"
+                cards[name] = {**model_card(name, serving), "parent": group}
+        return cards
 
     async def model(self, request: Request) -> Response:
         name = request.path_params["model"]
-        groups = await self.readers.live_groups()
-        if name not in groups:
+        cards = await self.cards()
+        if name not in cards:
             await self.readers.records(fresh=True)
-            groups = await self.readers.live_groups()
-        if name not in groups:
-            raise model_not_found(name, sorted(groups))
-        return json_response(model_card(name, groups[name]))
+            cards = await self.cards()
+        if name not in cards:
+            group, adapter = split_model(name)
+            if adapter is not None and group in cards:
+                raise OpenAIError(404, f"The model {name!r} does not exist: consumer group {group!r} serves no LoRA "
+                                  f"adapter {adapter!r}; its models: "
+                                  f"{[c for c in cards if split_model(c)[0] == group]}", "model", "model_not_found")
+            raise model_not_found(name, sorted(c for c in cards if SEPARATOR not in c))
+        return json_response(cards[name])
 
 
 async def respond(completion: Completion) -> Response:

@@ -26,6 +26,7 @@ from gateway.openai_protocol import SamplingRequest
 from gateway.openai_tools import ToolPlan
 from gateway.services import generate
 from gateway.services.generate import Generation, ReplyStream
+from liftoff.core.adapters import split_model
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.responses import json_response
 from liftoff.core.tool_calls import ToolStream
@@ -138,7 +139,10 @@ class Completion:
         else:
             prompts, work = [(f"prompt {i}", len(p.encode())) for i, p in enumerate(self.prompts)], {}
         params = {**self.req.params(), **(self.tools.params if self.tools is not None else {})}
-        gen = Generation(group=self.req.model, texts=[p for p in self.prompts for _ in range(self.n)],
+        group, adapter = split_model(self.req.model)  # `group:adapter` runs the group's LoRA adapter
+        if adapter is not None:
+            params["lora_id"] = adapter
+        gen = Generation(group=group, texts=[p for p in self.prompts for _ in range(self.n)],
                          params=params, batched=True, count=self.count, prompts=prompts, work=work,
                          copies=self.n)
         generate.check_limits(self.gw.settings, gen)

@@ -17,6 +17,7 @@ from typing import Any
 from gateway.openai_errors import OpenAIError, from_api_error, model_not_found
 from gateway.services.tokenizer import TokenizerKind, run_on_reader
 from liftoff.core import registry
+from liftoff.core.adapters import split_model
 from liftoff.core.http.context import Gateway
 from liftoff.core.http.errors import ApiError
 
@@ -38,17 +39,19 @@ class Readers:
             self._read_at = now
         return self._records
 
-    async def live_groups(self) -> dict[str, list[registry.ReaderRecord]]:
+    async def live_groups(self, fresh: bool = False) -> dict[str, list[registry.ReaderRecord]]:
         """Consumer group → its live readers."""
         groups: dict[str, list[registry.ReaderRecord]] = {}
-        for record in await self.records():
+        for record in await self.records(fresh):
             if record.status == "live":
                 for group in record.info.consumer_groups:
                     groups.setdefault(group, []).append(record)
         return dict(sorted(groups.items()))
 
-    async def pick(self, group: str, fresh: bool = False) -> str:
-        """A live reader of `group`, round-robin; 404 for a group nobody serves, 503 for one without a live reader."""
+    async def pick(self, model: str, fresh: bool = False) -> str:
+        """A live reader of `model`'s group (`group` or `group:adapter`), round-robin; 404 for a group nobody
+        serves, 503 for one without a live reader."""
+        group = split_model(model)[0]
         records = await self.records(fresh)
         live = [r.reader_id for r in records if r.status == "live" and group in r.info.consumer_groups]
         if not live and not fresh:
@@ -59,13 +62,23 @@ class Readers:
             raise OpenAIError(503, f"model {group!r} has no live reader; try again once a reader is live", "model")
         raise model_not_found(group, sorted(await self.live_groups()))
 
-    async def tool_call_parser(self, group: str) -> str | None:
+    async def tool_call_parser(self, model: str) -> str | None:
         """The tool-call format the group's live readers publish (the first that has one), or None; 404 / 503 as
         `pick` for a group without live readers."""
-        await self.pick(group)
+        await self.pick(model)
+        group = split_model(model)[0]
         parsers = [r.info.tool_call_parser for r in await self.records()
                    if r.status == "live" and group in r.info.consumer_groups and r.info.tool_call_parser]
         return parsers[0] if parsers else None
+
+    @staticmethod
+    def adapters(records: list[registry.ReaderRecord]) -> dict[str, list[registry.ReaderRecord]]:
+        """LoRA adapter → the readers (of `records`) that serve it."""
+        out: dict[str, list[registry.ReaderRecord]] = {}
+        for record in records:
+            for adapter in record.info.loras:
+                out.setdefault(adapter["name"], []).append(record)
+        return dict(sorted(out.items()))
 
     async def call(self, group: str, kind: TokenizerKind, args: dict[str, Any]) -> Any:
         """Tokenizer work on one live reader of `group`; a reader that died since the last look is replaced once."""

@@ -1,4 +1,5 @@
-"""Reader management on the management port: list by group, add, remove (after draining), show a config.
+"""Reader management on the management port: list by group, add, remove (after draining), show a config, and add
+or remove a generation reader's LoRA adapters while it runs (docs/lora.md).
 
 Listing covers every reader of every host that shares the Redis. Adding and removing act on the readers of this
 host's supervisor: a gateway-only host (`role = "gateway"`) starts none, so it refuses to add one (409), and a reader
@@ -11,17 +12,19 @@ import asyncio
 import uuid
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from liftoff.core import registry
+from liftoff.core.adapters import parse_lora
 from liftoff.core.http.context import Gateway
-from liftoff.core.http.errors import ApiError, NotFound, Unavailable, Unprocessable, from_validation
+from liftoff.core.http.errors import ApiError, BadRequest, NotFound, Unavailable, Unprocessable, from_validation
 from liftoff.core.http.openapi import Doc, documented
-from liftoff.core.http.parsing import read_json_object
+from liftoff.core.http.parsing import read_json_object, validate
 from liftoff.core.http.responses import json_response
+from liftoff.core.keys import Keys
 from liftoff.core.settings import ReaderConfig, Settings
 from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader, running_readers
@@ -32,6 +35,16 @@ REMOVE_POLL_S = 0.1
 
 class Conflict(ApiError):
     status = 409
+
+
+class LoraRequest(BaseModel):
+    """A LoRA adapter to load on a running reader: `source` as in a `loras` entry, `name` (default: from the
+    source) what requests pick it by."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    name: str | None = None
 
 
 def reader_routes(gw: Gateway) -> list[Route]:
@@ -58,6 +71,15 @@ class ReaderManagement:
                            errors={409: "another host's supervisor runs that reader"})),
             documented(Route("/config/{reader_id}", self.reader_config, methods=["GET"]),
                        Doc(summary="one reader's configuration")),
+            documented(Route("/reader/{reader_id}/loras", self.add_lora, methods=["POST"]),
+                       Doc(summary="load a LoRA adapter on a running generation reader", body=LoraRequest,
+                           ok={201: "the adapter is loaded; requests may pick it"},
+                           errors={404: "no live reader by that id", 409: "an adapter of that name is loaded",
+                                   422: "the adapter cannot be had or does not fit the model"})),
+            documented(Route("/reader/{reader_id}/loras/{name}", self.remove_lora, methods=["DELETE"]),
+                       Doc(summary="remove a LoRA adapter from a running reader",
+                           ok={200: "new requests may no longer pick it; its memory is freed once its last rows end"},
+                           errors={404: "no live reader by that id, or no adapter by that name on it"})),
         ]
 
     async def records(self) -> list[registry.ReaderRecord]:
@@ -154,6 +176,34 @@ class ReaderManagement:
         if reader_id in configs:
             return json_response(configs[reader_id].model_dump())
         raise NotFound(f"no reader {reader_id!r}")
+
+
+    async def add_lora(self, request: Request) -> Response:
+        body = await read_json_object(request)
+        unknown = sorted(k for k in body if k not in LoraRequest.model_fields)
+        if unknown:
+            raise BadRequest(f"unknown fields: {unknown}; a LoRA adapter takes source and name")
+        req = validate(LoraRequest, body)
+        try:
+            name, source = parse_lora(f"{req.name}={req.source}" if req.name is not None else req.source)
+        except ValueError as exc:
+            raise Unprocessable(str(exc)) from None
+        result = await self._on_reader(request.path_params["reader_id"], "lora_add", {"name": name, "source": source})
+        return json_response(result, 201)
+
+    async def remove_lora(self, request: Request) -> Response:
+        result = await self._on_reader(request.path_params["reader_id"], "lora_remove",
+                                       {"name": request.path_params["name"]})
+        return json_response(result)
+
+    async def _on_reader(self, reader_id: str, kind: str, args: dict[str, Any]) -> Any:
+        """`kind` run by the live reader `reader_id` (its direct group), which answers with the change made."""
+        live = sorted(r.reader_id for r in await self.records() if r.status == "live")
+        if reader_id not in live:
+            raise NotFound(f"no live reader {reader_id!r}; live readers: {live}", {"live_readers": live})
+        dispatcher = self.gw.dispatcher
+        ticket = await dispatcher.submit(Keys.direct_group(reader_id), [], kind=kind, args=args)
+        return (await dispatcher.outcome(ticket)).result
 
 
 def reader_host(settings: Settings, action: str) -> str:

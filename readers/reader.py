@@ -32,7 +32,7 @@ from liftoff.core.keys import Keys
 from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, EXIT_OK, compute_backoff, critical_task
 from liftoff.core.redis_client import connect
 from liftoff.core.settings import ReaderConfig
-from liftoff.core.wire import TOKENIZER_KINDS, ReaderInfo
+from liftoff.core.wire import ADAPTER_KINDS, TOKENIZER_KINDS, ReaderInfo
 from readers.consumer import GroupConsumer
 from readers.engines import Engine, EngineLoadError, load_engine
 from readers.engines.base import EngineRequestError
@@ -135,6 +135,7 @@ class Reader:
                 return EXIT_MODEL_LOAD_ERROR
         self.info.model_type = self.engine.model_type
         self.info.tool_call_parser = self.engine.tool_call_parser()
+        self._publish_adapters()
         self.capacity = self.engine.max_batch_size  # "auto" is resolved by the engine's load
         self.info.config = {**self.info.config, "max_batch_size": self.capacity}
         await self._calibrate()
@@ -326,6 +327,8 @@ class Reader:
                 self.sink.error(job, 504, "the request's deadline passed before a reader took it")
             elif job.item.kind in TOKENIZER_KINDS:
                 self._tokenizer_job(job)
+            elif job.item.kind in ADAPTER_KINDS:
+                await self._adapter_job(job)
             elif job.item.kind not in self.engine.kinds:
                 self.sink.error(job, 400, f"consumer group {job.group!r} is served by a {self.engine.model_type} "
                                 f"model ({self.info.model_name}), which does not serve {job.item.kind} requests")
@@ -357,6 +360,29 @@ class Reader:
             self.sink.done(job, None, result=self.engine.tokenizer_op(job.item.kind, job.item.args or {}))
         except EngineRequestError as exc:
             self.sink.error(job, exc.status, str(exc))
+
+    async def _adapter_job(self, job: Job) -> None:
+        """Add or remove a LoRA adapter; the registry shows the change before the reply goes (so the gateway's
+        check of `lora_id` knows it as soon as the caller does)."""
+        assert self.engine is not None
+        try:
+            result = await self.engine.adapter_op(job.item.kind, job.item.args or {})
+        except EngineRequestError as exc:
+            self.sink.error(job, exc.status, str(exc))
+            return
+        self._publish_adapters()
+        try:
+            await self._beat()
+        except TRANSIENT as exc:
+            log.warning("the registry shows the adapter change at the next heartbeat: %s", exc)
+        self.sink.done(job, None, result=result)
+
+    def _publish_adapters(self) -> None:
+        """The loaded adapters into the registry entry: their views, and `loras` in /config/{id} as they run."""
+        assert self.engine is not None
+        self.info.loras = self.engine.adapters()
+        if self.info.loras or self.info.config.get("loras"):
+            self.info.config = {**self.info.config, "loras": [f"{a['name']}={a['source']}" for a in self.info.loras]}
 
     def _count(self, job: Job) -> None:
         if job.cancelled:

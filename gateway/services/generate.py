@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.services import adapters
 from gateway.services.limits import check_count, check_prompt_sizes, check_queued_bytes
 from liftoff.core.dispatch import Dispatcher, Ticket
 from liftoff.core.http.context import Gateway
@@ -49,8 +50,11 @@ def check_limits(settings: Settings, gen: Generation) -> None:
 
 
 async def submit(gw: Gateway, gen: Generation, stream: bool = False) -> Ticket:
-    """Check `gen` against the limits and queue it for its consumer group."""
+    """Check `gen` against the limits (and its LoRA adapter against the group's) and queue it for its consumer
+    group."""
     check_limits(gw.settings, gen)
+    if gen.params.get("lora_id"):
+        await adapters.require(gw, gen.group, gen.params["lora_id"])
     return await gw.dispatcher.submit(gen.group, gen.texts, gen.params, stream=stream, batched=gen.batched,
                                       **gen.work)
 

@@ -196,8 +196,9 @@ class ReaderConfig(BaseModel):
     @field_validator("consumer_group")
     @classmethod
     def _group(cls, value: str) -> str:
-        if not value or any(c in value for c in " \t\r\n{}"):
-            raise ValueError(f"consumer_group must be a non-empty name without spaces or braces; given {value!r}")
+        if not value or any(c in value for c in " \t\r\n{}:"):
+            # ':' is the OpenAI port's `group:adapter` (liftoff.core.adapters)
+            raise ValueError(f"consumer_group must be a non-empty name without spaces, braces or ':'; given {value!r}")
         return value
 
     @field_serializer("access_token")

@@ -19,6 +19,8 @@ async def reader_maps(gw: Gateway) -> dict[str, Any]:
     maps: dict[str, Any] = {"live_readers": {}, "loading_readers": {}, "dead_readers": {}, "last_heartbeat": {}}
     for record in records:
         view = {**record.info.reference_view(), "hostname": record.info.hostname}
+        if record.info.loras:
+            view["loras"] = record.info.loras
         maps[f"{record.status}_readers"][record.reader_id] = view
         maps["last_heartbeat"][record.reader_id] = record.heartbeat_view()
     return maps

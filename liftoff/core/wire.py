@@ -55,9 +55,12 @@ class GenerationParams(BaseModel):
     logprobs: int | None = None  # None: none; k: each generated token's log probability and the k most likely
 
 
-WorkKind = Literal["generate", "embed", "classify", "tokenize", "detokenize", "chat_template"]
+WorkKind = Literal["generate", "embed", "classify", "tokenize", "detokenize", "chat_template", "lora_add",
+                   "lora_remove"]
 # Work for one particular reader (its tokenizer), sent to its direct group rather than to a consumer group.
 TOKENIZER_KINDS = frozenset({"tokenize", "detokenize", "chat_template"})
+# Also for one reader: load a LoRA adapter (args {name, source}) or remove one (args {name}); the management API's.
+ADAPTER_KINDS = frozenset({"lora_add", "lora_remove"})
 
 
 class WorkItem(BaseModel):
@@ -163,6 +166,8 @@ class ReaderInfo(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)  # the ReaderConfig it runs, for GET /config/{reader_id}
     jobs: dict[str, int] = Field(default_factory=dict)  # counters: active, completed, failed, cancelled, reclaimed
     tool_call_parser: str | None = None  # the format its model writes tool calls in (liftoff.core.tool_calls)
+    # the LoRA adapters requests may pick (`lora_id`): {name, source, rank, alpha, target_modules, parameters, bytes}
+    loras: list[dict[str, Any]] = Field(default_factory=list)
 
     def reference_view(self) -> dict[str, Any]:
         """The reference's ReaderInfo fields, plus `error` when the reader failed (why it is dead)."""

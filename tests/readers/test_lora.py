@@ -17,6 +17,7 @@ from readers.engines.base import EngineLoadError, EngineRequestError
 from readers.engines.generation import GenerationEngine
 
 from tiny_models import build_llama, build_lora, make_job, run_jobs
+from tiny_models import peft_greedy as peft_reference
 
 PROMPT = "The quick brown fox"
 NEW = 16
@@ -31,19 +32,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def peft_greedy(models: dict[str, Path], adapter: str | None, prompt: str = PROMPT) -> str:
-    """What peft's own model generates greedily for `adapter` (None: the base model alone)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(models["base"])
-    model: Any = AutoModelForCausalLM.from_pretrained(models["base"]).eval()
-    if adapter is not None:
-        model = PeftModel.from_pretrained(model, str(models[adapter])).eval()
-    ids = tokenizer(prompt, return_tensors="pt")
-    out = model.generate(**ids, do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW,
-                         pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True,
-                            clean_up_tokenization_spaces=False)
+    return peft_reference(models["base"], models[adapter] if adapter is not None else None, prompt, NEW)
 
 
 @pytest.fixture(scope="module")

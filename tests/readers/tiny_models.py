@@ -238,3 +238,20 @@ def build_lora(base: Path, path: Path, seed: int, rank: int = 8,
                 param.mul_(4.0)
     model.save_pretrained(path)
     return path
+
+
+def peft_greedy(base: Path, adapter: Path | None, prompt: str, new_tokens: int) -> str:
+    """What peft's own model generates greedily (exactly `new_tokens`) with the adapter in `adapter` (None: the
+    base model alone), decoded as the readers decode."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter)).eval()
+    ids = tokenizer(prompt, return_tensors="pt")
+    out = model.generate(**ids, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                         pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True,
+                            clean_up_tokenization_spaces=False)
