@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway import sse
 from gateway.generate_asgi import GenerateApp
+from gateway.image_generate import image_routes
 from gateway.protocol import ClassifyRequest, EmbedRequest, GenerateRequest
 from gateway.requests import classify_takeoff, embed_takeoff, generation
 from gateway.services import generate
@@ -67,6 +68,7 @@ def inference_routes(gw: Gateway) -> list[BaseRoute]:
         documented(Route("/classify", classify, methods=["POST"]),
                    Doc(summary="classify texts or text pairs", body=ClassifyRequest)),
         *tokenizer_routes(gw),
+        *image_routes(gw, takeoff_events),
         documented(Route("/status", short_status, methods=["GET"]), Doc(summary="live and dead readers, ports")),
     ]
 

@@ -225,9 +225,21 @@ class TextPart(Strict):
     text: StrictStr
 
 
+class ImageUrl(Strict):
+    url: StrictStr
+    detail: Literal["auto"] | None = None  # "low" / "high" would choose a resolution; the model's processor does
+
+
+class ImagePart(Strict):
+    """An image (gateway.openai_images): a `data:` URL, or an http(s) URL where the server allows remote images."""
+
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
 class ChatMessage(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: StrictStr | list[TextPart] | None = None
+    content: StrictStr | list[TextPart | ImagePart] | None = None
     name: StrictStr | None = None
     tool_calls: list[HistoryToolCall] | None = None  # assistant: the calls it made
     tool_call_id: StrictStr | None = None  # tool: the call this is the result of
@@ -239,13 +251,30 @@ class ChatMessage(Strict):
         if isinstance(v, list):
             for part in v:
                 kind = part.get("type") if isinstance(part, dict) else None
-                rule(kind == "text", "only text content parts are supported (no images, audio or files)", kind)
+                rule(kind in ("text", "image_url"), "only text and image_url content parts are supported (no audio "
+                     "or files)", kind)
         return v
 
-    def template_view(self, index: int = 0) -> dict[str, Any]:
+    @property
+    def images(self) -> list[ImagePart]:
+        return [p for p in self.content if isinstance(p, ImagePart)] if isinstance(self.content, list) else []
+
+    def template_view(self, index: int = 0, parts: bool = False) -> dict[str, Any]:
         """{role, content} for the chat template (with `tool_calls` or `tool_call_id` when given); `developer` is
-        OpenAI's newer name for `system`."""
-        content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
+        OpenAI's newer name for `system`. `parts`: content as a list of {type: text, text} and {type: image} parts,
+        as vision-language models' templates read it (a chat with images)."""
+        if parts:
+            pieces = [self.content] if isinstance(self.content, str) else self.content or []
+            content: Any = [{"type": "text", "text": p} if isinstance(p, str) else
+                            {"type": "text", "text": p.text} if isinstance(p, TextPart) else {"type": "image"}
+                            for p in pieces]
+        elif isinstance(self.content, str):
+            content = self.content
+        else:
+            if self.images:
+                raise invalid(f"messages[{index}]: image_url content parts are for user messages of a chat "
+                              "completion", f"messages.{index}.content")
+            content = "".join(p.text for p in self.content or [] if isinstance(p, TextPart))
         view: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": content}
         if self.tool_calls:
             view["tool_calls"] = [c.template_view(f"messages.{index}.tool_calls.{j}")

@@ -28,7 +28,8 @@ class Generation:
     (`text[0]`, `prompt 1`, `messages`) with its size in UTF-8 bytes, which `max_prompt_string_bytes` bounds.
     `work` holds the other work item fields (`chats`, `add_generation_prompt`). `copies`: how many times each
     prompt is queued (OpenAI's `n`); the queued text, `prompts`' sizes times `copies`, is bounded by
-    `max_queued_bytes`.
+    `max_queued_bytes`, with the `attached` bytes queued beside it once (the images of an image-to-text request,
+    in `work`).
     """
 
     group: str
@@ -39,6 +40,7 @@ class Generation:
     prompts: list[tuple[str, int]]
     work: dict[str, Any] = field(default_factory=dict)
     copies: int = 1
+    attached: int = 0
 
 
 def check_limits(settings: Settings, gen: Generation) -> None:
@@ -46,7 +48,7 @@ def check_limits(settings: Settings, gen: Generation) -> None:
     its own to make after them may call this first."""
     check_count(gen.count, settings.max_user_batch_size)
     check_prompt_sizes(gen.prompts, settings.max_prompt_string_bytes)
-    check_queued_bytes(gen.prompts, gen.copies, settings.max_queued_bytes)
+    check_queued_bytes(gen.prompts, gen.copies, settings.max_queued_bytes, gen.attached)
 
 
 async def submit(gw: Gateway, gen: Generation, stream: bool = False) -> Ticket:

@@ -29,14 +29,16 @@ def check_fanout(what: str, count: int, limit: int) -> None:
         raise Unprocessable(f"{what} is {count} answers; the limit (max_user_batch_size) is {limit}")
 
 
-def check_queued_bytes(prompts: Iterable[tuple[str, int]], copies: int, limit: int) -> None:
-    """The prompt text one request would queue, each prompt `copies` times (OpenAI's `n`), at most `limit` bytes
-    (max_queued_bytes): a body within the body limit must not become a far larger stream entry."""
+def check_queued_bytes(prompts: Iterable[tuple[str, int]], copies: int, limit: int, attached: int = 0) -> None:
+    """The prompt text one request would queue, each prompt `copies` times (OpenAI's `n`), with the `attached`
+    bytes (its images, base64) once, at most `limit` bytes (max_queued_bytes): a body within the body limit must not
+    become a far larger stream entry."""
     total = 0
     for _, size in prompts:  # a loop, not sum() of a generator: this runs on every request
         total += size
-    total *= copies
+    total = total * copies + attached
     if total > limit:
         times = f" ({copies} copies of each prompt, n)" if copies > 1 else ""
-        raise PayloadTooLarge(f"the request would queue {total} bytes of prompt text{times}; the limit "
+        images = f" and images ({attached} bytes)" if attached else ""
+        raise PayloadTooLarge(f"the request would queue {total} bytes of prompt text{times}{images}; the limit "
                               f"(max_queued_bytes) is {limit}")

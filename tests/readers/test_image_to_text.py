@@ -4,12 +4,11 @@ gives for the same prompt and image, alone and batched, streamed and whole; what
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
 import orjson
 import pytest
-from tiny_vlm import IMAGE_TOKEN, build_llava, png_bytes
+from tiny_vlm import IMAGE_TOKEN, build_llava, hf_greedy, png_bytes
 
 from liftoff.core import wire
 from liftoff.core.settings import ReaderConfig
@@ -47,21 +46,6 @@ def job(request_id: str, texts: list[str], images: list[bytes] | None = None, st
     return Job(group="primary", stream="requests", entry_id=b"0-1", item=item)
 
 
-def reference(model_dir: Path, prompt: str, images: list[bytes], max_new: int, templated: bool = False) -> str:
-    """transformers' own greedy answer for `prompt` and `images`, in-process."""
-    import torch
-    from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(model_dir, backend="pil")
-    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
-    pil = [Image.open(io.BytesIO(i)).convert("RGB") for i in images]
-    inputs = processor(images=pil or None, text=[prompt], return_tensors="pt", add_special_tokens=not templated)
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new, do_sample=False)
-    return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-
-
 def test_a_vision_model_with_an_image_processor_is_image_to_text(model_dir: Path) -> None:
     assert detect_model_type(model_dir) == "image-to-text"
 
@@ -79,11 +63,11 @@ def test_answers_match_transformers_generate_alone_and_batched(engine, model_dir
     sink = run_jobs(engine, job("red", ["what is this?"], [RED], max_new_tokens=12, return_metadata=True))
     kind, texts, metadata, _ = sink.finals["red"]
     assert kind == "done"
-    want_red = reference(model_dir, IMAGE_TOKEN + "what is this?", [RED], 12)
+    want_red = hf_greedy(model_dir, IMAGE_TOKEN + "what is this?", [RED], 12)
     assert texts == [want_red] and want_red
     assert metadata[0]["generated_tokens"] > 0 and metadata[0]["prompt_tokens"] > 16  # the image's 16 tokens in it
-    want_blue = reference(model_dir, IMAGE_TOKEN + "what is this?", [BLUE], 12)
-    want_text = reference(model_dir, "Hello world", [], 12)
+    want_blue = hf_greedy(model_dir, IMAGE_TOKEN + "what is this?", [BLUE], 12)
+    want_text = hf_greedy(model_dir, "Hello world", [], 12)
     # three requests read together share one left-padded batch: each answer is still its own
     sink = run_jobs(engine, job("r", ["what is this?"], [RED], max_new_tokens=12),
                     job("b", ["what is this?"], [BLUE], max_new_tokens=12),
@@ -94,7 +78,7 @@ def test_answers_match_transformers_generate_alone_and_batched(engine, model_dir
 def test_a_stream_joins_to_the_whole_answer_and_a_chat_uses_the_processors_template(engine, model_dir) -> None:
     chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe it"}]}]
     rendered = "<s><|user|><image>describe it</s><|assistant|>"
-    want = reference(model_dir, rendered, [RED], 10, templated=True)
+    want = hf_greedy(model_dir, rendered, [RED], 10, templated=True)
     sink = run_jobs(engine, job("s", [], [RED], stream=True, chats=[chat, chat], max_new_tokens=10),
                     job("w", ["describe it"], [RED], use_chat_template=True, max_new_tokens=10))
     assert sink.finals["s"][:2] == ("done", None)

@@ -72,3 +72,19 @@ def png_bytes(size: tuple[int, int] = (48, 40), color: tuple[int, int, int] = (2
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+def hf_greedy(model_dir: Path, prompt: str, images: list[bytes], max_new: int, templated: bool = False) -> str:
+    """transformers' own greedy answer for `prompt` and `images` (PNG/JPEG bytes), in-process: what a reader must
+    give for the same request."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir, backend="pil")
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    pil = [Image.open(io.BytesIO(i)).convert("RGB") for i in images]
+    inputs = processor(images=pil or None, text=[prompt], return_tensors="pt", add_special_tokens=not templated)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new, do_sample=False)
+    return str(processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
