@@ -216,5 +216,6 @@ def fit_json(fit: ModelFit) -> dict[str, object]:
         "context_used": fit.context,
         "kv_cache_gb": round(fit.kv_cache_gb, 3),
         "active_params_b": model.active_params_b,
+        "vision_params_b": model.vision_params_b,
         "source": model.source,
     }

@@ -65,6 +65,8 @@ class ModelSpec:
     source: str = "catalog"  # catalog | repository | overlay
     path: str | None = None  # the model directory, for repository models
     weights_gb: float | None = None  # size of the weight files on disk, for repository models
+    # of params_b, the vision tower and its projector (image-to-text models): in memory, but not read per token
+    vision_params_b: float | None = None
     parameter_count: str = ""
     category: str = ""
 
@@ -81,8 +83,11 @@ class ModelSpec:
 
     @property
     def speed_params_b(self) -> float:
-        """The parameters read per generated token: the active ones for a mixture of experts."""
-        return self.active_params_b if self.is_moe and self.active_params_b else self.params_b
+        """The parameters read per generated token: the active ones for a mixture of experts; a vision tower's are
+        read once per image, not per token."""
+        if self.is_moe and self.active_params_b:
+            return self.active_params_b
+        return self.params_b - (self.vision_params_b or 0.0)
 
 
 _FIELD_NAMES = {f.name for f in fields(ModelSpec)}

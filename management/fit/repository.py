@@ -3,6 +3,10 @@
 Parameters are counted exactly from safetensors headers (8-byte length, then a JSON table of dtype and shape per
 tensor: no tensor data is read). Without safetensors, the weight files' size over the dtype's width gives the count,
 and without weights the count is computed from the config's shapes. Architecture numbers come from the config.
+
+An image-to-text model's vision tower and projector (`vision_config`) are counted in its parameters (so in a
+reader's memory) and apart (`vision_params_b`): from the safetensors tensors under their module names, else from
+the vision config's shapes. They are read once per image, not per generated token, so speed leaves them out.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from management.fit.catalog import ModelSpec
 MAX_DEPTH = 3  # repository_path/<org>/<name>/config.json is the deepest layout Liftoff writes
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 GIB = 1024**3
+# The module names (within a tensor name's first three parts) of vision towers and their projectors.
+VISION_MODULES = frozenset({"vision_tower", "vision_model", "visual", "vision_encoder", "multi_modal_projector",
+                            "mm_projector", "vision_projection", "image_newline"})
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1, "F32": 4, "F16": 2, "BF16": 2,
                "I8": 1, "U8": 1, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
@@ -55,11 +62,14 @@ def spec_from_directory(directory: Path, name: str) -> ModelSpec:
     text = config.get("text_config") or config
     weight_files = [p for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)]
     weights_bytes = sum(p.stat().st_size for p in weight_files)
-    params = _safetensors_params(weight_files)
+    counted = _safetensors_params(weight_files)
+    params, vision = counted if counted is not None else (None, None)
     if params is None and weights_bytes:
         params = weights_bytes / DTYPE_BYTES.get(str(config.get("torch_dtype", "float32")), 4)
+    if vision is None:
+        vision = vision_params_from_config(config)
     if params is None:
-        params = params_from_config(text)
+        params = params_from_config(text) + vision
     layers, kv_heads, head_dim = architecture(text)
     experts = text.get("num_local_experts") or text.get("num_experts") or text.get("n_routed_experts")
     per_token = text.get("num_experts_per_tok") or text.get("moe_topk")
@@ -81,22 +91,57 @@ def spec_from_directory(directory: Path, name: str) -> ModelSpec:
         source="repository",
         path=str(directory),
         weights_gb=round(weights_bytes / GIB, 4) if weights_bytes else None,
+        vision_params_b=round(vision / 1e9, 6) if vision else None,
     )
 
 
-def _safetensors_params(files: list[Path]) -> float | None:
+def _safetensors_params(files: list[Path]) -> tuple[float, float] | None:
+    """All parameters of the safetensors files, and those of a vision tower and projector among them."""
     tensors = [p for p in files if p.name.endswith(".safetensors")]
     if not tensors:
         return None
-    total = 0
+    total = vision = 0
     for path in tensors:
         with open(path, "rb") as f:
             (length,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(length))
         for key, entry in header.items():
             if key != "__metadata__":
-                total += math.prod(entry["shape"])
-    return float(total)
+                count = math.prod(entry["shape"])
+                total += count
+                if VISION_MODULES.intersection(key.split(".")[:3]):
+                    vision += count
+    return float(total), float(vision)
+
+
+def vision_params_from_config(config: dict[str, Any]) -> float:
+    """A vision tower's weights implied by `vision_config` (a ViT: patch and position embeddings, attention and MLP
+    per layer) and a two-layer projector into the text model's width; 0 without a vision config."""
+    vision = config.get("vision_config")
+    if not isinstance(vision, dict):
+        return 0.0
+    hidden = vision.get("hidden_size") or vision.get("embed_dim") or 0
+    layers = vision.get("num_hidden_layers") or vision.get("depth") or 0
+    inner = vision.get("intermediate_size") or 4 * hidden
+    patch = vision.get("patch_size") or 14
+    image = vision.get("image_size") or 224
+    channels = vision.get("num_channels") or 3
+    text_hidden = (config.get("text_config") or config).get("hidden_size") or hidden
+    embeddings = channels * patch * patch * hidden + ((image // patch) ** 2 + 1) * hidden
+    per_layer = 4 * hidden * hidden + 2 * hidden * inner
+    projector = hidden * text_hidden + text_hidden * text_hidden
+    return float(embeddings + layers * per_layer + projector)
+
+
+def adapter_params(directory: Path) -> float | None:
+    """Parameters of the LoRA adapter in `directory` (its safetensors header, or its weight file's size at fp32);
+    None when there is no adapter there (not yet downloaded)."""
+    if not (directory / "adapter_config.json").is_file():
+        return None
+    weights = [p for p in directory.iterdir() if p.is_file() and p.name.startswith("adapter_model")
+               and p.name.endswith(WEIGHT_SUFFIXES)]
+    params = _safetensors_params(weights)
+    return params if params is not None else sum(p.stat().st_size for p in weights) / 4
 
 
 def architecture(config: dict[str, Any]) -> tuple[int | None, int | None, int | None]:

@@ -96,3 +96,28 @@ def test_what_it_cannot_honour_is_refused_by_name(engine) -> None:
     assert sink.finals["schema"][:2] == ("error", 422) and "json_schema" in sink.finals["schema"][2]
     assert sink.finals["places"][:2] == ("error", 422) and "places 2 images but 1" in sink.finals["places"][2]
     assert sink.finals["broken"][:2] == ("error", 400) and "images[0]" in sink.finals["broken"][2]
+
+
+def test_the_fit_engine_counts_the_vision_tower(model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from transformers import AutoModelForImageTextToText
+
+    from management.fit.repository import params_from_config, spec_from_directory
+
+    model = AutoModelForImageTextToText.from_pretrained(model_dir)
+    total = sum(p.numel() for p in model.parameters())
+    vision = sum(p.numel() for n, p in model.named_parameters()
+                 if "vision_tower" in n.split(".")[:3] or "multi_modal_projector" in n.split(".")[:3])
+    assert 0 < vision < total
+    spec = spec_from_directory(model_dir, "tiny-llava")
+    assert spec.params_b == round(total / 1e9, 4) and spec.vision_params_b == round(vision / 1e9, 6)
+    assert spec.speed_params_b == pytest.approx((total - vision) / 1e9, abs=1e-4)
+    # without weight files the config's shapes give the count, the vision tower's included
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dir, bare, ignore=shutil.ignore_patterns("*.safetensors"))
+    estimate = spec_from_directory(bare, "bare")
+    assert estimate.vision_params_b == pytest.approx(vision / 1e9, rel=0.15)
+    config = orjson.loads((bare / "config.json").read_bytes())
+    text_only = params_from_config(config["text_config"])
+    assert estimate.params_b == round((text_only + estimate.vision_params_b * 1e9) / 1e9, 4) > round(text_only / 1e9, 4)
