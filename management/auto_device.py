@@ -9,14 +9,18 @@ that says why; so is a model the fit engine knows nothing about (give its device
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from liftoff.core.adapters import parse_loras
 from liftoff.core.registry import ReaderRecord
 from liftoff.core.settings import ReaderConfig
 from management.fit.analysis import fit_json
 from management.fit.catalog import load_catalog
+from management.fit.estimates import GIB
 from management.fit.facts import FactsSource
 from management.fit.placement import DEFAULT_MAX_BATCH_SIZE, PlacementRefused, RunningReader, UnknownModel, place
+from management.fit.repository import adapter_params
 
 NO_MODEL_NEEDED = {"echo"}
 
@@ -50,6 +54,7 @@ async def place_reader(
             running,
             max_sequence_length=config.max_sequence_length,
             max_batch_size=config.batch_slots(DEFAULT_MAX_BATCH_SIZE),
+            adapter_params=loras_params(config, repository_path),
         )
     except PlacementRefused as exc:
         raise AutoPlacementError(str(exc), fit_json(exc.report) if exc.report else None) from None
@@ -67,5 +72,16 @@ async def place_reader(
     )
 
 
+def loras_params(config: ReaderConfig, repository_path: str) -> float:
+    """Parameters of the reader's `loras` found on disk (a hub id not yet downloaded counts none: its size is not
+    known before the download)."""
+    total = 0.0
+    for source in parse_loras(config.loras).values():
+        path = Path(source) if source.startswith("/") else Path(repository_path).expanduser() / source
+        total += (adapter_params(path) if path.is_dir() else None) or 0.0
+    return total
+
+
 def running_readers(records: list[ReaderRecord]) -> list[RunningReader]:
-    return [RunningReader(r.info.model_name, r.info.device) for r in records if r.status != "dead"]
+    return [RunningReader(r.info.model_name, r.info.device, adapters_gb=sum(a.get("bytes", 0) for a in r.info.loras)
+                          / GIB) for r in records if r.status != "dead"]

@@ -136,6 +136,8 @@ class Reader:
         self.info.model_type = self.engine.model_type
         self.info.tool_call_parser = self.engine.tool_call_parser()
         self._publish_adapters()
+        # the model's own memory for the fit engine's calibration: it counts adapters apart (their published bytes)
+        self._loaded_rss -= sum(a["bytes"] for a in self.info.loras)
         self.capacity = self.engine.max_batch_size  # "auto" is resolved by the engine's load
         self.info.config = {**self.info.config, "max_batch_size": self.capacity}
         await self._calibrate()

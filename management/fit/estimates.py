@@ -86,6 +86,12 @@ def weights_gb(model: ModelSpec, quant: str, params_b: float | None = None) -> f
     return (model.params_b if params_b is None else params_b) * BYTES_PER_PARAM[quant]
 
 
+def adapter_gb(params: float, quant: str) -> float:
+    """A LoRA adapter's memory: peft keeps its A and B in the compute dtype of the base layers (fp32 on CPU, 16-bit
+    otherwise, the int8 weight-only quantisation's included)."""
+    return params * (4 if quant == "F32" else 2) / GIB
+
+
 def memory_gb(model: ModelSpec, quant: str, context: int, runtime: str) -> float:
     """Weights + KV cache at `context` + runtime overhead."""
     kv = kv_cache_gb(model, context, kv_bytes_per_element(quant, runtime))

@@ -16,6 +16,7 @@ from management.fit.analysis import ModelFit, analyze
 from management.fit.catalog import ModelSpec, find_model
 from management.fit.estimates import (
     RUNTIME_OVERHEAD_GB,
+    adapter_gb,
     estimate_context,
     kv_bytes_per_element,
     kv_cache_gb,
@@ -42,6 +43,7 @@ class RunningReader:
     model_name: str
     device: str  # "cpu", "cuda", "cuda:N"
     memory_gb: float | None = None  # measured or reported; None: estimated from the catalog
+    adapters_gb: float = 0.0  # its LoRA adapters (their sizes as the reader publishes them), beside the model
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,7 @@ class Placement:
     quantization: str | None  # the reader's quant_type: None or "int8"
     max_batch_size: int
     context: int  # tokens per sequence the KV budget assumes
-    memory_gb: float  # weights + overhead + KV cache for max_batch_size sequences
+    memory_gb: float  # weights + LoRA adapters + overhead + KV cache for max_batch_size sequences
     budget_gb: float  # what the device had left for this reader
     basis: str  # "measured" when a measurement of this model on this kind of device set the weights figure
 
@@ -84,13 +86,13 @@ def _cards(node: SystemSpecs) -> list[tuple[str, GpuInfo]]:
 
 def _reader_memory_gb(reader: RunningReader, node: SystemSpecs, catalog: tuple[ModelSpec, ...]) -> float:
     if reader.memory_gb is not None:
-        return reader.memory_gb
+        return reader.memory_gb + reader.adapters_gb
     spec = find_model(catalog, reader.model_name)
     if spec is None:
-        return RUNTIME_OVERHEAD_GB  # an unknown model (e.g. the echo engine) still holds a process
+        return RUNTIME_OVERHEAD_GB + reader.adapters_gb  # an unknown model (e.g. the echo engine) still holds a process
     kind = "cpu" if reader.device == "cpu" else "gpu"
     quant = quant_ladder("transformers", kind, node)[0]
-    return memory_gb(spec, quant, estimate_context(spec, None), "transformers")
+    return memory_gb(spec, quant, estimate_context(spec, None), "transformers") + reader.adapters_gb
 
 
 def device_budgets(node: SystemSpecs, catalog: tuple[ModelSpec, ...],
@@ -107,12 +109,13 @@ def device_budgets(node: SystemSpecs, catalog: tuple[ModelSpec, ...],
 
 
 def _fit_on(model: ModelSpec, device: str, quant: str, budget_gb: float, context: int, max_batch: int,
-            measurement: Measurement | None) -> Placement | None:
+            measurement: Measurement | None, adapter_params: float = 0.0) -> Placement | None:
     kind_mode = "cpu_only" if device == "cpu" else "gpu"
     base = weights_gb(model, quant) + RUNTIME_OVERHEAD_GB
     basis = "estimated"
     if measurement is not None and measurement.applies_to(kind_mode) and measurement.dtype in (None, quant):
         base, basis = measurement.load_memory_gb, "measured"
+    base += adapter_gb(adapter_params, quant)  # a measurement is of the model alone (readers.reader._serve)
     per_sequence = kv_cache_gb(model, context, kv_bytes_per_element(quant, "transformers"))
     if base + per_sequence > budget_gb:
         return None
@@ -141,8 +144,9 @@ def _loadable(ladder: Iterable[str]) -> list[str]:
 def place(reader_model_name: str, node: SystemSpecs, catalog: Iterable[ModelSpec],
           running_readers: Iterable[RunningReader] = (), max_sequence_length: int | None = None,
           max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-          measurements: Mapping[str, Measurement] | None = None) -> Placement:
-    """The best device for a new reader: any GPU before the CPU, best quantisation first, then most free memory."""
+          measurements: Mapping[str, Measurement] | None = None, adapter_params: float = 0.0) -> Placement:
+    """The best device for a new reader: any GPU before the CPU, best quantisation first, then most free memory.
+    `adapter_params`: the parameters of the LoRA adapters it loads at start (repository.adapter_params)."""
     catalog = tuple(catalog)
     model = find_model(catalog, reader_model_name)
     if model is None:
@@ -153,11 +157,13 @@ def place(reader_model_name: str, node: SystemSpecs, catalog: Iterable[ModelSpec
     gpus = sorted((d for d in budgets if d != "cpu"), key=lambda d: -budgets[d])
     for quant in _loadable(quant_ladder("transformers", "gpu", node)) if gpus else ():
         for device in gpus:
-            placement = _fit_on(model, device, quant, budgets[device], context, max_batch_size, measurement)
+            placement = _fit_on(model, device, quant, budgets[device], context, max_batch_size, measurement,
+                                adapter_params)
             if placement is not None:
                 return placement
     for quant in _loadable(quant_ladder("transformers", "cpu", node)):
-        placement = _fit_on(model, "cpu", quant, budgets["cpu"], context, max_batch_size, measurement)
+        placement = _fit_on(model, "cpu", quant, budgets["cpu"], context, max_batch_size, measurement,
+                            adapter_params)
         if placement is not None:
             return placement
     report = analyze(model, residual_node(node, budgets), "transformers", max_sequence_length, measurement)

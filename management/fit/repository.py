@@ -144,6 +144,25 @@ def adapter_params(directory: Path) -> float | None:
     return params if params is not None else sum(p.stat().st_size for p in weights) / 4
 
 
+def adapter_params(directory: Path) -> float | None:
+    """Parameters of the LoRA adapter in `directory` (its safetensors header, or its weight file's size at fp32);
+    None when there is no adapter there (not yet downloaded)."""
+    if not (directory / "adapter_config.json").is_file():
+        return None
+    from safetensors import safe_open
+
+    weights = [p for p in directory.iterdir() if p.is_file() and p.name.startswith("adapter_model")
+               and p.name.endswith(WEIGHT_SUFFIXES)]
+    total = 0.0
+    for path in weights:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="np") as f:  # the header only
+                total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())  # noqa: SIM118 — a safetensors file, not a dict
+        else:
+            total += path.stat().st_size / 4
+    return total
+
+
 def architecture(config: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
     layers = config.get("num_hidden_layers") or config.get("n_layer") or config.get("num_layers")
     heads = config.get("num_attention_heads") or config.get("n_head")

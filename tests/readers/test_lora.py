@@ -130,3 +130,30 @@ def test_a_model_directory_is_not_an_adapter(models: dict[str, Path]) -> None:
         asyncio.run(engine.load())
     assert "adapter_config.json" in str(failed.value)
     engine.close()
+
+
+def test_the_fit_engine_counts_adapters(engine: GenerationEngine, models: dict[str, Path]) -> None:
+    from liftoff.core.registry import ReaderRecord
+    from liftoff.core.wire import ReaderInfo
+    from management.auto_device import loras_params, running_readers
+    from management.fit.catalog import load_catalog
+    from management.fit.estimates import GIB
+    from management.fit.hardware import SystemSpecs
+    from management.fit.placement import place
+    from management.fit.repository import adapter_params
+
+    assert engine.lora is not None
+    alpha, beta = engine.lora.loaded["alpha"], engine.lora.loaded["b"]
+    assert adapter_params(models["alpha"]) == alpha.parameters and alpha.bytes == 4 * alpha.parameters  # fp32
+    root = models["base"].parent
+    config = ReaderConfig(model_name="base", loras=["alpha", f"b={models['beta']}", "someone/not-downloaded"])
+    assert loras_params(config, str(root)) == alpha.parameters + beta.parameters
+    node = SystemSpecs(total_ram_gb=64.0, available_ram_gb=60.0, cpu_cores=8, cpu_name="Test CPU", cpu_arch="x86")
+    catalog = load_catalog(str(root))
+    alone = place("base", node, catalog, max_batch_size=4)
+    with_adapters = place("base", node, catalog, max_batch_size=4, adapter_params=alpha.parameters + beta.parameters)
+    assert with_adapters.memory_gb - alone.memory_gb == pytest.approx(4 * (alpha.parameters + beta.parameters) / GIB)
+    info = ReaderInfo(consumer_groups=["g"], consumer_name="c", device="cpu", model_name="base",
+                      model_type="generation", pids=[1], state="live", loras=engine.adapters())
+    [running] = running_readers([ReaderRecord("r", info, "live", None)])
+    assert running.adapters_gb == pytest.approx((alpha.bytes + beta.bytes) / GIB)
