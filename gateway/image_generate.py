@@ -48,12 +48,15 @@ def image_routes(gw: Gateway, events: Events) -> list[BaseRoute]:
         req, gen = await image_generation(gw, request)
         return sse.response(events(req, await generate.stream(gw, gen)))
 
+    form = {"type": "object", "required": list(PARTS), "properties": {
+        "image_data": {"type": "string", "format": "binary", "description": "the image file"},
+        "json_data": {"type": "string", "description": "a /generate body as JSON text"}}}
     return [
         documented(Route("/image_generate", image_generate, methods=["POST"]),
-                   Doc(summary="generate text about images: a multipart/form-data body, the image files as "
-                               "image_data and a /generate body as json_data")),
+                   Doc(summary="generate text about images", body=form, body_media="multipart/form-data")),
         documented(Route("/image_generate_stream", image_generate_stream, methods=["POST"]),
-                   Doc(summary="/image_generate, streamed as server-sent events", media=("text/event-stream",))),
+                   Doc(summary="/image_generate, streamed as server-sent events", body=form,
+                       body_media="multipart/form-data", media=("text/event-stream",))),
     ]
 
 

@@ -58,6 +58,7 @@ class Doc:
 
     summary: str = ""
     body: type[BaseModel] | Schema | None = None  # the request body: a model, or a schema for a hand-parsed body
+    body_media: str = "application/json"  # the request body's content type (multipart/form-data: a form's parts)
     query: dict[str, Schema] = field(default_factory=dict)  # query parameter → its schema
     ok: dict[int, str] = field(default_factory=lambda: {200: "the answer"})  # success statuses
     media: tuple[str, ...] = ("application/json",)  # content types of a success answer
@@ -115,7 +116,7 @@ def _operation(doc: Doc, method: str, params: list[str], port_error: Schema,
         operation["parameters"] = parameters
     if doc.body is not None:
         operation["requestBody"] = {"required": True,
-                                    "content": {"application/json": {"schema": _schema(doc.body, components)}}}
+                                    "content": {doc.body_media: {"schema": _schema(doc.body, components)}}}
     responses: dict[str, Any] = {}
     for status, description in doc.ok.items():
         content = {m: ({"schema": doc.ok_schema} if doc.ok_schema and m == "application/json" else {})
