@@ -3,6 +3,8 @@
 
     .venv/bin/python -m bench.generation [--hidden 64] [--layers 2] [--duration S] [--threads N] [--quick]
     .venv/bin/python -m bench.generation --load --threads 0    # the engine under load (bench/generation_load.py)
+    .venv/bin/python -m bench.generation --lora                # three LoRA adapters mixed in one batch ÷ the base model
+                                                               # (bench/generation_lora.py)
 
 1. Builds the tiny random-weight Llama of the reader tests (tests/readers/tiny_models.py, byte-level BPE tokenizer;
    hidden 64 and 2 layers by default, as bench/generation_inprocess.py) in `<tmp>/models/tiny-llama`.
@@ -104,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefixes", type=int, default=3, help="--load: distinct shared prefixes (3)")
     p.add_argument("--parts", default="abc", help="--load: which of (a), (b), (c) to run (abc)")
     p.add_argument("--rounds", type=int, default=3,
-                   help="--load (b): paired rounds of static pass + gateway window, --duration split over them (3)")
+                   help="--load (b): paired rounds of static pass + gateway window, --duration split over them (3); "
+                        "--lora: paired rounds of base-only and mixed-adapter passes")
+    p.add_argument("--lora", action="store_true",
+                   help="instead: the engine's throughput with rows spread over three LoRA adapters / with the base "
+                        "model only, same load, same run (bench/generation_lora.py; target >= 0.7)")
+    p.add_argument("--rank", type=int, default=16, help="--lora: the adapters' rank (16)")
     args = p.parse_args(argv)
     common.apply_quick(args)
     common.use_threads(args)
@@ -112,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="liftoff-bench-generate-"))
     if args.load:
         return _load(args, argv, tmp)
+    if args.lora:
+        return _lora(args, argv, tmp)
     reader = {"model_name": MODEL_DIR, "consumer_group": GROUP, "max_batch_size": args.max_batch_size}
     harness = common.GatewayHarness(tmp, reader, args.threads, args.workers, repository_path=tmp / "models")
     return harness.guarded(lambda: bench(args, argv, harness), args.keep)
@@ -197,6 +206,22 @@ def _load(args: argparse.Namespace, argv: list[str], tmp: Path) -> int:
         except RuntimeError as exc:
             print(f"FAILED: {exc}", file=sys.stderr)
             return 1
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
+
+    return common.guarded(work, lambda: common.remove_tmp(tmp, args.keep))
+
+
+def _lora(args: argparse.Namespace, argv: list[str], tmp: Path) -> int:
+    from bench.generation_lora import run
+
+    for line in common.header_lines("bench.generation", argv, [f"torch threads {args.threads} (bench process)"]):
+        print(line)
+    print()
+
+    def work() -> int:
+        results = run(args, tmp)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
         return 0

@@ -4,8 +4,13 @@ peft's mixed-adapter batches (`adapter_names`) choose one adapter per batch row,
 lays many rows end to end in one batch row (paged_forward), so here the adapter is chosen per token. peft injects
 each adapter and loads its weights (its LoRA layers hold every adapter's A, B and scaling, as peft reads them from
 the adapter's config), with peft's own LoRA computation switched off; a forward hook on each LoRA layer then adds
-B(A(x)) * scaling to the outputs of the tokens routed to each adapter (`route`, set before every forward). The base
-weights are read once for every row of the batch; an adapter costs two thin matmuls per layer over its own tokens.
+the adapters' part to the layer's output (`route` says, before every forward, which adapter each token takes).
+
+Per layer the adapters' A matrices are stacked into one [sum of ranks, in] matrix and their B into one [out, sum of
+ranks] (peft's parameters become views into them: no copy is kept), so a forward whose tokens mix adapters costs two
+thin matmuls per layer whatever the number of adapters: x·Aᵀ for all ranks at once, a per-token mask that keeps each
+token's own adapter's ranks (times its scaling), then ·Bᵀ. A forward of one adapter uses its slices alone, and a
+forward of the base model alone skips the hooks' work entirely. The base weights are read once for all rows.
 
 Attaching and detaching change the model's modules, so once the scheduler runs they happen on its thread, between
 forwards (`generation_batch.Scheduler.call`); reading an adapter's files (`read`) may happen anywhere.
@@ -63,9 +68,12 @@ class LoraAdapters:
         self.repository_path = repository_path
         self.access_token = access_token
         self.loaded: dict[str, Adapter] = {}
-        self._hooked: set[int] = set()
+        self._layers: dict[int, Any] = {}  # id → the LoRA layers that carry the hook
+        self._stacks: dict[int, _Stack] = {}
         self._tokens = 0
-        self._groups: list[tuple[str, torch.Tensor | None]] = []  # this forward's (adapter, its tokens; None: all)
+        self._only: str | None = None  # this forward's one adapter, when every token takes the same one
+        self._onehot: torch.Tensor | None = None  # else: [tokens, adapters] 1 where a token takes that adapter
+        self._masks: dict[tuple[Any, ...], torch.Tensor] = {}  # this forward's mask per stack layout
         self._device = next(model.parameters()).device
 
     # --- loading ----------------------------------------------------------------------------------------------------
@@ -140,14 +148,15 @@ class LoraAdapters:
                     p.requires_grad_(False)
                     parameters += p.numel()
                     nbytes += p.numel() * p.element_size()
-            if id(module) not in self._hooked:
+            if id(module) not in self._layers:
                 module.register_forward_hook(self._hook)
-                self._hooked.add(id(module))
+                self._layers[id(module)] = module
         targets = sorted({n.rsplit(".", 1)[-1] for n, _ in layers})
         adapter = Adapter(name, files.source, str(files.path), int(config.r), float(config.lora_alpha), targets,
                           parameters, nbytes, hashlib.blake2b(f"lora:{name}:{uuid.uuid4()}".encode(),
                                                               digest_size=16).digest())
         self.loaded[name] = adapter
+        self._restack()
         log.info("LoRA adapter %s loaded from %s: rank %d, alpha %g, %d layers (%s), %.1f MiB", name, files.path,
                  adapter.rank, adapter.alpha, len(layers), ", ".join(targets), nbytes / 2**20)
         return adapter
@@ -156,6 +165,7 @@ class LoraAdapters:
         """Free the adapter's weights (on the scheduler's thread, once no row uses it)."""
         self.loaded.pop(name, None)
         self._drop(name)
+        self._restack()
         log.info("LoRA adapter %s removed", name)
 
     def _drop(self, name: str) -> None:
@@ -174,41 +184,82 @@ class LoraAdapters:
     def views(self) -> list[dict[str, Any]]:
         return [a.view() for a in self.loaded.values()]
 
+    def _restack(self) -> None:
+        """Each hooked layer's adapters stacked (in `loaded` order), peft's parameters turned into views of them."""
+        order = {name: i for i, name in enumerate(self.loaded)}
+        self._stacks = {}
+        for key, module in self._layers.items():
+            names = [n for n in self.loaded if n in module.lora_A]
+            if not names:
+                continue
+            a = torch.cat([module.lora_A[n].weight.data for n in names])
+            b = torch.cat([module.lora_B[n].weight.data for n in names], dim=1)
+            slices, at = {}, 0
+            for n in names:
+                rank = module.lora_A[n].weight.shape[0]
+                module.lora_A[n].weight.data = a[at:at + rank]
+                module.lora_B[n].weight.data = b[:, at:at + rank]
+                slices[n] = (a[at:at + rank], b[:, at:at + rank], float(module.scaling[n]))
+                at += rank
+            layout = tuple((n, slices[n][0].shape[0], slices[n][2]) for n in names)
+            column_adapter = torch.tensor([order[n] for n, r, _ in layout for _ in range(r)], device=a.device)
+            column_scale = torch.tensor([s for _, r, s in layout for _ in range(r)], device=a.device, dtype=a.dtype)
+            self._stacks[key] = _Stack(a, b, slices, layout, column_adapter, column_scale)
+
     # --- routing ----------------------------------------------------------------------------------------------------
     def route(self, spans: list[tuple[str | None, int]]) -> None:
         """The next forward's tokens, in order, as (adapter or None for the base model, how many tokens)."""
-        if not self.loaded or all(name is None for name, _ in spans):
-            self._groups = []
+        self._only, self._onehot, self._masks = None, None, {}
+        names = {name for name, _ in spans}
+        if not self.loaded or names == {None}:
+            self._tokens = 0
             return
-        total = sum(n for _, n in spans)
-        positions: dict[str, list[torch.Tensor]] = {}
-        at = 0
-        for name, n in spans:
-            if name is not None:
-                positions.setdefault(name, []).append(torch.arange(at, at + n))
-            at += n
-        groups: list[tuple[str, torch.Tensor | None]] = []
-        for name, parts in positions.items():
-            index = torch.cat(parts) if len(parts) > 1 else parts[0]
-            groups.append((name, None if len(index) == total else index.to(self._device)))
-        self._tokens, self._groups = total, groups
+        self._tokens = sum(n for _, n in spans)
+        if len(names) == 1:
+            self._only = next(iter(names))
+            return
+        order = {name: i for i, name in enumerate(self.loaded)}
+        ids = torch.cat([torch.full((n,), order.get(name, -1) if name is not None else -1, dtype=torch.long)
+                         for name, n in spans])
+        self._onehot = (ids[:, None] == torch.arange(len(order))[None, :]).to(self._device)
 
     def _hook(self, module: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
-        if not self._groups:
+        if not self._tokens:
+            return None
+        stack = self._stacks.get(id(module))
+        if stack is None:
             return None
         x = args[0]
         flat = x.reshape(-1, x.shape[-1])
         if flat.shape[0] != self._tokens:
             raise RuntimeError(f"a LoRA layer saw {flat.shape[0]} tokens where the forward routed {self._tokens}")
         out = output.view(-1, output.shape[-1])
-        for name, index in self._groups:
-            if name not in module.lora_A:
-                continue
-            a, b = module.lora_A[name], module.lora_B[name]
-            part = flat if index is None else flat.index_select(0, index)
-            delta = b(a(part.to(a.weight.dtype))) * module.scaling[name]
-            if index is None:
-                out.add_(delta.to(out.dtype))
-            else:
-                out.index_add_(0, index, delta.to(out.dtype))
+        if self._only is not None:
+            part = stack.slices.get(self._only)
+            if part is None:
+                return None
+            a, b, scale = part
+            out.add_(torch.nn.functional.linear(torch.nn.functional.linear(flat.to(a.dtype), a) * scale, b)
+                     .to(out.dtype))
+            return output
+        assert self._onehot is not None
+        mask = self._masks.get(stack.layout)
+        if mask is None:
+            mask = self._onehot.index_select(1, stack.column_adapter).to(stack.a.dtype) * stack.column_scale
+            self._masks[stack.layout] = mask
+        hidden = torch.nn.functional.linear(flat.to(stack.a.dtype), stack.a) * mask
+        out.add_(torch.nn.functional.linear(hidden, stack.b).to(out.dtype))
         return output
+
+
+@dataclass(frozen=True, slots=True)
+class _Stack:
+    """One LoRA layer's adapters side by side: A [ranks, in], B [out, ranks], each adapter's slices and scaling,
+    and for each rank column its adapter's index in `loaded` and its scaling."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    slices: dict[str, tuple[torch.Tensor, torch.Tensor, float]]
+    layout: tuple[tuple[str, int, float], ...]
+    column_adapter: torch.Tensor
+    column_scale: torch.Tensor
