@@ -53,6 +53,7 @@ class PromptError(ValueError):
 class GenerationEngine(ModelEngine):
     model_type = "generation"
     kinds = frozenset({"generate"})
+    serves_loras = True
 
     def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
                  model_path: str | Path | None = None) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from liftoff.core import metrics
 from liftoff.core.settings import ReaderConfig
-from readers.engines.base import Engine
+from readers.engines.base import Engine, EngineLoadError
 from readers.engines.batching import DynamicBatcher
 from readers.engines.tokenizer_tools import TokenizerHelpers
 from readers.jobs import Job
@@ -22,9 +22,14 @@ log = logging.getLogger(__name__)
 
 
 class ModelEngine(TokenizerHelpers, Engine):
+    serves_loras = False  # whether the `loras` setting (LoRA adapters, readers.engines.lora) applies
+
     def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
                  model_path: str | Path | None = None) -> None:
         super().__init__(config)
+        if config.loras and not self.serves_loras:
+            raise EngineLoadError(f"loras: this reader's model is served by the {type(self).__name__}, which takes no "
+                                  "LoRA adapters (generation readers do); remove loras from its settings")
         self.repository_path = repository_path
         self.model_path = Path(model_path) if model_path is not None else None
         self.device = config.device  # the configured one until load() settles it

@@ -157,3 +157,11 @@ def test_the_fit_engine_counts_adapters(engine: GenerationEngine, models: dict[s
                       model_type="generation", pids=[1], state="live", loras=engine.adapters())
     [running] = running_readers([ReaderRecord("r", info, "live", None)])
     assert running.adapters_gb == pytest.approx((alpha.bytes + beta.bytes) / GIB)
+
+
+def test_engines_that_take_no_adapters_refuse_loras(models: dict[str, Path]) -> None:
+    from readers.engines.embedding import EmbeddingEngine
+
+    with pytest.raises(EngineLoadError) as refused:
+        EmbeddingEngine(ReaderConfig(model_name=str(models["base"]), loras=[str(models["alpha"])]))
+    assert "loras" in str(refused.value) and "EmbeddingEngine" in str(refused.value)
