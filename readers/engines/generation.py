@@ -262,7 +262,8 @@ class GenerationEngine(ModelEngine):
         if not texts:
             raise PromptError("text: no prompt given")
         adapter = params.lora_id or None
-        if adapter is not None and adapter not in self.adapter_names():
+        loaded = self.lora.loaded.get(adapter) if adapter is not None and self.lora is not None else None
+        if adapter is not None and (loaded is None or adapter in self._removed):
             raise EngineRequestError(404, f"lora_id: no LoRA adapter {adapter!r} on this reader; loaded adapters: "
                                      f"{self.adapter_names()}")
         if params.use_chat_template and not self.has_chat_template():
@@ -294,7 +295,7 @@ class GenerationEngine(ModelEngine):
                 keep=keep,
                 logprobs=params.logprobs,
                 adapter=adapter,
-                root=self.lora.loaded[adapter].root if adapter is not None and self.lora is not None else b"",
+                root=loaded.root if loaded is not None else b"",
             ))
             self._check_fits(rows[-1], index, len(texts))
         return rows

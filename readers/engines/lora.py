@@ -182,7 +182,7 @@ class LoraAdapters:
             configs.pop(name, None)
 
     def views(self) -> list[dict[str, Any]]:
-        return [a.view() for a in self.loaded.values()]
+        return [a.view() for a in list(self.loaded.values())]  # read off the scheduler's thread
 
     def _restack(self) -> None:
         """Each hooked layer's adapters stacked (in `loaded` order), peft's parameters turned into views of them."""
