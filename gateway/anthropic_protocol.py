@@ -34,7 +34,7 @@ from gateway.anthropic_errors import AnthropicError, invalid
 from gateway.openai_errors import OpenAIError
 from gateway.openai_protocol import MAX_STOP, ChatCompletionRequest
 from gateway.protocol import MAX_NEW_TOKENS_LIMIT
-from gateway.rules import Bound, Strict, bounds_validator, rule
+from gateway.rules import Bound, Strict, bounds_validator, group_validator, part_types, rule
 
 BOUNDS: dict[str, Bound] = {
     "max_tokens": (1, True, MAX_NEW_TOKENS_LIMIT, ""),
@@ -118,12 +118,10 @@ class ToolResultBlock(Strict):
     @field_validator("content", mode="before")
     @classmethod
     def _text_only(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            for j, block in enumerate(v):
-                kind = block.get("type") if isinstance(block, dict) else None
-                if kind != "text":
-                    raise ValueError(f"block {j} is of type {kind!r}; a tool_result holds text blocks only (no images "
-                                     "or documents)")
+        for j, kind in enumerate(part_types(v)):
+            if kind != "text":
+                raise ValueError(f"block {j} is of type {kind!r}; a tool_result holds text blocks only (no images or "
+                                 "documents)")
         return v
 
     def text(self) -> str:
@@ -158,8 +156,7 @@ class MessageParam(Strict):
         role = info.data.get("role")
         if role in BLOCKS and isinstance(v, list):
             rule(len(v) > 0, "content must hold at least one block", v)
-            for j, block in enumerate(v):
-                kind = block.get("type") if isinstance(block, dict) else None
+            for j, kind in enumerate(part_types(v)):
                 if kind not in BLOCKS[role]:
                     raise ValueError(f"block {j} is of type {kind!r}; the {role}'s messages hold "
                                      f"{' and '.join(BLOCKS[role])} blocks (no images, documents or thinking)")
@@ -243,11 +240,7 @@ class ConversationRequest(Strict):
     tool_choice: ToolChoice | None = None
     cache_control: CacheControl | None = None
 
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v: str) -> str:
-        rule(bool(v) and not any(c in v for c in " \t\r\n{}"), "model must name a consumer group", v)
-        return v
+    _group = group_validator()
 
     @field_validator("messages")
     @classmethod

@@ -12,7 +12,6 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     StrictBool,
@@ -26,7 +25,7 @@ from gateway.openai_errors import OpenAIError, invalid
 from gateway.openai_guided import StructuredOutputs, constraint_names, constraint_params
 from gateway.openai_tools import HistoryToolCall, Tool, ToolChoice, check_tools
 from gateway.protocol import MAX_NEW_TOKENS_LIMIT
-from gateway.rules import Bound, Strict, bounds_validator, rule
+from gateway.rules import Bound, Strict, StrictByName, bounds_validator, group_validator, part_types, rule
 from liftoff.core.grammar_check import constraint_error
 from liftoff.core.wire import MAX_TOP_LOGPROBS
 
@@ -90,9 +89,7 @@ class StreamOptions(Strict):
     continuous_usage_stats: StrictBool = False  # accepted; usage comes only in the final chunk
 
 
-class JsonSchemaFormat(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
+class JsonSchemaFormat(StrictByName):
     name: StrictStr = "response"
     description: StrictStr | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
@@ -147,12 +144,7 @@ class SamplingRequest(Strict):
     guided_grammar: StrictStr | None = None
     structured_outputs: StructuredOutputs | None = None
 
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v: str) -> str:
-        rule(bool(v) and not any(c in v for c in " \t\r\n{}"), "model must name a consumer group", v)
-        return v
-
+    _group = group_validator()
     _within_bounds = bounds_validator(BOUNDS)
 
     @field_validator("stop")
@@ -248,11 +240,9 @@ class ChatMessage(Strict):
     @field_validator("content", mode="before")
     @classmethod
     def _parts(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            for part in v:
-                kind = part.get("type") if isinstance(part, dict) else None
-                rule(kind in ("text", "image_url"), "only text and image_url content parts are supported (no audio "
-                     "or files)", kind)
+        for kind in part_types(v):
+            rule(kind in ("text", "image_url"), "only text and image_url content parts are supported (no audio or "
+                 "files)", kind)
         return v
 
     @property

@@ -13,8 +13,6 @@ import json
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     StrictBool,
@@ -28,7 +26,7 @@ from pydantic import (
 from gateway.openai_errors import OpenAIError, from_validation, invalid
 from gateway.openai_protocol import BOUNDS, SamplingRequest
 from gateway.openai_tools import FunctionDef, FunctionName, NamedToolChoice, Tool, check_tools
-from gateway.rules import Strict, bounds_validator, rule
+from gateway.rules import Strict, StrictByName, bounds_validator, group_validator, part_types, rule
 
 MAX_METADATA = 16  # OpenAI's limits on `metadata`: pairs, key and value lengths
 MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
@@ -105,12 +103,10 @@ ContentPart = InputText | OutputText | Refusal
 
 def _text_parts(v: Any) -> Any:
     """Content parts other than text (images, files, audio) refused by name."""
-    if isinstance(v, list):
-        for part in v:
-            kind = part.get("type") if isinstance(part, dict) else None
-            rule(kind in ("input_text", "output_text", "refusal"),
-                 "only text content parts are supported (input_text, output_text, refusal; no images, files or "
-                 "audio)", kind)
+    for kind in part_types(v):
+        rule(kind in ("input_text", "output_text", "refusal"),
+             "only text content parts are supported (input_text, output_text, refusal; no images, files or audio)",
+             kind)
     return v
 
 
@@ -164,10 +160,8 @@ class FunctionCallOutputItem(Strict):
     @field_validator("output", mode="before")
     @classmethod
     def _parts(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            for part in v:
-                kind = part.get("type") if isinstance(part, dict) else None
-                rule(kind == "input_text", "only input_text parts are supported in a function's output", kind)
+        for kind in part_types(v):
+            rule(kind == "input_text", "only input_text parts are supported in a function's output", kind)
         return v
 
     def text(self) -> str:
@@ -217,10 +211,8 @@ class FunctionToolChoice(Strict):
 ToolChoice = Literal["none", "auto", "required"] | FunctionToolChoice
 
 
-class TextFormat(BaseModel):
+class TextFormat(StrictByName):
     """`text.format`: plain text, any JSON object, or JSON following a schema (the structured-output path)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     type: Literal["text", "json_object", "json_schema"]
     name: StrictStr | None = None
@@ -287,11 +279,7 @@ class ResponsesRequest(Strict):
     _within_bounds = bounds_validator({"max_output_tokens": BOUNDS["max_tokens"],
                                        "temperature": BOUNDS["temperature"], "top_p": BOUNDS["top_p"]})
 
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v: str) -> str:
-        rule(bool(v) and not any(c in v for c in " \t\r\n{}"), "model must name a consumer group", v)
-        return v
+    _group = group_validator()
 
     @field_validator("input", mode="before")
     @classmethod
@@ -301,12 +289,9 @@ class ResponsesRequest(Strict):
     @field_validator("tools", mode="before")
     @classmethod
     def _function_tools(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            for i, tool in enumerate(v):
-                kind = tool.get("type") if isinstance(tool, dict) else None
-                if kind != "function":
-                    raise invalid(f"tools[{i}]: tools of type {kind!r} are not supported: {_BUILT_IN}",
-                                  f"tools.{i}.type")
+        for i, kind in enumerate(part_types(v)):
+            if kind != "function":
+                raise invalid(f"tools[{i}]: tools of type {kind!r} are not supported: {_BUILT_IN}", f"tools.{i}.type")
         return v
 
     @field_validator("tool_choice", mode="before")

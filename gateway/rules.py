@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
@@ -37,7 +38,33 @@ def bounds_validator(bounds: dict[str, Bound]) -> Any:
     return field_validator(*bounds)(within_bounds)
 
 
+def part_types(value: Any) -> Iterator[Any]:
+    """The `type` of each part of a list field (content parts, blocks, tools), None for a part that is not an
+    object; nothing for a value that is not a list (the field's own validation refuses it)."""
+    if isinstance(value, list):
+        for part in value:
+            yield part.get("type") if isinstance(part, dict) else None
+
+
+def group_validator() -> Any:
+    """A model's field validator for `model`, the name of a consumer group: not empty, no white space or braces
+    (`_group = group_validator()` in the class body)."""
+
+    def group(cls: type, value: str) -> str:
+        rule(bool(value) and not any(c in value for c in " \t\r\n{}"), "model must name a consumer group", value)
+        return value
+
+    return field_validator("model")(group)
+
+
 class Strict(BaseModel):
     """A request model that refuses fields it does not define (a misspelt parameter is a 4xx, not ignored)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class StrictByName(Strict):
+    """A strict model whose aliased fields may be given by their own names too (`schema_`, given as `schema`: a
+    pydantic model keeps the name `schema` for itself)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
