@@ -1,4 +1,5 @@
-"""Shared fixtures: one real redis-server per test session, and `liftoff serve` process trees on it."""
+"""Shared fixtures: one real redis-server per test session (and a real Redis Cluster for the tests that ask for
+one), and `liftoff serve` process trees on it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from management.embedded_redis import EmbeddedRedis
 
+from redis_cluster import LocalCluster
 from support import Server
 
 _namespaces = itertools.count()
@@ -27,6 +29,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 @pytest.fixture(scope="session")
 def redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Three masters and three replicas of redis-server 7 on loopback ports (tests/redis_cluster.py)."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

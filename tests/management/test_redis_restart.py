@@ -118,7 +118,10 @@ def test_killed_redis_is_restarted_and_service_resumes(tmp_path: Path) -> None:
 def corrupt_aof(server: Server) -> Path:
     """Replace the append-only file under the running redis-server (which keeps writing to the old one), so that
     every later start refuses the data directory."""
-    aof = Path(server.settings["state_dir"]) / "redis" / "appendonly.aof"
+    data = Path(server.settings["state_dir"]) / "redis"
+    # Redis 7 keeps its append-only files in appendonlydir/, listed by a manifest; 6.2 has one appendonly.aof.
+    manifest = data / "appendonlydir" / "appendonly.aof.manifest"
+    aof = manifest if manifest.exists() else data / "appendonly.aof"
     bad = aof.with_suffix(".bad")
     bad.write_text("this is not an append-only file\n")
     os.replace(bad, aof)
