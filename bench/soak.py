@@ -632,7 +632,7 @@ def redis_figures(client: redis.Redis, keys: Keys, groups: tuple[str, ...] = (GR
     out: dict[str, Any] = {}
     try:
         pipe = client.pipeline(transaction=False)
-        pipe.xlen(keys.dlq)
+        pipe.xlen(keys.dlq(GROUP))
         pipe.dbsize()
         pipe.info("memory")
         out["dlq"], out["dbsize"], mem = pipe.execute()
@@ -883,7 +883,7 @@ async def soak(server: Server, tmp: Path, args: argparse.Namespace, argv: list[s
         node_entries = int(client.config_get("stream-node-max-entries")["stream-node-max-entries"]) or 100
     if (after.redis.get("dlq") or 0) > (samples[0].redis.get("dlq") or 0):
         with contextlib.suppress(redis.RedisError, OSError):
-            dead_letters = client.xrevrange(keys.dlq, count=3)
+            dead_letters = client.xrevrange(keys.dlq(GROUP), count=3)
     client.close()
 
     # ---- report
@@ -973,7 +973,7 @@ async def soak(server: Server, tmp: Path, args: argparse.Namespace, argv: list[s
             if key == "lag" and all(c is None for c in cells):
                 continue  # XINFO GROUPS reports lag from Redis 7 on
             print(f"{name:<34}" + "".join(f"{fmt(c):>12}" for c in cells))
-    for name, key in [(f"XLEN {keys.dlq}", "dlq"), (f"keys {keys.ns}:* (SCAN)", "keys"), ("DBSIZE", "dbsize")]:
+    for name, key in [(f"XLEN {keys.dlq(GROUP)}", "dlq"), (f"keys {keys.ns}:* (SCAN)", "keys"), ("DBSIZE", "dbsize")]:
         print(f"{name:<34}" + "".join(f"{fmt(s.redis.get(key)):>12}" for s in (start, end_load, after)))
     print(f"{'used_memory MB':<34}" + "".join(
         f"{s.redis['used_memory'] / MB:>12.2f}" if "used_memory" in s.redis else f"{'-':>12}"
@@ -1067,7 +1067,7 @@ async def soak(server: Server, tmp: Path, args: argparse.Namespace, argv: list[s
     new, gone = sorted(names1 - names0), sorted(names0 - names1)
     # `<ns>:stats:<counter>` keys are a fixed few, each created on its first use (stats:cancelled at the first
     # abandoned stream): one appearing after the warm-up is named but is not growth.
-    counters = [n for n in new if n.startswith(keys.stat(""))]
+    counters = [n for n in new if n.startswith(f"{keys.ns}:stats:")]
     keys_ok = k0 is not None and k1 is not None and k1 - len(counters) <= k0
     print(f"  keys flat:         {'PASS' if keys_ok else 'FAIL'}  (keys {keys.ns}:* after the warm-up {fmt(k0)}, "
           f"at the end of the load {fmt(end_load.redis.get('keys'))}, after the drain {fmt(k1)}; want no more "

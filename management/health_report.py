@@ -161,17 +161,17 @@ class HealthReport:
     async def _records(self) -> list[ReaderRecord]:
         return await registry.read_registry(self.redis, self.keys, self.gw.settings.heartbeat_check_interval)
 
-    async def _groups(self) -> list[str]:
+    async def _groups(self, direct: bool = False) -> list[str]:
         s = self.gw.settings
         directory = await broker.read_directory(self.redis, self.keys, s.heartbeat_check_interval, s.reserved_groups())
-        return sorted(directory.known())
+        return sorted(directory.known(direct))
 
     async def redis_info(self) -> dict[str, Any]:
         info = await self.redis.info("server")
         return {"url": redact(self.gw.settings.redis_url or ""), "version": info.get("redis_version")}
 
     async def streams(self) -> list[dict[str, Any]]:
-        names = [self.keys.requests(g) for g in await self._groups()] + [self.keys.dlq]
+        names = [self.keys.requests(g) for g in await self._groups()] + await broker.dlq_streams(self.redis, self.keys)
         return [{"name": st.name, "messages": st.messages, "bytes": st.bytes, "consumers": st.consumers}
                 for st in await broker.stream_stats(self.redis, names)]
 
@@ -192,10 +192,8 @@ class HealthReport:
     async def jobs(self) -> dict[str, int]:
         groups = await self._groups()
         backlogs = await read_backlogs(self.redis, self.keys, groups)
-        counters = ["completed", "failed", "cancelled", "dead_lettered"]
-        values = await self.redis.mget([self.keys.stat(c) for c in counters])
+        stats = await broker.job_counts(self.redis, self.keys, await self._groups(direct=True))
         dlq = await broker.dlq_length(self.redis, self.keys)
-        stats = dict(zip(counters, (int(v or 0) for v in values), strict=True))
         unprocessed = sum(b.queued for b in backlogs.values())
         processing = sum(b.in_progress for b in backlogs.values())
         total = sum(stats.values()) + unprocessed + processing

@@ -55,7 +55,8 @@ async def scrape_time(gw: Gateway) -> list[Metric]:
     try:
         directory = await broker.read_directory(d.redis, d.keys, gw.settings.heartbeat_check_interval, ())
         records, groups = directory.records, sorted(directory.known())
-        lengths = await broker.stream_lengths(d.redis, [d.keys.requests(g) for g in groups] + [d.keys.dlq])
+        lengths = await broker.stream_lengths(d.redis, [d.keys.requests(g) for g in groups])
+        dlq_size = await broker.dlq_length(d.redis, d.keys)
     except Exception:  # noqa: BLE001 — a scrape must answer; the recorded values still help
         up.add_metric([], 0)
         return [up]
@@ -68,7 +69,7 @@ async def scrape_time(gw: Gateway) -> list[Metric]:
     for group, length in zip(groups, lengths, strict=False):
         backlog.add_metric([group], length)
     dlq = GaugeMetricFamily("liftoff_dlq_size", "Requests in the dead-letter queue")
-    dlq.add_metric([], lengths[-1])
+    dlq.add_metric([], dlq_size)
     return [up, readers, backlog, dlq]
 
 

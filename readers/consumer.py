@@ -4,6 +4,11 @@ The consumer is the reader's loop over the broker (`liftoff.core.broker`, which 
 reads new entries and reclaims dead readers' ones; acknowledgement happens in the reply sink, after the terminal
 reply. Jobs go to the reader's `Executor`, which owns capacity: the consumer asks for at most as many entries as
 there are free slots, so a busy reader leaves work in the stream for its peers.
+
+After losing its connection the consumer looks at what the group still has pending for it: a failover (a Redis
+Cluster master killed, its replica promoted) can lose the answers, acknowledgements and deliveries the old master
+had not passed on yet. Entries it owns but no longer works on are taken back and served again; an entry delivered
+anew while its request is still running here is left to the running job, whose `FINISH` acknowledges it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from liftoff.core import broker, wire
 from liftoff.core.broker import TRANSIENT, Entry
 from liftoff.core.keys import Keys
 from liftoff.core.process import compute_backoff
+from liftoff.core.redis_client import same_slot
 from liftoff.core.wire import WIRE_VERSION
 from readers.jobs import Job
 from readers.replies import ReplySink
@@ -28,6 +34,7 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 500  # longest XREADGROUP block, which bounds how long a stop request waits for the read loop
 RECLAIM_EVERY_S = 1.0
+RETRY_CAP_S = 1.0  # longest wait between reads while Redis is out of reach: a promoted replica is used at once
 
 
 class Executor(Protocol):
@@ -36,6 +43,10 @@ class Executor(Protocol):
     async def wait_for_slot(self) -> None: ...
 
     def start(self, jobs: list[Job]) -> None: ...
+
+    def serving(self, request_id: str) -> bool: ...
+
+    def entries_in_flight(self, stream: str) -> set[bytes]: ...
 
 
 class GroupConsumer:
@@ -62,7 +73,9 @@ class GroupConsumer:
         self.max_deliveries = max_deliveries
         self.check_interval_s = check_interval_s
         self.reclaimed = 0
+        self.taken_back = 0
         self._next_reclaim = 0.0
+        self._recheck_own = False  # set when the connection was lost: look for own entries left without an answer
 
     async def ensure_group(self) -> None:
         await broker.ensure_group(self.redis, self.stream, self.group)
@@ -75,6 +88,11 @@ class GroupConsumer:
                 await self.executor.wait_for_slot()
                 continue
             try:
+                if self._recheck_own and self.sink.settled:
+                    self._recheck_own = False
+                    free -= await self._take_back(free)
+                    if free <= 0:
+                        continue
                 if time.monotonic() >= self._next_reclaim:
                     self._next_reclaim = time.monotonic() + RECLAIM_EVERY_S
                     free -= await self._reclaim(free)
@@ -84,7 +102,8 @@ class GroupConsumer:
                                                 READ_BLOCK_MS)
                 attempt = 0
             except TRANSIENT as exc:
-                delay = compute_backoff(attempt, base_s=0.2, cap_s=5.0)
+                self._recheck_own = True
+                delay = compute_backoff(attempt, base_s=0.2, cap_s=RETRY_CAP_S)
                 log.warning("read from %s failed (%s); retrying in %.1fs", self.stream, exc, delay)
                 attempt += 1
                 await asyncio.sleep(delay)
@@ -117,6 +136,25 @@ class GroupConsumer:
             self.executor.start(jobs)
         return len(jobs)
 
+    async def _take_back(self, free: int) -> int:
+        """Serve again the entries pending for this consumer that it is not working on; how many jobs started."""
+        pending = await broker.own_pending(self.redis, self.stream, self.group, self.consumer, max(1, free))
+        running = self.executor.entries_in_flight(self.stream)
+        orphans = {entry_id: n for entry_id, n in pending.items() if entry_id not in running}
+        if not orphans:
+            return 0
+        jobs = []
+        for entry in await broker.take_back(self.redis, self.stream, self.group, self.consumer, orphans):
+            for job in self._decode([(entry.entry_id, entry.fields)]):
+                job.deliveries = entry.deliveries
+                jobs.append(job)
+        if jobs:
+            self.taken_back += len(jobs)
+            log.warning("serving %d request(s) of group %s again: their answers were lost with the connection",
+                        len(jobs), self.group)
+            self.executor.start(jobs)
+        return len(jobs)
+
     def _decode(self, entries: list[Entry]) -> list[Job]:
         jobs = []
         for entry_id, fields in entries:
@@ -124,6 +162,9 @@ class GroupConsumer:
                 item = wire.decode_work(fields)
                 if not 1 <= item.v <= WIRE_VERSION:
                     raise ValueError(f"wire version {item.v} is not one this reader knows (1 to {WIRE_VERSION})")
+                if not same_slot(self.redis, self.stream, item.reply_to):
+                    raise ValueError(f"its reply stream {item.reply_to!r} is not in the hash slot of {self.stream} "
+                                     "(on a Redis Cluster the answer and the acknowledgement are one script)")
             except ValueError as exc:
                 request_id, reply_to = wire.peek_ids(fields)
                 log.error("undecodable entry %s in %s: %s", entry_id, self.stream, exc)
@@ -131,5 +172,7 @@ class GroupConsumer:
                     self.sink.error_raw(reply_to, request_id, 500, f"reader could not decode the request: {exc}")
                 self.sink.ack_raw(self.stream, self.group, entry_id)
                 continue
+            if self.executor.serving(item.id):
+                continue  # delivered again (a failover lost the delivery) while its first delivery still runs here
             jobs.append(Job(group=self.group, stream=self.stream, entry_id=entry_id, item=item))
         return jobs

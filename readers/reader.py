@@ -287,18 +287,21 @@ class Reader:
 
     async def _cancel_listener(self) -> None:
         attempt = 0
+        groups = [*self.opts.groups, Keys.direct_group(self.opts.reader_id)]
         while True:
+            feed = CancelFeed(self.redis, self.keys, groups)
             try:
-                feed = CancelFeed(self.redis, self.keys)
                 await feed.subscribe()
                 attempt = 0
                 async for request_id in feed.ids():
                     self._cancel(request_id)
             except TRANSIENT as exc:
-                delay = compute_backoff(attempt, base_s=0.2, cap_s=5.0)
+                delay = compute_backoff(attempt, base_s=0.2, cap_s=1.0)
                 attempt += 1
                 log.debug("cancel channel lost (%s); resubscribing in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
+            finally:
+                await feed.close()
 
     def _cancel(self, request_id: str) -> None:
         job = self.inflight.get(request_id)
@@ -313,6 +316,12 @@ class Reader:
         self._slot_freed.clear()
         if self.free_slots() <= 0 and not self._stop.is_set():
             await self._slot_freed.wait()
+
+    def serving(self, request_id: str) -> bool:
+        return request_id in self.inflight
+
+    def entries_in_flight(self, stream: str) -> set[bytes]:
+        return {job.entry_id for job in self.inflight.values() if job.stream == stream}
 
     def start(self, jobs: list[Job]) -> None:
         for job in jobs:

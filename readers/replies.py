@@ -2,12 +2,14 @@
 
 Engines call `token`, `done` and `error` synchronously (the reader's liveness task, `alive`); the sink queues them
 as the broker's reply operations (`liftoff.core.broker.consumer`: a plain reply for tokens and beats, a `Finish`
-for terminal replies) and sends what has gathered together in one MULTI/EXEC. A `Finish` writes the terminal reply,
+for terminal replies) and sends what has gathered together in one MULTI/EXEC (on a Redis Cluster, one per hash
+slot, sent together). A `Finish` writes the terminal reply,
 acknowledges and deletes the request entry and counts the outcome, but only while this reader's consumer still owns
 the entry: a reader that was taken for dead and whose work was reclaimed by another (a long pause, a partition)
 drops its late answer instead of answering twice. A reader killed mid-flush leaves the entry pending, to be
-reclaimed. Under load one round trip carries a whole batch's replies; while Redis is out of reach the replies are
-kept and re-sent when it is back.
+reclaimed. Under load one round trip carries a whole batch's replies; while Redis (or a cluster master) is out of
+reach the replies it should get are kept and re-sent, ahead of newer ones, when it is back, while the replies for
+the other masters go out.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import logging
 import time
 from typing import Any
 
-import redis.exceptions
 from redis.asyncio import Redis
 
 from liftoff.core import broker, wire
@@ -28,6 +29,8 @@ from liftoff.core.wire import Reply
 from readers.jobs import Job
 
 log = logging.getLogger(__name__)
+
+RETRY_CAP_S = 1.0  # longest wait between flushes while Redis is out of reach
 
 
 class ReplySink:
@@ -78,6 +81,11 @@ class ReplySink:
         """Wait until everything queued so far is in Redis."""
         await self._idle.wait()
 
+    @property
+    def settled(self) -> bool:
+        """Whether everything queued so far is in Redis."""
+        return self._idle.is_set()
+
     def _reply(self, job: Job, reply: Reply) -> None:
         reply.reader_id = self._reader_id
         reply.attempt = job.deliveries
@@ -92,7 +100,7 @@ class ReplySink:
         counter = "cancelled" if job.cancelled else ("failed" if job.failed else "completed")
         self._queue(Finish(stream=job.stream, group=job.group, consumer=self._consumer, entry_id=job.entry_id,
                            reply_stream=job.item.reply_to, payload=wire.encode(reply)[wire.FIELD],
-                           counter=self._keys.stat(counter)))
+                           counter=self._keys.stat(job.group, counter)))
 
     def _queue(self, op: ReplyOp) -> None:
         self._ops.append(op)
@@ -105,26 +113,23 @@ class ReplySink:
         try:
             while self._ops:
                 ops, self._ops = self._ops, []
-                while True:
-                    try:
-                        await self._send(ops)
-                        attempt = 0
-                        self.stalled = False
-                        break
-                    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                        # Replies are kept and re-sent when Redis is back; the gateway bounds how long it waits.
-                        self.stalled = True
-                        delay = compute_backoff(attempt, base_s=0.1, cap_s=5.0)
-                        log.warning("reply flush failed (%s); retrying in %.1fs", exc, delay)
-                        attempt += 1
-                        await asyncio.sleep(delay)
+                sent = await broker.send_replies(self._redis, ops)
+                if sent.dropped:
+                    self.dropped += sent.dropped
+                    log.warning("dropped %d late answer(s): another reader had taken those requests over",
+                                sent.dropped)
+                if not sent.unsent:
+                    attempt = 0
+                    self.stalled = False
+                    continue
+                # Kept and re-sent first when Redis is back; the gateway bounds how long it waits.
+                self._ops = sent.unsent + self._ops
+                self.stalled = True
+                delay = compute_backoff(attempt, base_s=0.1, cap_s=RETRY_CAP_S)
+                log.warning("reply flush failed (%s); retrying in %.1fs", sent.error, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
         finally:
             self._flushing = None
             if not self._ops:
                 self._idle.set()
-
-    async def _send(self, ops: list[ReplyOp]) -> None:
-        dropped = await broker.send_replies(self._redis, ops)
-        if dropped:
-            self.dropped += dropped
-            log.warning("dropped %d late answer(s): another reader had taken those requests over", dropped)

@@ -1,9 +1,17 @@
 """Dispatch from a gateway worker to readers over Redis Streams (through `liftoff.core.broker`), and routing of
 their replies back.
 
-Each gateway worker owns one reply stream, read by one background listener that hands every reply to the
-waiting request by id: no per-request subscriptions, no polling. Request XADDs issued in the same event-loop turn
-go to Redis in one pipeline, so a burst of requests costs one round trip.
+Each gateway worker owns one reply stream per consumer group it sends to (`<ns>:replies:{<group>}:<worker>`, in the
+group's hash slot, so that a reader's `FINISH` touches one slot on a Redis Cluster), each read by one background
+listener that hands every reply to the waiting request by id: no per-request subscriptions, no polling. A group's
+listener starts with the first request for it and stops once the group has been idle a while. Request XADDs issued
+in the same event-loop turn go to Redis in one pipeline, so a burst of requests costs one round trip.
+
+A listener that loses its connection (Redis restarted, or on a cluster the master of its group's slot died) ends
+the requests waiting on that group at once with a 503: their entries, or their answers, may have been on the
+server that went away, and a failover can lose writes the old master had acknowledged. Whatever a reader sends for
+them later (it may serve an entry again after a failover) finds no request waiting and is dropped, so a client
+gets at most one answer; requests of groups on the other masters go on.
 
 Which consumer groups have a live reader is kept in a view refreshed in the background; a request for a group
 that the view says is not live gets a fresh look at the registry before it is refused.
@@ -35,6 +43,7 @@ log = logging.getLogger(__name__)
 
 VIEW_REFRESH_S = 0.5
 REPLY_STREAM_TTL_S = broker.REPLY_STREAM_TTL_S  # a dead worker's reply stream goes away on its own
+FEED_IDLE_S = 60.0  # a group's reply listener stops after this long without a request of that group
 
 
 @dataclass(eq=False, slots=True)
@@ -49,7 +58,18 @@ class Ticket:
     queue: asyncio.Queue[Reply] = field(default_factory=asyncio.Queue)
     entry_id: bytes | None = None
     tokens_seen: int = 0
-    attempt: int | None = None  # the delivery whose tokens the client has seen
+    attempt: tuple[str | None, int] | None = None  # the reader and delivery whose tokens the client has seen
+
+
+@dataclass(eq=False, slots=True)
+class ReplyFeed:
+    """One group's reply stream for this worker, and the listener reading it."""
+
+    group: str
+    stream: str
+    last_id: bytes = b"0-0"
+    task: asyncio.Task[None] | None = None
+    used_s: float = 0.0  # loop.time() of the last request sent to the group
 
 
 class Dispatcher:
@@ -58,29 +78,28 @@ class Dispatcher:
         self.settings = settings
         self.keys = Keys(settings.redis_namespace)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        self.reply_key = self.keys.replies(self.worker_id)
         self.redis = connect(settings.redis_url)
-        self._listen_redis = connect(settings.redis_url)
+        self._listen_redis = connect(settings.redis_url)  # blocking reads: one connection per group listened to
         self.groups = GroupDirectory(self.redis, self.keys, settings)
         self.pending: dict[str, Ticket] = {}
         self._ids = itertools.count()
         self._outbox: list[tuple[Ticket, dict[bytes, bytes]]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._last_reply_id = b"0-0"
+        self.feeds: dict[str, ReplyFeed] = {}
 
     async def start(self) -> None:
         try:
             await self.refresh_view()
         except TRANSIENT as exc:
             log.warning("Redis not reachable at start (%s); will keep trying", exc)
-        self._tasks = [critical_task(self._listen(), "gateway reply listener"),
-                       critical_task(self._maintain(), "gateway directory refresh and reply trimming")]
+        self._tasks = [critical_task(self._maintain(), "gateway directory refresh and reply trimming")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = self._tasks + [feed.task for feed in self.feeds.values() if feed.task is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._fail_all(Unavailable("the gateway is shutting down"))
         await self.redis.aclose()
         await self._listen_redis.aclose()
@@ -103,6 +122,8 @@ class Dispatcher:
             raise Unavailable(f"the request queue (Redis) is unreachable: {exc}") from None
         loop = asyncio.get_running_loop()
         timeout_s = self.settings.request_timeout_s
+        feed = self._feed(group)
+        feed.used_s = loop.time()
         ticket = Ticket(
             id=f"{self.worker_id}:{next(self._ids)}",
             group=group,
@@ -113,7 +134,7 @@ class Dispatcher:
         now = wire.now_ms()
         entry = wire.encode_work(
             id=ticket.id,
-            reply_to=self.reply_key,
+            reply_to=feed.stream,
             stream=stream,
             texts=texts,
             batched=batched,
@@ -151,7 +172,7 @@ class Dispatcher:
                     f"the reader went silent for over {self.settings.reader_message_timeout_ms} ms in the middle of "
                     f"the stream (reader_message_timeout_ms), after {ticket.tokens_seen} tokens"
                 ) from None
-            if ticket.tokens_seen and reply.attempt != ticket.attempt:
+            if ticket.tokens_seen and (reply.reader_id, reply.attempt) != ticket.attempt:
                 # Its reader died mid-stream and another took the request over: replaying would duplicate text.
                 self._withdraw(ticket)
                 message = (f"the reader serving this stream stopped after {ticket.tokens_seen} tokens; the stream "
@@ -161,7 +182,7 @@ class Dispatcher:
             if kind == "token":
                 # A stream is bounded by its silences, not its length: each token restarts the clock.
                 ticket.tokens_seen += 1
-                ticket.attempt = reply.attempt
+                ticket.attempt = (reply.reader_id, reply.attempt)
                 ticket.deadline = asyncio.get_running_loop().time() + self.settings.request_timeout_s
                 return reply
             if kind != "alive":
@@ -216,7 +237,7 @@ class Dispatcher:
 
     async def _forget(self, ticket: Ticket) -> None:
         with contextlib.suppress(*TRANSIENT):  # else the reader drops it anyway once its deadline passes
-            await broker.withdraw(self.redis, self.keys, ticket.stream, ticket.entry_id, ticket.id)
+            await broker.withdraw(self.redis, self.keys, ticket.group, ticket.entry_id, ticket.id)
 
     async def _flush(self) -> None:
         try:
@@ -234,28 +255,40 @@ class Dispatcher:
             self._flush_task = None
 
     # --- replies --------------------------------------------------------------------------------------------------
-    async def _listen(self) -> None:
+    def _feed(self, group: str) -> ReplyFeed:
+        """The reply stream of `group` for this worker, its listener running."""
+        feed = self.feeds.get(group)
+        if feed is None:
+            feed = self.feeds[group] = ReplyFeed(group, self.keys.replies(group, self.worker_id))
+        if feed.task is None:
+            feed.task = critical_task(self._listen(feed), f"gateway reply listener of group {group}")
+        return feed
+
+    async def _listen(self, feed: ReplyFeed) -> None:
         attempt = 0
         while True:
             try:
-                entries = await broker.read_replies(self._listen_redis, self.reply_key, self._last_reply_id,
+                entries = await broker.read_replies(self._listen_redis, feed.stream, feed.last_id,
                                                     count=1000, block_ms=MAX_BLOCK_MS)
                 attempt = 0
             except TRANSIENT as exc:
-                self._fail_all(Unavailable(f"lost the connection to the request queue (Redis): {exc}"))
-                delay = compute_backoff(attempt, base_s=0.1, cap_s=5.0)
+                self._fail_group(feed.group, Unavailable(f"lost the connection to the request queue (Redis): {exc}"))
+                # The server answering next may be a promoted replica that never had the last replies read here:
+                # read the stream from its start again (what is left of it is for requests no longer waiting).
+                feed.last_id = b"0-0"
+                delay = compute_backoff(attempt, base_s=0.1, cap_s=1.0)
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
             for entry_id, fields in entries:
-                self._last_reply_id = entry_id
+                feed.last_id = entry_id
                 self._route(fields)
 
     def _route(self, fields: dict[bytes, bytes]) -> None:
         try:
             reply = wire.decode_reply(fields)
         except ValueError as exc:
-            log.error("undecodable reply on %s: %s", self.reply_key, exc)
+            log.error("undecodable reply for gateway worker %s: %s", self.worker_id, exc)
             return
         ticket = self.pending.get(reply.id)
         if ticket is not None:  # else the client is gone (timed out or disconnected)
@@ -269,6 +302,11 @@ class Dispatcher:
     def _fail_all(self, err: Unavailable) -> None:
         for ticket in list(self.pending.values()):
             self._deliver_error(ticket, err)
+
+    def _fail_group(self, group: str, err: Unavailable) -> None:
+        for ticket in list(self.pending.values()):
+            if ticket.group == group:
+                self._deliver_error(ticket, err)
 
     # --- background maintenance -----------------------------------------------------------------------------------
     async def refresh_view(self) -> None:
@@ -289,9 +327,22 @@ class Dispatcher:
     async def _maintain(self) -> None:
         while True:
             await asyncio.sleep(VIEW_REFRESH_S)
+            self._stop_idle_feeds()
             try:
                 await self.refresh_view()
-                # what the listener has read is done
-                await broker.trim_replies(self.redis, self.reply_key, self._last_reply_id, REPLY_STREAM_TTL_S)
+                # what the listeners have read is done
+                read = {feed.stream: feed.last_id for feed in self.feeds.values()}
+                await broker.trim_replies(self.redis, read, REPLY_STREAM_TTL_S)
             except TRANSIENT as exc:
                 log.debug("maintenance skipped: %s", exc)
+
+    def _stop_idle_feeds(self) -> None:
+        """Stop listening to groups nothing was sent to for FEED_IDLE_S and nothing waits on; their reply streams
+        expire on their own."""
+        now = asyncio.get_running_loop().time()
+        waiting = {ticket.group for ticket in self.pending.values()}
+        for group, feed in list(self.feeds.items()):
+            if group not in waiting and now - feed.used_s > FEED_IDLE_S:
+                if feed.task is not None:
+                    feed.task.cancel()
+                del self.feeds[group]

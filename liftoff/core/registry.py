@@ -18,6 +18,7 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from liftoff.core.keys import Keys
+from liftoff.core.redis_client import get_many
 from liftoff.core.wire import ReaderInfo
 
 Status = Literal["live", "loading", "dead"]
@@ -78,7 +79,7 @@ async def read_registry(redis: Redis, keys: Keys, check_interval_s: int) -> list
     if not raw:
         return []
     ids = [k.decode() if isinstance(k, bytes) else k for k in raw]
-    beats = await redis.mget([keys.heartbeat(i) for i in ids])
+    beats = await get_many(redis, [keys.heartbeat(i) for i in ids])
     records = []
     for reader_id, blob, beat in zip(ids, raw.values(), beats, strict=True):
         try:

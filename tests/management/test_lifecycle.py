@@ -16,6 +16,7 @@ import orjson
 import pytest
 import redis
 
+from liftoff.core.keys import Keys
 from management.embedded_redis import EmbeddedRedis
 
 from conftest import ServerFactory, _factory
@@ -33,8 +34,8 @@ def reader_jobs(client: redis.Redis, namespace: str, reader_id: str) -> dict[str
     return orjson.loads(blob)["jobs"] if blob else {}
 
 
-def stat(client: redis.Redis, namespace: str, name: str) -> int:
-    return int(client.get(f"{namespace}:stats:{name}") or 0)
+def stat(client: redis.Redis, namespace: str, name: str, group: str = "primary") -> int:
+    return int(client.get(Keys(namespace).stat(group, name)) or 0)
 
 
 async def fire(url: str, texts: list[str], timeout_s: float = 60) -> list[httpx.Response]:
@@ -93,7 +94,7 @@ def test_exhausted_requests_are_dead_lettered_and_retried(
     worker.start()
     # The four taken by the dead reader were delivered once, the limit: dead-lettered, their clients told so.
     client = sync_redis(redis_url)
-    wait_for(lambda: client.xlen(f"{ns}:dlq") == 4, 30, "four dead letters", server)
+    wait_for(lambda: client.xlen(Keys(ns).dlq("primary")) == 4, 30, "four dead letters", server)
     second = slow_reader(server, redis_url, tmp_path, "lone-again", delay_ms=1, batch=4, env=env)
     try:
         worker.join(60)
@@ -106,7 +107,7 @@ def test_exhausted_requests_are_dead_lettered_and_retried(
         retried = httpx.post(server.mgmt + "/dlq/retry", json={"all": True}, timeout=10).json()["retried"]
         assert len(retried) == 4
         wait_for(lambda: stat(client, ns, "completed") == 6, 30, "retried requests served", server)
-        assert client.xlen(f"{ns}:dlq") == 0
+        assert client.xlen(Keys(ns).dlq("primary")) == 0
     finally:
         second.terminate()
         second.wait(20)

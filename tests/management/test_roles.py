@@ -92,7 +92,7 @@ class Layout:
         return sum(info["jobs"].get(counter, 0) for info in self.registry().values() if info["hostname"] == host)
 
     def stat(self, name: str) -> int:
-        return int(self.client.get(self.keys.stat(name)) or 0)
+        return int(self.client.get(self.keys.stat("primary", name)) or 0)
 
     def logs(self) -> str:
         return "\n".join(f"--- {name} ---\n{host.log()}" for name, host in self.hosts.items())

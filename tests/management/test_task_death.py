@@ -72,7 +72,7 @@ def test_gateway_worker_whose_listener_dies_is_replaced(make_server: ServerFacto
     assert len(before) == 1
     client = redis.Redis.from_url(redis_url)
     keys = Keys(server.settings["redis_namespace"])
-    poisoned = [k.decode() for k in client.scan_iter(match=keys.replies("*"))]
+    poisoned = [k.decode() for k in client.scan_iter(match=keys.replies("*", "*"))]
     assert poisoned, "the worker's reply stream exists once it has had a reply"
     try:
         for key in poisoned:  # a reply stream that is not a stream: XREAD and XTRIM answer WRONGTYPE

@@ -59,7 +59,7 @@ def run(redis_url: str, scenario: Callable[[ReplySink, redis.asyncio.Redis, str]
     async def main() -> Any:
         client = redis.asyncio.Redis.from_url(redis_url)
         keys = Keys("liveness")
-        reply_to = keys.replies(f"w{next(_ids)}")
+        reply_to = keys.replies("primary", f"w{next(_ids)}")
         sink = ReplySink(client, "r-0", keys, "r-0-1")
         try:
             return await scenario(sink, client, reply_to)

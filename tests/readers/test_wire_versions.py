@@ -30,10 +30,10 @@ def test_older_versions_are_served_and_newer_ones_refused(make_server: ServerFac
     client = redis.Redis.from_url(redis_url)
     now = wire.now_ms()
     for version, request_id in ((1, "t:old"), (wire.WIRE_VERSION + 1, "t:new")):
-        item = {"v": version, "id": request_id, "reply_to": keys.replies(request_id), "texts": ["one two"],
+        item = {"v": version, "id": request_id, "reply_to": keys.replies("primary", request_id), "texts": ["one two"],
                 "enqueued_ms": now, "deadline_ms": now + 60_000}
         client.xadd(keys.requests("primary"), {wire.FIELD: orjson.dumps(item)})
-    old = _answer(client, keys.replies("t:old"))
+    old = _answer(client, keys.replies("primary", "t:old"))
     assert old.kind == "done" and old.texts == ["one two"]
-    new = _answer(client, keys.replies("t:new"))
+    new = _answer(client, keys.replies("primary", "t:new"))
     assert new.kind == "error" and "wire version" in (new.message or "")

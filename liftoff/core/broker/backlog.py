@@ -1,9 +1,14 @@
-"""How much work waits in the streams: lengths, each group's queued and in-progress entries, its consumers.
+"""How much work waits in the streams: lengths, each group's queued and in-progress entries, its consumers; and how
+many jobs the groups have finished.
 
 Readers delete entries as they acknowledge them, so a request stream's length (XLEN) is exactly what is queued or
 in progress; the group's pending entries list (XINFO GROUPS `pending`) is the part delivered and not yet
 acknowledged. A stream nobody has written yet counts as empty. The internal port, the health report, the metrics
 and the deployment autoscaler all read their numbers here, so that they never disagree on one.
+
+Job counters are kept per group (`<ns>:stats:{<group>}:<counter>`, in the group's slot, where `FINISH` counts each
+outcome); `job_counts` adds up the groups asked for and the totals of groups gone (`<ns>:stats:<counter>`, into
+which `tidy` folds a group's counters once the group no longer exists).
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from liftoff.core.keys import Keys
+from liftoff.core.redis_client import RedisClient
+
+JOB_COUNTERS = ("completed", "failed", "cancelled", "dead_lettered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +49,7 @@ class ConsumerStats:
     idle_ms: int
 
 
-async def stream_lengths(redis: Redis, streams: list[str]) -> list[int]:
+async def stream_lengths(redis: RedisClient, streams: list[str]) -> list[int]:
     """XLEN of each stream, in one round trip (0 for a stream that does not exist)."""
     pipe = redis.pipeline(transaction=False)
     for stream in streams:
@@ -51,7 +57,7 @@ async def stream_lengths(redis: Redis, streams: list[str]) -> list[int]:
     return list(await pipe.execute())
 
 
-async def read_backlogs(redis: Redis, keys: Keys, groups: list[str]) -> dict[str, Backlog]:
+async def read_backlogs(redis: RedisClient, keys: Keys, groups: list[str]) -> dict[str, Backlog]:
     """One round trip: XLEN and XINFO GROUPS of each group's request stream (a missing stream is an empty one)."""
     if not groups:
         return {}
@@ -71,7 +77,7 @@ async def read_backlogs(redis: Redis, keys: Keys, groups: list[str]) -> dict[str
     return out
 
 
-async def stream_stats(redis: Redis, streams: list[str]) -> list[StreamStats]:
+async def stream_stats(redis: RedisClient, streams: list[str]) -> list[StreamStats]:
     """Length, memory and consumer count of each stream that exists, in one round trip."""
     pipe = redis.pipeline(transaction=False)
     for name in streams:
@@ -89,13 +95,24 @@ async def stream_stats(redis: Redis, streams: list[str]) -> list[StreamStats]:
     return out
 
 
-async def redelivered(redis: Redis, keys: Keys, group: str, scan: int) -> int:
+async def job_counts(redis: RedisClient, keys: Keys, groups: list[str]) -> dict[str, int]:
+    """Each of `JOB_COUNTERS` summed over `groups` and the groups gone, in one round trip (one per master)."""
+    pipe = redis.pipeline(transaction=False)
+    for counter in JOB_COUNTERS:
+        pipe.get(keys.total(counter))
+        for group in groups:
+            pipe.get(keys.stat(group, counter))
+    values = iter(await pipe.execute())
+    return {counter: sum(int(next(values) or 0) for _ in range(1 + len(groups))) for counter in JOB_COUNTERS}
+
+
+async def redelivered(redis: RedisClient, keys: Keys, group: str, scan: int) -> int:
     """Of the group's first `scan` pending entries, how many have been delivered more than once."""
     pending = await redis.xpending_range(keys.requests(group), group, min="-", max="+", count=scan)
     return sum(p["times_delivered"] > 1 for p in pending)
 
 
-async def group_consumers(redis: Redis, keys: Keys, group: str) -> list[ConsumerStats]:
+async def group_consumers(redis: RedisClient, keys: Keys, group: str) -> list[ConsumerStats]:
     members = await redis.xinfo_consumers(keys.requests(group), group)
     return [ConsumerStats(_text(m["name"]), int(m["pending"]), int(m["idle"])) for m in members]
 

@@ -1,28 +1,37 @@
 """The reader's side of the streams: read a group's new entries, answer them, hear about cancelled requests.
 
 A reader consumes each of its groups under its own consumer name: XREADGROUP `>` hands it entries no one has had
-yet (they stay pending for it until acknowledged). Its replies go out in one MULTI/EXEC per flush: tokens and beats
-as plain XADDs on the gateway worker's reply stream (approximately capped), and each terminal reply through the
-`FINISH` script, which writes the reply, acknowledges and deletes the request entry and counts the outcome, but only
-while this consumer still owns the entry. A reader that was taken for dead and whose work another reader reclaimed
-(a long pause, a partition) so drops its late answer instead of answering twice; deleting acknowledged entries keeps
-each request stream's length equal to its backlog. Cancelled request ids arrive on the cancel pub/sub channel.
+yet (they stay pending for it until acknowledged). Its replies go out in one MULTI/EXEC per flush (on a cluster,
+one per hash slot the flush touches, sent together): tokens and beats as plain XADDs on the gateway worker's reply
+stream for the group (approximately capped), and each terminal reply through the `FINISH` script, which writes the
+reply, acknowledges and deletes the request entry and counts the outcome, but only while this consumer still owns
+the entry. All three keys are in the group's hash slot (see `liftoff.core.keys`). A reader that was taken for dead
+and whose work another reader reclaimed (a long pause, a partition) so drops its late answer instead of answering
+twice; deleting acknowledged entries keeps each request stream's length equal to its backlog. Cancelled request ids
+arrive on the groups' cancel channels: plain pub/sub on one Redis, sharded pub/sub (SSUBSCRIBE) on a cluster, where
+each channel lives on the master of its group's slot.
+
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline, PubSub
 from redis.exceptions import ResponseError
 
+from liftoff.core.broker.errors import TRANSIENT
 from liftoff.core.broker.producer import REPLY_STREAM_TTL_S, Entry
 from liftoff.core.keys import Keys
+from liftoff.core.redis_client import RedisClient, is_cluster, refresh_topology, slot_of
 
 REPLY_STREAM_MAXLEN = 100_000  # approximate cap; gateway workers trim what they have read long before this
 
-# KEYS: request stream, reply stream, outcome counter.
+# KEYS: request stream, reply stream, outcome counter (one hash slot: the group's).
 # ARGV: group, consumer, entry id, reply payload (the `d` field), reply stream MAXLEN.
 FINISH = """
 local owned = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
@@ -35,7 +44,7 @@ return 1
 """
 
 
-async def ensure_group(redis: Redis, stream: str, group: str) -> None:
+async def ensure_group(redis: RedisClient, stream: str, group: str) -> None:
     """Create consumer group `group` on `stream` (and the stream) unless it exists."""
     try:
         await redis.xgroup_create(stream, group, id="0", mkstream=True)
@@ -44,7 +53,9 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> None:
             raise
 
 
-async def read_new(redis: Redis, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
+async def read_new(
+    redis: RedisClient, stream: str, group: str, consumer: str, count: int, block_ms: int
+) -> list[Entry]:
     """Up to `count` entries of `stream` never delivered before, now pending for `consumer`; waits up to
     `block_ms` for the first. Raises what `errors.group_gone` recognises when the group is gone."""
     resp = await redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
@@ -57,6 +68,10 @@ class PostReply:
 
     reply_stream: str
     fields: dict[bytes, bytes]
+
+    @property
+    def key(self) -> str:
+        return self.reply_stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,10 @@ class Finish:
     payload: bytes  # the reply's `d` field
     counter: str  # the outcome counter's key
 
+    @property
+    def key(self) -> str:
+        return self.stream
+
 
 @dataclass(frozen=True, slots=True)
 class Ack:
@@ -81,16 +100,55 @@ class Ack:
     group: str
     entry_id: bytes
 
+    @property
+    def key(self) -> str:
+        return self.stream
+
 
 ReplyOp = PostReply | Finish | Ack
 
 
-async def send_replies(redis: Redis, ops: Sequence[ReplyOp]) -> int:
-    """Send `ops` in one MULTI/EXEC, in order; how many `Finish`es were dropped because another consumer owned
-    their entry by then. Every reply stream written gets its expiry (the write may have created the stream anew,
-    say after its gateway worker died and the stream expired)."""
+@dataclass(slots=True)
+class Sent:
+    """What `send_replies` did: Finishes dropped (another consumer owned their entry by then), and the ops that did
+    not reach Redis (to be sent again, in order), with the error that stopped them."""
+
+    dropped: int = 0
+    unsent: list[ReplyOp] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+async def send_replies(redis: RedisClient, ops: Sequence[ReplyOp]) -> Sent:
+    """Send `ops` in order, in one MULTI/EXEC per hash slot (one in all on a single Redis). Every reply stream
+    written gets its expiry (the write may have created the stream anew, say after its gateway worker died and the
+    stream expired). A slot whose master is out of reach leaves its ops unsent; the others go through."""
+    if not is_cluster(redis):
+        return await _send_slot(redis, list(ops))
+    by_slot: dict[int, list[ReplyOp]] = {}
+    for op in ops:
+        by_slot.setdefault(slot_of(op.key), []).append(op)
+    parts = await asyncio.gather(*(_send_slot(redis, part) for part in by_slot.values()))
+    sent = Sent()
+    for part in parts:
+        sent.dropped += part.dropped
+        sent.unsent += part.unsent
+        sent.error = sent.error or part.error
+    return sent
+
+
+async def _send_slot(redis: RedisClient, ops: list[ReplyOp]) -> Sent:
     pipe = redis.pipeline(transaction=True)
-    finishes = []  # where each Finish's result is among the pipeline's results
+    finishes = _queue(pipe, ops)
+    try:
+        results = await pipe.execute()
+    except TRANSIENT as exc:
+        return Sent(unsent=ops, error=exc)
+    return Sent(dropped=sum(1 for position in finishes if results[position] == 0))
+
+
+def _queue(pipe: Pipeline, ops: list[ReplyOp]) -> list[int]:
+    """Queue `ops` on `pipe`; where each Finish's result is among the pipeline's results."""
+    finishes = []
     reply_streams: dict[str, None] = {}
     for op in ops:
         if isinstance(op, PostReply):
@@ -101,28 +159,62 @@ async def send_replies(redis: Redis, ops: Sequence[ReplyOp]) -> int:
             # neither the SCRIPT EXISTS round trip a pipeline makes before EVALSHA nor a reload after a restart.
             pipe.eval(FINISH, 3, op.stream, op.reply_stream, op.counter,
                       op.group, op.consumer, op.entry_id, op.payload, REPLY_STREAM_MAXLEN)
-            finishes.append(len(pipe.command_stack) - 1)
+            finishes.append(len(pipe) - 1)
             reply_streams[op.reply_stream] = None
         else:
             pipe.xack(op.stream, op.group, op.entry_id)
             pipe.xdel(op.stream, op.entry_id)
     for stream in reply_streams:
         pipe.expire(stream, REPLY_STREAM_TTL_S)
-    results = await pipe.execute()
-    return sum(1 for position in finishes if results[position] == 0)
+    return finishes
 
 
 class CancelFeed:
-    """Request ids published on the cancel channel, from the moment `subscribe` returns."""
+    """Request ids published on the cancel channels of `groups`, from the moment `subscribe` returns."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        self._pubsub = redis.pubsub()
-        self._channel = keys.cancel_channel
+    def __init__(self, redis: RedisClient, keys: Keys, groups: Sequence[str]) -> None:
+        self._redis = redis
+        self._channels = [keys.cancel(group) for group in groups]
+        self._sharded = is_cluster(redis)
+        self._pubsub: Any = redis.pubsub()
 
     async def subscribe(self) -> None:
-        await self._pubsub.subscribe(self._channel)
+        if self._sharded:
+            await refresh_topology(self._redis)  # a replica may have taken over a channel's slot since last time
+            await self._pubsub.ssubscribe(*self._channels)
+        else:
+            await self._pubsub.subscribe(*self._channels)
 
     async def ids(self) -> AsyncIterator[str]:
-        async for message in self._pubsub.listen():
-            if message["type"] == "message":
-                yield message["data"].decode()
+        """Cancelled request ids until the connection to a channel's Redis is lost (raised as that error)."""
+        if not self._sharded:
+            async for message in self._pubsub.listen():
+                if message["type"] == "message":
+                    yield message["data"].decode()
+            return
+        # Sharded: one subscription per master holding some of the channels, each read by its own task.
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        pumps = [asyncio.create_task(_pump(node, queue)) for node in self._pubsub.node_pubsub_mapping.values()]
+        try:
+            while True:
+                getter = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait([getter, *pumps], return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    ended = next(task for task in pumps if task.done())
+                    raise ended.exception() or ConnectionError("a sharded cancel subscription ended")
+                yield getter.result()
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):  # its connections may be gone already
+            await self._pubsub.aclose()
+
+
+async def _pump(pubsub: PubSub, queue: asyncio.Queue[str]) -> None:
+    async for message in pubsub.listen():
+        if message["type"] == "smessage":
+            queue.put_nowait(message["data"].decode())

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import redis.exceptions
 
-# Redis is (for now) out of reach: callers answer 503, retry with backoff, or skip a turn.
-TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# Redis is (for now) out of reach: callers answer 503, retry with backoff, or skip a turn. On a cluster that includes
+# a master that died before its replica took over (CLUSTERDOWN, TRYAGAIN, a slot no master serves yet).
+TRANSIENT = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+)
 
 
 def group_gone(exc: BaseException) -> bool:
     """Whether `exc` says the consumer group (or its stream) no longer exists: Redis restarted without the data,
-    or someone deleted the stream. The consumer recreates it (`ensure_group`)."""
+    a failover lost it, or someone deleted the stream. The consumer recreates it (`ensure_group`)."""
     return isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc)
