@@ -25,7 +25,7 @@ from gateway.openai_errors import OpenAIError, invalid
 from gateway.openai_guided import StructuredOutputs, constraint_names, constraint_params
 from gateway.openai_tools import HistoryToolCall, Tool, ToolChoice, check_tools
 from gateway.protocol import MAX_NEW_TOKENS_LIMIT
-from gateway.rules import Bound, Strict, StrictByName, bounds_validator, group_validator, part_types, rule
+from gateway.rules import Bound, Strict, StrictByName, bounds_validator, group_validator, parts_validator, rule
 from liftoff.core.grammar_check import constraint_error
 from liftoff.core.wire import MAX_TOP_LOGPROBS
 
@@ -237,13 +237,8 @@ class ChatMessage(Strict):
     tool_call_id: StrictStr | None = None  # tool: the call this is the result of
     refusal: StrictStr | None = None  # accepted (the official client echoes assistant messages back with it)
 
-    @field_validator("content", mode="before")
-    @classmethod
-    def _parts(cls, v: Any) -> Any:
-        for kind in part_types(v):
-            rule(kind in ("text", "image_url"), "only text and image_url content parts are supported (no audio or "
-                 "files)", kind)
-        return v
+    _parts = parts_validator("content", ("text", "image_url"), "only text and image_url content parts are supported "
+                             "(no audio or files)")
 
     @property
     def images(self) -> list[ImagePart]:

@@ -26,7 +26,7 @@ from pydantic import (
 from gateway.openai_errors import OpenAIError, from_validation, invalid
 from gateway.openai_protocol import BOUNDS, SamplingRequest
 from gateway.openai_tools import FunctionDef, FunctionName, NamedToolChoice, Tool, check_tools
-from gateway.rules import Strict, StrictByName, bounds_validator, group_validator, part_types, rule
+from gateway.rules import Strict, StrictByName, bounds_validator, group_validator, part_types, parts_validator, rule
 
 MAX_METADATA = 16  # OpenAI's limits on `metadata`: pairs, key and value lengths
 MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
@@ -101,15 +101,6 @@ class Refusal(Strict):
 ContentPart = InputText | OutputText | Refusal
 
 
-def _text_parts(v: Any) -> Any:
-    """Content parts other than text (images, files, audio) refused by name."""
-    for kind in part_types(v):
-        rule(kind in ("input_text", "output_text", "refusal"),
-             "only text content parts are supported (input_text, output_text, refusal; no images, files or audio)",
-             kind)
-    return v
-
-
 class MessageItem(Strict):
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
@@ -117,10 +108,8 @@ class MessageItem(Strict):
     id: StrictStr | None = None
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
-    @field_validator("content", mode="before")
-    @classmethod
-    def _parts(cls, v: Any) -> Any:
-        return _text_parts(v)
+    _parts = parts_validator("content", ("input_text", "output_text", "refusal"), "only text content parts are "
+                             "supported (input_text, output_text, refusal; no images, files or audio)")
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -157,12 +146,7 @@ class FunctionCallOutputItem(Strict):
     id: StrictStr | None = None
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
-    @field_validator("output", mode="before")
-    @classmethod
-    def _parts(cls, v: Any) -> Any:
-        for kind in part_types(v):
-            rule(kind == "input_text", "only input_text parts are supported in a function's output", kind)
-        return v
+    _parts = parts_validator("output", ("input_text",), "only input_text parts are supported in a function's output")
 
     def text(self) -> str:
         return self.output if isinstance(self.output, str) else "".join(p.text for p in self.output)

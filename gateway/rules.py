@@ -46,6 +46,19 @@ def part_types(value: Any) -> Iterator[Any]:
             yield part.get("type") if isinstance(part, dict) else None
 
 
+def parts_validator(field: str, kinds: tuple[str, ...], message: str) -> Any:
+    """A model's field validator refusing a part of the list `field` whose type is not one of `kinds` (`message` says
+    which are taken); it runs before the field's own validation, so the refusal names the type given rather than
+    every member of the parts' union (`_parts = parts_validator(...)` in the class body)."""
+
+    def known_parts(cls: type, value: Any) -> Any:
+        for kind in part_types(value):
+            rule(kind in kinds, message, kind)
+        return value
+
+    return field_validator(field, mode="before")(known_parts)
+
+
 def group_validator() -> Any:
     """A model's field validator for `model`, the name of a consumer group: not empty, no white space or braces
     (`_group = group_validator()` in the class body)."""
