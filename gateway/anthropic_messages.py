@@ -33,7 +33,7 @@ from gateway.anthropic_errors import ANTHROPIC_ERROR, anthropic_endpoint, error_
 from gateway.anthropic_protocol import CountTokensRequest, MessagesRequest, parse_anthropic
 from gateway.openai_generation import Completion, StopCut, cut_at_stop
 from gateway.openai_protocol import ChatCompletionRequest
-from gateway.openai_readers import Readers
+from gateway.openai_readers import ReaderApi
 from gateway.openai_tools import ToolPlan, tool_plan
 from gateway.services import generate
 from gateway.services.generate import ReplyStream
@@ -65,11 +65,7 @@ def anthropic_routes(gw: Gateway) -> list[Route]:
     ]
 
 
-class MessagesApi:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.readers = Readers(gw)
-
+class MessagesApi(ReaderApi):
     async def create(self, request: Request) -> Response:
         req = parse_anthropic(MessagesRequest, await read_json_object(request))
         chat = req.as_chat()

@@ -23,7 +23,7 @@ from gateway.openai_errors import OpenAIError, from_api_error, model_not_found, 
 from gateway.openai_generation import Completion
 from gateway.openai_images import ImageCompletion, chat_images
 from gateway.openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_openai
-from gateway.openai_readers import Readers
+from gateway.openai_readers import ReaderApi
 from gateway.openai_rerank import rerank_routes
 from gateway.openai_responses import responses_routes
 from gateway.openai_tools import tool_plan
@@ -58,12 +58,8 @@ def openai_routes(gw: Gateway) -> list[Route]:
     ]
 
 
-class OpenAIApi:
+class OpenAIApi(ReaderApi):
     """The port's handlers, sharing the registry reads that name the live models and pick readers' tokenizers."""
-
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.readers = Readers(gw)
 
     async def chat_completions(self, request: Request) -> Response:
         req = parse_openai(ChatCompletionRequest, await read_json_object(request))

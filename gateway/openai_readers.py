@@ -104,3 +104,12 @@ class Readers:
     async def count_tokens(self, group: str, texts: list[str]) -> int:
         results = await asyncio.gather(*(self.call(group, "tokenize", {"text": t}) for t in texts))
         return sum(int(r["tokens_count"]) for r in results)
+
+
+class ReaderApi:
+    """An API's route handlers, which call on live readers: the gateway, and one `Readers` the handlers share (one
+    registry read serves them all for REGISTRY_TTL_S, and their picks take turns across the group)."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.readers = Readers(gw)

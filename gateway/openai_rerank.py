@@ -38,7 +38,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.openai_errors import OpenAIError, from_api_error, invalid, openai_endpoint
-from gateway.openai_readers import Readers
+from gateway.openai_readers import ReaderApi
 from gateway.rules import Strict, rule
 from gateway.services import encode
 from liftoff.core.http.context import Gateway
@@ -164,11 +164,7 @@ def rerank_routes(gw: Gateway) -> list[Route]:
     ]
 
 
-class RerankApi:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.readers = Readers(gw)
-
+class RerankApi(ReaderApi):
     async def rerank(self, request: Request) -> Response:
         req = parse_strict(RerankRequest, await read_json_object(request))
         documents = req.texts()

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from gateway import sse
 from gateway.openai_errors import OpenAIError, from_api_error, invalid, openai_endpoint
 from gateway.openai_generation import Completion
-from gateway.openai_readers import Readers
+from gateway.openai_readers import ReaderApi
 from gateway.openai_responses_objects import Draft
 from gateway.openai_responses_protocol import (
     InputItem,
@@ -79,10 +79,9 @@ def cut_call(item: dict[str, Any]) -> bool:
     return False
 
 
-class ResponsesApi:
+class ResponsesApi(ReaderApi):
     def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.readers = Readers(gw)
+        super().__init__(gw)
         self.store = ResponseStore(gw)
 
     async def create(self, request: Request) -> Response:
