@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from liftoff.core.wire import WorkItem, now_ms
 
@@ -23,3 +24,16 @@ class Job:
     @property
     def expired(self) -> bool:
         return now_ms() > self.item.deadline_ms
+
+    def row_metadata(self, prompt_tokens: int, cached_prompt_tokens: int, generated_tokens: int, finish_reason: str,
+                     first_token_ms: int | None) -> dict[str, Any]:
+        """A generated row's reply metadata: its token counts, why it ended, the job's time queued and the time to
+        the row's first token (until now, for a row that produced none)."""
+        return {
+            "prompt_tokens": prompt_tokens,
+            "cached_prompt_tokens": cached_prompt_tokens,
+            "generated_tokens": generated_tokens,
+            "finish_reason": finish_reason,
+            "queue_ms": max(0, self.started_ms - self.item.enqueued_ms),
+            "time_to_first_token_ms": (first_token_ms or now_ms()) - self.started_ms,
+        }

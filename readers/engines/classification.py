@@ -26,12 +26,12 @@ class ClassificationEngine(BatchedModelEngine):
     thread_name = "liftoff-classify"
     task, task_noun = "classify", "classification"
     kinds = frozenset({"classify"})
+    default_max_length = 512
 
     def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
                  model_path: str | Path | None = None) -> None:
         super().__init__(config, repository_path, model_path)
         self.labels: list[str] = []
-        self.max_length = 512
 
     def _load(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -50,8 +50,7 @@ class ClassificationEngine(BatchedModelEngine):
         self.loaded_dtype = loaded_label(self.model)
         id2label = model.config.id2label or {}
         self.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(model.config.num_labels)]
-        limit = getattr(model.config, "max_position_embeddings", None) or 512
-        self.max_length = min(self.config.max_sequence_length or limit, limit)
+        self.settle_max_length(model.config)
         log.info("classification model %s on %s, %s (labels %s)", path, device, self.loaded_dtype, self.labels)
 
     async def process_batch(self, inputs: list[ClassifyInput]) -> list[dict[str, Any]]:

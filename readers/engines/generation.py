@@ -26,7 +26,7 @@ from readers.engines.constrained import Grammars, RowGrammar, constrained
 from readers.engines.generation_batch import Event, Request, Row, Scheduler
 from readers.engines.kv_blocks import BlockManager, KVPlan, ModelShape, PagedKVCache, plan_kv
 from readers.engines.lora import LoraAdapters
-from readers.engines.model_engine import ModelEngine
+from readers.engines.model_engine import ModelEngine, end_of_sequence_ids
 from readers.engines.sampling import NoRepeatNGrams, RowSampling
 from readers.engines.tokenizer_tools import IncrementalDetokenizer
 from readers.jobs import Job
@@ -34,7 +34,6 @@ from readers.replies import ReplySink
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_LENGTH = 2048
 # Most prompt tokens per scheduler iteration (prefill_chunk_size's default). While rows decode, the scheduler sizes
 # chunks to a couple of their decode steps (generation_batch.chunk_budget); this bound is what a prompt gets when
 # nothing else runs, large enough that prefill runs at nearly its unchunked speed (bench/README.md).
@@ -52,13 +51,11 @@ class PromptError(ValueError):
 
 class GenerationEngine(ModelEngine):
     model_type = "generation"
-    kinds = frozenset({"generate"})
     serves_loras = True
 
     def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
                  model_path: str | Path | None = None) -> None:
         super().__init__(config, repository_path, model_path)
-        self.max_length = DEFAULT_MAX_LENGTH
         self.scheduler: Scheduler | None = None
         self.kv_plan: KVPlan | None = None
         self.grammars: Grammars | None = None
@@ -89,11 +86,8 @@ class GenerationEngine(ModelEngine):
             raise EngineLoadError(f"{str(path)!r} could not be loaded as a causal language model: {exc}") from exc
         self.model = model.to(device).eval()
         text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        model_limit = getattr(text_config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
-        self.max_length = min(self.config.max_sequence_length or model_limit, model_limit)
-        eos = _ids(model.generation_config.eos_token_id) | _ids(self.tokenizer.eos_token_id)
-        if not eos:
-            raise EngineLoadError(f"{str(path)!r}: the model and tokenizer name no end-of-sequence token")
+        self.settle_max_length(text_config)
+        eos = end_of_sequence_ids(model, self.tokenizer, path)
         vocab = model.get_output_embeddings().weight.shape[0]
         self.grammars = Grammars(self.tokenizer, vocab, sorted(eos))
         self.tool_markers = self.tool_marker_ids()
@@ -338,11 +332,3 @@ class GenerationEngine(ModelEngine):
                 f"{self.max_length} tokens; shorten the prompt or set prompt_max_tokens"
             )
         return ids
-
-
-def _ids(value: Any) -> set[int]:
-    if value is None:
-        return set()
-    if isinstance(value, int):
-        return {value}
-    return {int(v) for v in value}

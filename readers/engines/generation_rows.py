@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from liftoff.core.wire import now_ms
 from readers.engines.constrained import RowGrammar
 from readers.engines.grammar_tokens import ByteDetokenizer
 from readers.engines.sampling import NoRepeatNGrams, RowSampling
@@ -99,7 +98,6 @@ def finish_row(row: Row, reason: str, tokenizer: Any, events: list[Event]) -> No
         if row.stream and (tail or row.pending):
             events.append(("token", request, row.index, tail, row.pending))
             row.pending = []
-    job = request.job
     if row.stream:
         request.texts[row.index] = ""
     elif row.grammar is not None:  # exactly the bytes the grammar accepted (grammar_tokens.py says why)
@@ -108,14 +106,8 @@ def finish_row(row: Row, reason: str, tokenizer: Any, events: list[Event]) -> No
         request.texts[row.index] = decode_text(tokenizer, row.generated, row.keep)
     if request.logprobs is not None:
         request.logprobs[row.index], row.pending = row.pending, []
-    request.metadata[row.index] = {
-        "prompt_tokens": len(row.prompt),
-        "cached_prompt_tokens": row.cached,
-        "generated_tokens": len(row.generated),
-        "finish_reason": reason,
-        "queue_ms": max(0, job.started_ms - job.item.enqueued_ms),
-        "time_to_first_token_ms": (row.first_token_ms or now_ms()) - job.started_ms,
-    }
+    request.metadata[row.index] = request.job.row_metadata(len(row.prompt), row.cached, len(row.generated), reason,
+                                                           row.first_token_ms)
     request.rows_left -= 1
     if request.rows_left == 0:
         events.append(("done", request))

@@ -40,14 +40,13 @@ from liftoff.core import metrics
 from liftoff.core.settings import ReaderConfig
 from liftoff.core.wire import GenerationParams, now_ms
 from readers.engines.base import EngineLoadError, EngineRequestError
-from readers.engines.model_engine import ModelEngine
+from readers.engines.model_engine import ModelEngine, end_of_sequence_ids
 from readers.engines.tokenizer_tools import IncrementalDetokenizer, decode_text
 from readers.jobs import Job
 from readers.replies import ReplySink
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_LENGTH = 4096
 # Per-token tensors of a processed row (left-padded when rows are batched); the processor's other outputs (pixel
 # values, image sizes or grids) are concatenated in row order, which is the order of the image tokens they fill.
 SEQUENCE_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"})
@@ -82,14 +81,13 @@ class _Row:
 
 class ImageToTextEngine(ModelEngine):
     model_type = "image-to-text"
-    kinds = frozenset({"generate"})
     takes_images = True
+    default_max_length = 4096
 
     def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
                  model_path: str | Path | None = None) -> None:
         super().__init__(config, repository_path, model_path)
         self.processor: Any = None
-        self.max_length = DEFAULT_MAX_LENGTH
         self.eos: frozenset[int] = frozenset()
         self.pad_id = 0
         self._thread: Any = None
@@ -128,12 +126,8 @@ class ImageToTextEngine(ModelEngine):
         self.tokenizer = tokenizer
         self.loaded_dtype = loaded_label(model)
         self.model = model.to(device).eval()
-        text_config = model.config.get_text_config()
-        limit = getattr(text_config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
-        self.max_length = min(self.config.max_sequence_length or limit, limit)
-        self.eos = frozenset(_ids(model.generation_config.eos_token_id) | _ids(tokenizer.eos_token_id))
-        if not self.eos:
-            raise EngineLoadError(f"{str(path)!r}: the model and tokenizer name no end-of-sequence token")
+        self.settle_max_length(model.config.get_text_config())
+        self.eos = end_of_sequence_ids(model, tokenizer, path)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.generation_config.pad_token_id
         self.pad_id = int(pad) if pad is not None else min(self.eos)
         self.max_batch_size = self.config.batch_slots()
@@ -326,15 +320,8 @@ class ImageToTextEngine(ModelEngine):
                 self._emit_token(row, tail)
         else:
             request.texts[row.index] = decode_text(self.tokenizer, row.generated)
-        job = request.job
-        request.metadata[row.index] = {
-            "prompt_tokens": row.length,
-            "cached_prompt_tokens": 0,
-            "generated_tokens": len(row.generated),
-            "finish_reason": reason,
-            "queue_ms": max(0, job.started_ms - job.item.enqueued_ms),
-            "time_to_first_token_ms": (row.first_token_ms or now_ms()) - job.started_ms,
-        }
+        request.metadata[row.index] = request.job.row_metadata(row.length, 0, len(row.generated), reason,
+                                                               row.first_token_ms)
         request.rows_left -= 1
         if request.rows_left == 0:
             assert self._loop is not None
@@ -452,11 +439,3 @@ def _decode_image(data: str, index: int) -> Any:
             return image.convert("RGB")
     except (ValueError, OSError, UnidentifiedImageError) as exc:
         raise EngineRequestError(400, f"images[{index}] is not an image Pillow can read: {exc}") from exc
-
-
-def _ids(value: Any) -> set[int]:
-    if value is None:
-        return set()
-    if isinstance(value, int):
-        return {value}
-    return {int(v) for v in value}

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 class ModelEngine(TokenizerHelpers, Engine):
     serves_loras = False  # whether the `loras` setting (LoRA adapters, readers.engines.lora) applies
+    default_max_length = 2048  # the longest sequence before load, and where the model names none (settle_max_length)
 
     def __init__(self, config: ReaderConfig, repository_path: str | Path = "./artefacts",
                  model_path: str | Path | None = None) -> None:
@@ -37,6 +38,13 @@ class ModelEngine(TokenizerHelpers, Engine):
         self.tokenizer = None
         # What the loaded weights are, read from the model: "F32", "BF16", "F16", "INT8", ...; None until loaded.
         self.loaded_dtype: str | None = None
+        self.max_length = self.default_max_length
+
+    def settle_max_length(self, model_config: Any) -> None:
+        """The longest sequence this reader runs: the model's max_position_embeddings (default_max_length where its
+        config names none), capped by the max_sequence_length setting."""
+        limit = getattr(model_config, "max_position_embeddings", None) or self.default_max_length
+        self.max_length = min(self.config.max_sequence_length or limit, limit)
 
     def settle_device(self) -> Any:
         """Apply the CPU thread setting and pick the torch device this reader runs on (call from load's thread)."""
@@ -52,6 +60,23 @@ class ModelEngine(TokenizerHelpers, Engine):
         if self.model_path is None:
             self.model_path = resolve_model(self.config.model_name, self.repository_path, self.config.access_token)
         return self.model_path
+
+
+def end_of_sequence_ids(model: Any, tokenizer: Any, path: Path) -> frozenset[int]:
+    """The tokens a generating model stops at: its generation config's and its tokenizer's end-of-sequence ids;
+    EngineLoadError when neither names one."""
+    ids = frozenset(_ids(model.generation_config.eos_token_id) | _ids(tokenizer.eos_token_id))
+    if not ids:
+        raise EngineLoadError(f"{str(path)!r}: the model and tokenizer name no end-of-sequence token")
+    return ids
+
+
+def _ids(value: Any) -> set[int]:
+    if value is None:
+        return set()
+    if isinstance(value, int):
+        return {value}
+    return {int(v) for v in value}
 
 
 class BatchedModelEngine(ModelEngine):
