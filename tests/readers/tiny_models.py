@@ -47,7 +47,7 @@ def build_tokenizer(path: Path, vocab_size: int = 400):
 def build_llama(path: Path, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
                 max_positions: int = 512, seed: int = 0, intermediate: int | None = None) -> Path:
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(path)
@@ -59,14 +59,22 @@ def build_llama(path: Path, hidden: int = 64, layers: int = 2, heads: int = 4, k
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # larger logits than the default init, so that greedy choices are clear-cut
+    save_sharpened(LlamaForCausalLM(config), tokenizer, path)
+    return path
+
+
+def save_sharpened(model, tokenizer, path: Path) -> None:
+    """Save a random-weight generating model with larger logits than the default init, so that greedy choices are
+    clear-cut, and the tokenizer's BOS, EOS and PAD as its generation config."""
+    import torch
+    from transformers import GenerationConfig
+
+    with torch.no_grad():
         model.lm_head.weight.mul_(8.0)
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
                                                eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(path)
-    return path
 
 
 def build_bert_classifier(path: Path, labels: tuple[str, ...] = ("negative", "positive"), seed: int = 0) -> Path:

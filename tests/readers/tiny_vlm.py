@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from tiny_models import build_tokenizer
+from tiny_models import build_tokenizer, save_sharpened
 
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE = 32
@@ -25,7 +25,6 @@ def build_llava(path: Path, seed: int = 0) -> Path:
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
-        GenerationConfig,
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
@@ -47,13 +46,7 @@ def build_llava(path: Path, seed: int = 0) -> Path:
                          vision_feature_layer=-1, vision_feature_select_strategy="default",
                          image_seq_length=(IMAGE_SIZE // PATCH) ** 2)
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    with torch.no_grad():  # larger logits than the default init, so that greedy choices are clear-cut
-        model.lm_head.weight.mul_(8.0)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               eos_token_id=tokenizer.eos_token_id,
-                                               pad_token_id=tokenizer.pad_token_id)
-    model.save_pretrained(path)
+    save_sharpened(LlavaForConditionalGeneration(config), tokenizer, path)
     images = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
                                 crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     processor = LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=PATCH,
