@@ -19,11 +19,10 @@ import jsonschema
 import openai
 import pytest
 
-from conftest import ServerFactory
 from support import Server
 
 sys.path.append(str(Path(__file__).resolve().parent))
-from test_openai_tools import ADD, HERMES_TEMPLATE, WEATHER, _model
+from test_openai_tools import ADD, HERMES_READER, WEATHER, hermes_server
 
 KEY = "sk-anthropic-test-key"
 TOOLS: list[Any] = [{"name": "get_weather", "description": "weather", "input_schema": WEATHER},
@@ -36,21 +35,8 @@ GREEDY = {"temperature": 0}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
-    from conftest import _factory
-
-    repo = tmp_path_factory.mktemp("artefacts")
-    _model(repo / "hermes", HERMES_TEMPLATE)
-    servers: list[Server] = []
-    make: ServerFactory = _factory(tmp_path_factory.mktemp("anthropic"), redis_url, servers)
-    readers = [
-        {"model_name": "hermes", "consumer_group": "hermes", "reader_id": "hermes", "max_batch_size": 8,
-         "max_sequence_length": 1024},
-        {"model_name": "echo", "consumer_group": "paced", "reader_id": "paced", "echo_token_delay_ms": 1500},
-    ]
-    srv = make(readers=readers, repository_path=str(repo), reserved_consumers="", request_timeout_s=120.0,
-               inference_api_key=KEY)
-    yield srv
-    srv.stop()
+    paced = {"model_name": "echo", "consumer_group": "paced", "reader_id": "paced", "echo_token_delay_ms": 1500}
+    yield from hermes_server(tmp_path_factory, redis_url, "anthropic", [HERMES_READER, paced], inference_api_key=KEY)
 
 
 @pytest.fixture(scope="module")

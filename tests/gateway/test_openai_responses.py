@@ -23,11 +23,10 @@ from pydantic import BaseModel, Field
 
 from liftoff.core.tool_calls import argument_pieces
 
-from conftest import ServerFactory
 from support import Server, wait_for
 
 sys.path.append(str(Path(__file__).resolve().parent))
-from test_openai_tools import HERMES_TEMPLATE, WEATHER, _model
+from test_openai_tools import HERMES_READER, WEATHER, hermes_server
 
 TOOLS: list[Any] = [{"type": "function", "name": "get_weather", "description": "weather", "parameters": WEATHER,
                      "strict": True}]
@@ -42,22 +41,12 @@ def echo_tokens(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
-    from conftest import _factory
-
-    repo = tmp_path_factory.mktemp("artefacts")
-    _model(repo / "hermes", HERMES_TEMPLATE)
-    servers: list[Server] = []
-    make: ServerFactory = _factory(tmp_path_factory.mktemp("responses"), redis_url, servers)
     readers = [
         {"model_name": "echo", "consumer_group": "primary", "reader_id": "echo-0"},
         {"model_name": "echo", "consumer_group": "slow", "reader_id": "slow-0", "echo_token_delay_ms": SLOW_MS},
-        {"model_name": "hermes", "consumer_group": "hermes", "reader_id": "hermes", "max_batch_size": 8,
-         "max_sequence_length": 1024},
+        HERMES_READER,
     ]
-    srv = make(readers=readers, repository_path=str(repo), reserved_consumers="", request_timeout_s=120.0,
-               responses_ttl_s=600)
-    yield srv
-    srv.stop()
+    yield from hermes_server(tmp_path_factory, redis_url, "responses", readers, responses_ttl_s=600)
 
 
 def _openai_url(server: Server) -> str:

@@ -65,6 +65,25 @@ def _model(path: Path, template: str, wordpiece: bool = False) -> None:
     tok.save_pretrained(path)
 
 
+HERMES_READER = {"model_name": "hermes", "consumer_group": "hermes", "reader_id": "hermes", "max_batch_size": 8,
+                 "max_sequence_length": 1024}
+
+
+def hermes_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str, name: str, readers: list[dict[str, Any]],
+                  **settings: Any) -> Iterator[Server]:
+    """A module's server whose repository holds the Hermes-template Llama in `hermes` (HERMES_READER serves it), with
+    `readers`; stopped when the module is done (`yield from` it in a module fixture)."""
+    from conftest import _factory
+
+    repo = tmp_path_factory.mktemp("artefacts")
+    _model(repo / "hermes", HERMES_TEMPLATE)
+    servers: list[Server] = []
+    make: ServerFactory = _factory(tmp_path_factory.mktemp(name), redis_url, servers)
+    srv = make(readers=readers, repository_path=str(repo), reserved_consumers="", request_timeout_s=120.0, **settings)
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
     from conftest import _factory
@@ -76,8 +95,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
     servers: list[Server] = []
     make: ServerFactory = _factory(tmp_path_factory.mktemp("tools"), redis_url, servers)
     readers = [
-        {"model_name": "hermes", "consumer_group": "hermes", "reader_id": "hermes", "max_batch_size": 8,
-         "max_sequence_length": 1024},
+        HERMES_READER,
         {"model_name": "mistral", "consumer_group": "mistral", "reader_id": "mistral", "max_batch_size": 8,
          "max_sequence_length": 1024},
         {"model_name": "hermes-wp", "consumer_group": "hermes-wp", "reader_id": "hermes-wp", "max_batch_size": 8,
