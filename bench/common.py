@@ -988,3 +988,22 @@ def tiny_generation_engine(max_batch_size: int, **llama: int) -> Iterator[Any]:
             yield engine
         finally:
             engine.close()
+
+
+def generated_tokens_per_s(engine: Any, jobs: list[Any]) -> float:
+    """Run `jobs` (tests.readers.tiny_models.make_job) on `engine` at once, each its own run call as the reader loop
+    makes them, and answer the tokens they generated per second; a failed job ends the bench with its reply."""
+    from tests.readers.tiny_models import CollectingSink
+
+    async def go() -> CollectingSink:
+        sink = CollectingSink()
+        await asyncio.gather(*(engine.run([job], sink) for job in jobs))
+        return sink
+
+    start = time.perf_counter()
+    sink = asyncio.run(go())
+    elapsed = time.perf_counter() - start
+    failed = [f for f in sink.finals.values() if f[0] != "done"]
+    if failed:
+        raise SystemExit(f"a job failed: {failed[0]}")
+    return sum(f[2][0]["generated_tokens"] for f in sink.finals.values()) / elapsed

@@ -18,7 +18,6 @@ Never asserts.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import time
@@ -27,10 +26,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from bench.common import inprocess_parser, interleave, print_best, tiny_generation_engine
+from bench.common import generated_tokens_per_s, inprocess_parser, interleave, print_best, tiny_generation_engine
 from liftoff.core.grammar_check import grammar_for
 from readers.engines.generation import GenerationEngine
-from tests.readers.tiny_models import CollectingSink, make_job
+from tests.readers.tiny_models import make_job
 
 SCHEMA = {
     "type": "object",
@@ -59,20 +58,9 @@ def distinct_schemas(count: int) -> list[dict]:
 
 
 def run_jobs(engine: GenerationEngine, texts: list[str], new_tokens: int, **params: object) -> float:
-    async def go() -> CollectingSink:
-        sink = CollectingSink()
-        jobs = [make_job(f"r{i}", t, max_new_tokens=new_tokens, return_metadata=True, seed=i, sampling_topk=0,
-                         sampling_temperature=0.0 if i % 2 else 1.0, **params) for i, t in enumerate(texts)]
-        await asyncio.gather(*(engine.run([job], sink) for job in jobs))
-        return sink
-
-    start = time.perf_counter()
-    sink = asyncio.run(go())
-    elapsed = time.perf_counter() - start
-    failed = [f for f in sink.finals.values() if f[0] != "done"]
-    if failed:
-        raise SystemExit(f"a job failed: {failed[0]}")
-    return sum(f[2][0]["generated_tokens"] for f in sink.finals.values()) / elapsed
+    jobs = [make_job(f"r{i}", t, max_new_tokens=new_tokens, return_metadata=True, seed=i, sampling_topk=0,
+                     sampling_temperature=0.0 if i % 2 else 1.0, **params) for i, t in enumerate(texts)]
+    return generated_tokens_per_s(engine, jobs)
 
 
 def compile_times(engine: GenerationEngine, count: int) -> list[float]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,11 @@ ADAPTERS = ("one", "two", "three")
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     import torch
 
+    from bench.common import generated_tokens_per_s
     from bench.generation_inprocess import prompts
     from liftoff.core.settings import ReaderConfig
     from readers.engines.generation import GenerationEngine
-    from tests.readers.tiny_models import CollectingSink, build_llama, build_lora, make_job
+    from tests.readers.tiny_models import build_llama, build_lora, make_job
 
     base = build_llama(tmp / "models" / "tiny-llama", hidden=args.hidden, layers=args.layers)
     loras = [f"{name}={build_lora(base, tmp / 'models' / name, seed=i + 1, rank=args.rank, targets=TARGETS)}"
@@ -40,20 +40,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     new = args.new_tokens
 
     def tokens_per_s(adapters: list[str | None]) -> float:
-        async def go() -> CollectingSink:
-            sink = CollectingSink()
-            jobs = [make_job(f"r{i}", t, max_new_tokens=new, min_new_tokens=new, return_metadata=True,
-                             lora_id=adapters[i % len(adapters)]) for i, t in enumerate(texts)]
-            await asyncio.gather(*(engine.run([job], sink) for job in jobs))
-            return sink
-
-        start = time.perf_counter()
-        sink = asyncio.run(go())
-        elapsed = time.perf_counter() - start
-        bad = [f for f in sink.finals.values() if f[0] != "done"]
-        if bad:
-            raise RuntimeError(f"a job failed: {bad[0]}")
-        return sum(f[2][0]["generated_tokens"] for f in sink.finals.values()) / elapsed
+        return generated_tokens_per_s(engine, [make_job(f"r{i}", t, max_new_tokens=new, min_new_tokens=new,
+                                                        return_metadata=True, lora_id=adapters[i % len(adapters)])
+                                               for i, t in enumerate(texts)])
 
     print(f"mixed adapters: tiny Llama hidden {args.hidden}, {args.layers} layers, 3 adapters of rank {args.rank} on "
           f"{', '.join(TARGETS)}; {args.jobs} jobs x {new} tokens per pass; torch threads {torch.get_num_threads()}",
