@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from liftoff.core.settings import ReaderConfig, Settings, describe_validation_error
+from liftoff.core.settings import ReaderConfig, Settings, describe_validation_error, settings_from_mapping
 
 from .values import Values, ValuesError
 
@@ -52,21 +51,6 @@ SUPERVISOR_MARGIN_S = 5
 EXIT_MARGIN_S = 10
 
 
-class _FileSettings(Settings):
-    """Liftoff's settings from the given mapping alone: the renderer's environment must not colour the check."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
-
-
 @dataclass(frozen=True)
 class Rendered:
     toml: str
@@ -88,7 +72,7 @@ def build_config(values: Values) -> Rendered:
         raise ValuesError("; ".join(refused))
     data = {**FIXED, **values.config}
     try:
-        settings = _FileSettings(**data)
+        settings = settings_from_mapping(data)
     except ValidationError as exc:
         raise ValuesError(describe_validation_error(exc, source="values 'config'")) from None
     _check_drain(settings)

@@ -11,7 +11,7 @@ import hashlib
 import os
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -250,6 +250,7 @@ def _default_readers() -> list[ReaderConfig]:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LIFTOFF_", extra="forbid", validate_default=True)
+    reads_environment: ClassVar[bool] = True  # False: the values given alone (settings_from_mapping)
 
     # --- the reference `config` object: names and defaults as Takeoff reports them -----------------------------
     port: int = Field(default=3000, ge=1, le=65535)
@@ -396,6 +397,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if not cls.reads_environment:
+            return (init_settings,)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = _config_path
         if path is not None:
@@ -451,6 +454,16 @@ def load_settings(config: str | Path | None = None, overrides: dict[str, Any] | 
         raise SettingsError(f"{path}: {exc}") from None
     finally:
         _config_path = None
+
+
+class _GivenSettings(Settings):
+    reads_environment = False
+
+
+def settings_from_mapping(data: dict[str, Any]) -> Settings:
+    """Settings from `data` alone, neither the environment nor a config file: how a config.toml written for other
+    machines (the Kubernetes renderer's) is checked without the writer's environment colouring it."""
+    return _GivenSettings(**data)
 
 
 def describe_validation_error(exc: ValidationError, source: str | None = None) -> str:
