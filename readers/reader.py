@@ -30,7 +30,7 @@ from liftoff.core.broker import TRANSIENT, CancelFeed
 from liftoff.core.calibration import MeasurementStore, record_measurement
 from liftoff.core.keys import Keys
 from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, EXIT_OK, compute_backoff, critical_task
-from liftoff.core.redis_client import connect
+from liftoff.core.redis_client import close, connect
 from liftoff.core.settings import ReaderConfig
 from liftoff.core.wire import ADAPTER_KINDS, TOKENIZER_KINDS, ReaderInfo
 from readers.consumer import GroupConsumer
@@ -115,7 +115,7 @@ class Reader:
                 await registry.deregister(self.redis, self.keys, self.opts.reader_id)
             return code
         finally:
-            await self.redis.aclose()
+            await close(self.redis)
 
     async def _serve(self) -> int:
         cfg = self.opts.config

@@ -35,7 +35,7 @@ from liftoff.core.groups import GroupDirectory
 from liftoff.core.http.errors import GatewayTimeout, Unavailable, raise_for_reply
 from liftoff.core.keys import Keys
 from liftoff.core.process import compute_backoff, critical_task
-from liftoff.core.redis_client import MAX_BLOCK_MS, connect
+from liftoff.core.redis_client import MAX_BLOCK_MS, close, connect
 from liftoff.core.settings import Settings
 from liftoff.core.wire import Reply
 
@@ -101,8 +101,8 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._fail_all(Unavailable("the gateway is shutting down"))
-        await self.redis.aclose()
-        await self._listen_redis.aclose()
+        await close(self.redis)
+        await close(self._listen_redis)
 
     # --- admission and submission ---------------------------------------------------------------------------------
     async def submit(
@@ -172,8 +172,10 @@ class Dispatcher:
                     f"the reader went silent for over {self.settings.reader_message_timeout_ms} ms in the middle of "
                     f"the stream (reader_message_timeout_ms), after {ticket.tokens_seen} tokens"
                 ) from None
-            if ticket.tokens_seen and (reply.reader_id, reply.attempt) != ticket.attempt:
+            delivery = (reply.reader_id, reply.attempt)
+            if ticket.tokens_seen and reply.reader_id is not None and delivery != ticket.attempt:
                 # Its reader died mid-stream and another took the request over: replaying would duplicate text.
+                # (An error decided here, by the gateway, has no reader and says what happened itself.)
                 self._withdraw(ticket)
                 message = (f"the reader serving this stream stopped after {ticket.tokens_seen} tokens; the stream "
                            "ends here rather than being replayed")
@@ -182,7 +184,7 @@ class Dispatcher:
             if kind == "token":
                 # A stream is bounded by its silences, not its length: each token restarts the clock.
                 ticket.tokens_seen += 1
-                ticket.attempt = (reply.reader_id, reply.attempt)
+                ticket.attempt = delivery
                 ticket.deadline = asyncio.get_running_loop().time() + self.settings.request_timeout_s
                 return reply
             if kind != "alive":
@@ -250,7 +252,10 @@ class Dispatcher:
                         self._deliver_error(ticket, Unavailable(f"could not queue the request (Redis): {exc}"))
                     continue
                 for (ticket, _), entry_id in zip(batch, ids, strict=True):
-                    ticket.entry_id = entry_id
+                    if isinstance(entry_id, Exception):  # on a cluster: its group's master is out of reach
+                        self._deliver_error(ticket, Unavailable(f"could not queue the request (Redis): {entry_id}"))
+                    else:
+                        ticket.entry_id = entry_id
         finally:
             self._flush_task = None
 

@@ -28,7 +28,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import AskError, RedisClusterException
+from redis.exceptions import AskError, RedisClusterException, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -98,8 +98,16 @@ def connect(url: str) -> RedisClient:
         address = parse_cluster_url(url)
         node = {"username": address.username, "password": address.password, "ssl": address.tls, **common}
         return _Cluster(node, startup_nodes=[ClusterNode(host, port) for host, port in address.seeds],
-                        reinitialize_steps=1, require_full_coverage=False, **node)
+                        reinitialize_steps=0, require_full_coverage=False, **node)
     return Redis.from_url(url, **common)
+
+
+async def close(redis: RedisClient) -> None:
+    """Close `redis` and, on a cluster, its clients of single masters."""
+    if isinstance(redis, _Cluster):
+        await redis.close_all()
+    else:
+        await redis.aclose()
 
 
 async def get_many(redis: RedisClient, keys: list[str]) -> list[bytes | None]:
@@ -109,10 +117,21 @@ async def get_many(redis: RedisClient, keys: list[str]) -> list[bytes | None]:
     return list(await redis.mget(keys))
 
 
+async def node_for(redis: RedisClient, key: str) -> Redis:
+    """The client that reaches the master serving `key`'s slot now: `redis` itself on one Redis; on a cluster, a
+    plain client of that master. Blocking reads and subscriptions go there: redis-py's cluster client drops every
+    connection it has when one command meets CLUSTERDOWN, which would end the blocking reads of every other group."""
+    if not isinstance(redis, _Cluster):
+        return redis
+    return await redis.master_client(key)
+
+
 async def refresh_topology(redis: RedisClient) -> None:
-    """After a failure: re-read which master serves which slot now (sharded pub/sub does not do it by itself)."""
+    """After a failure: re-read which master serves which slot now (plain node clients do not do it by
+    themselves). A cluster out of reach leaves the map as it was."""
     if isinstance(redis, _Cluster):
-        await redis.refresh()
+        with contextlib.suppress(RedisConnectionError):
+            await redis.refresh()
 
 
 class _Cluster(RedisCluster):
@@ -147,18 +166,32 @@ class _Cluster(RedisCluster):
             return _SlotTransaction(self)
         return super().pipeline(transaction=None, shard_hint=shard_hint)
 
+    async def master_client(self, key: str) -> Redis:
+        if self._initialize:  # first use, or a failure since: read the slot map first
+            await self.initialize()
+        try:
+            node = self.nodes_manager.get_node_from_slot(slot_of(key))
+        except SlotNotCoveredError as exc:
+            raise RedisConnectionError(str(exc)) from exc
+        return self.node_client(node.host, node.port)
+
     def node_client(self, host: str, port: int) -> Redis:
         """A plain client of one node (its connections made when first used)."""
         name = f"{host}:{port}"
         client = self._node_clients.get(name)
         if client is None:
-            client = self._node_clients[name] = Redis(host=host, port=port, **self._node_options)
+            # No retry of its own: a MULTI/EXEC resent after its reply was lost could be applied twice (the
+            # callers' loops retry what did not go through, after re-reading the slot map).
+            options = {**self._node_options, "retry": Retry(NoBackoff(), 0)}
+            client = self._node_clients[name] = Redis(host=host, port=port, **options)
         return client
 
-    async def aclose(self, *args: Any, **kwargs: Any) -> None:
+    async def close_all(self) -> None:
+        """Close the node clients too. (`aclose` leaves them alone: redis-py calls it itself, to drop its own
+        connections, whenever a command meets CLUSTERDOWN.)"""
         for client in self._node_clients.values():
             await client.aclose()
-        await super().aclose(*args, **kwargs)
+        await self.aclose()
 
 
 class _SlotTransaction(Pipeline):
@@ -182,12 +215,11 @@ class _SlotTransaction(Pipeline):
             node = self._cluster.nodes_manager.get_node_from_slot(slots.pop())
             self.connection_pool = self._cluster.node_client(node.host, node.port).connection_pool
             return list(await super().execute(raise_on_error))
-        except (RedisConnectionError, RedisTimeoutError, OSError, AskError) as exc:
+        except (RedisConnectionError, RedisTimeoutError, OSError, AskError, SlotNotCoveredError) as exc:
             await self.reset()
-            with contextlib.suppress(RedisConnectionError):
-                await self._cluster.refresh()
-            if isinstance(exc, AskError):  # MovedError too: the slot is served elsewhere now
-                raise RedisConnectionError(f"the slot moved: {exc}") from exc
+            await refresh_topology(self._cluster)
+            if isinstance(exc, (AskError, SlotNotCoveredError)):  # MovedError too: the slot is served elsewhere now
+                raise RedisConnectionError(f"the slot is served elsewhere now: {exc}") from exc
             raise
 
 

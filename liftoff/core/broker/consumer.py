@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from redis.asyncio.client import Pipeline, PubSub
 from redis.exceptions import ResponseError
@@ -27,7 +26,7 @@ from redis.exceptions import ResponseError
 from liftoff.core.broker.errors import TRANSIENT
 from liftoff.core.broker.producer import REPLY_STREAM_TTL_S, Entry
 from liftoff.core.keys import Keys
-from liftoff.core.redis_client import RedisClient, is_cluster, refresh_topology, slot_of
+from liftoff.core.redis_client import RedisClient, is_cluster, node_for, refresh_topology, slot_of
 
 REPLY_STREAM_MAXLEN = 100_000  # approximate cap; gateway workers trim what they have read long before this
 
@@ -57,8 +56,14 @@ async def read_new(
     redis: RedisClient, stream: str, group: str, consumer: str, count: int, block_ms: int
 ) -> list[Entry]:
     """Up to `count` entries of `stream` never delivered before, now pending for `consumer`; waits up to
-    `block_ms` for the first. Raises what `errors.group_gone` recognises when the group is gone."""
-    resp = await redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+    `block_ms` for the first (on a cluster, straight from the master of the stream's slot). Raises what
+    `errors.group_gone` recognises when the group is gone."""
+    try:
+        client = await node_for(redis, stream)
+        resp = await client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+    except TRANSIENT:
+        await refresh_topology(redis)
+        raise
     return [entry for _, entries in resp or [] for entry in entries]
 
 
@@ -170,31 +175,39 @@ def _queue(pipe: Pipeline, ops: list[ReplyOp]) -> list[int]:
 
 
 class CancelFeed:
-    """Request ids published on the cancel channels of `groups`, from the moment `subscribe` returns."""
+    """Request ids published on the cancel channels of `groups`, from the moment `subscribe` returns. On a cluster,
+    one subscription per master serving some of the channels, each channel subscribed on its own (SSUBSCRIBE takes
+    channels of one slot)."""
 
     def __init__(self, redis: RedisClient, keys: Keys, groups: Sequence[str]) -> None:
         self._redis = redis
         self._channels = [keys.cancel(group) for group in groups]
         self._sharded = is_cluster(redis)
-        self._pubsub: Any = redis.pubsub()
+        self._pubsubs: list[PubSub] = []
 
     async def subscribe(self) -> None:
-        if self._sharded:
-            await refresh_topology(self._redis)  # a replica may have taken over a channel's slot since last time
-            await self._pubsub.ssubscribe(*self._channels)
-        else:
-            await self._pubsub.subscribe(*self._channels)
+        if not self._sharded:
+            pubsub = self._redis.pubsub()
+            self._pubsubs.append(pubsub)
+            await pubsub.subscribe(*self._channels)
+            return
+        await refresh_topology(self._redis)  # a replica may have taken over a channel's slot since last time
+        by_master: dict[int, tuple[PubSub, list[str]]] = {}
+        for channel in self._channels:
+            client = await node_for(self._redis, channel)
+            if id(client) not in by_master:
+                by_master[id(client)] = (client.pubsub(), [])
+            by_master[id(client)][1].append(channel)
+        for pubsub, channels in by_master.values():
+            self._pubsubs.append(pubsub)
+            for channel in channels:
+                await pubsub.ssubscribe(channel)
 
     async def ids(self) -> AsyncIterator[str]:
         """Cancelled request ids until the connection to a channel's Redis is lost (raised as that error)."""
-        if not self._sharded:
-            async for message in self._pubsub.listen():
-                if message["type"] == "message":
-                    yield message["data"].decode()
-            return
-        # Sharded: one subscription per master holding some of the channels, each read by its own task.
         queue: asyncio.Queue[str] = asyncio.Queue()
-        pumps = [asyncio.create_task(_pump(node, queue)) for node in self._pubsub.node_pubsub_mapping.values()]
+        kind = "smessage" if self._sharded else "message"
+        pumps = [asyncio.create_task(_pump(pubsub, kind, queue)) for pubsub in self._pubsubs]
         try:
             while True:
                 getter = asyncio.create_task(queue.get())
@@ -202,7 +215,7 @@ class CancelFeed:
                 if getter not in done:
                     getter.cancel()
                     ended = next(task for task in pumps if task.done())
-                    raise ended.exception() or ConnectionError("a sharded cancel subscription ended")
+                    raise ended.exception() or ConnectionError("a cancel subscription ended")
                 yield getter.result()
         finally:
             for task in pumps:
@@ -210,11 +223,12 @@ class CancelFeed:
             await asyncio.gather(*pumps, return_exceptions=True)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):  # its connections may be gone already
-            await self._pubsub.aclose()
+        for pubsub in self._pubsubs:
+            with contextlib.suppress(Exception):  # its connection may be gone already
+                await pubsub.aclose()
 
 
-async def _pump(pubsub: PubSub, queue: asyncio.Queue[str]) -> None:
+async def _pump(pubsub: PubSub, kind: str, queue: asyncio.Queue[str]) -> None:
     async for message in pubsub.listen():
-        if message["type"] == "smessage":
+        if message["type"] == kind:
             queue.put_nowait(message["data"].decode())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import redis.exceptions
 
 # Redis is (for now) out of reach: callers answer 503, retry with backoff, or skip a turn. On a cluster that includes
-# a master that died before its replica took over (CLUSTERDOWN, TRYAGAIN, a slot no master serves yet).
+# a master that died before its replica took over (CLUSTERDOWN, TRYAGAIN, a slot no master serves yet), and a slot
+# that a blocking read asked of the master that no longer serves it (MOVED, ASK: the slot map is read again).
 TRANSIENT = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
@@ -13,6 +14,7 @@ TRANSIENT = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.AskError,
 )
 
 

@@ -12,18 +12,37 @@ from its batch.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
+from liftoff.core.broker.errors import TRANSIENT
 from liftoff.core.keys import Keys
-from liftoff.core.redis_client import RedisClient, is_cluster
+from liftoff.core.redis_client import RedisClient, is_cluster, node_for, refresh_topology, slot_of
 
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: (entry id, fields)
 
 REPLY_STREAM_TTL_S = 120  # a reply stream expires this long after its last write or trim: a dead worker's goes away
 
 
-async def submit(redis: RedisClient, requests: Sequence[tuple[str, dict[bytes, bytes]]]) -> list[bytes]:
-    """XADD each (request stream, fields) in one pipeline; the entry ids, in order."""
+async def submit(redis: RedisClient, requests: Sequence[tuple[str, dict[bytes, bytes]]]) -> list[bytes | Exception]:
+    """XADD each (request stream, fields) in one pipeline; the entry ids, in order, or for a request that could not
+    be queued the error. On a cluster, one pipeline per hash slot the burst touches, sent together, so that a master
+    out of reach fails its own requests only; on one Redis a failure fails them all, raised."""
+    if not is_cluster(redis):
+        return list(await _xadds(redis, requests))
+    by_slot: dict[int, list[int]] = {}
+    for index, (stream, _) in enumerate(requests):
+        by_slot.setdefault(slot_of(stream), []).append(index)
+    parts = await asyncio.gather(*(_xadds(redis, [requests[i] for i in indexes]) for indexes in by_slot.values()),
+                                 return_exceptions=True)
+    out: list[bytes | Exception] = [b""] * len(requests)
+    for indexes, part in zip(by_slot.values(), parts, strict=True):
+        for position, index in enumerate(indexes):
+            out[index] = part if isinstance(part, Exception) else part[position]
+    return out
+
+
+async def _xadds(redis: RedisClient, requests: Sequence[tuple[str, dict[bytes, bytes]]]) -> list[bytes]:
     pipe = redis.pipeline(transaction=False)
     for stream, fields in requests:
         pipe.xadd(stream, fields)
@@ -43,8 +62,13 @@ async def withdraw(redis: RedisClient, keys: Keys, group: str, entry_id: bytes |
 
 
 async def read_replies(redis: RedisClient, reply_stream: str, after: bytes, count: int, block_ms: int) -> list[Entry]:
-    """Replies on `reply_stream` after entry id `after`, waiting up to `block_ms` for the first one."""
-    resp = await redis.xread({reply_stream: after}, count=count, block=block_ms)
+    """Replies on `reply_stream` after entry id `after`, waiting up to `block_ms` for the first one (on a cluster,
+    straight from the master of the stream's slot: see `redis_client.node_for`)."""
+    try:
+        resp = await (await node_for(redis, reply_stream)).xread({reply_stream: after}, count=count, block=block_ms)
+    except TRANSIENT:
+        await refresh_topology(redis)
+        raise
     return [entry for _, entries in resp or [] for entry in entries]
 
 
