@@ -138,17 +138,6 @@ def adapter_params(directory: Path) -> float | None:
     None when there is no adapter there (not yet downloaded)."""
     if not (directory / "adapter_config.json").is_file():
         return None
-    weights = [p for p in directory.iterdir() if p.is_file() and p.name.startswith("adapter_model")
-               and p.name.endswith(WEIGHT_SUFFIXES)]
-    params = _safetensors_params(weights)
-    return params if params is not None else sum(p.stat().st_size for p in weights) / 4
-
-
-def adapter_params(directory: Path) -> float | None:
-    """Parameters of the LoRA adapter in `directory` (its safetensors header, or its weight file's size at fp32);
-    None when there is no adapter there (not yet downloaded)."""
-    if not (directory / "adapter_config.json").is_file():
-        return None
     from safetensors import safe_open
 
     weights = [p for p in directory.iterdir() if p.is_file() and p.name.startswith("adapter_model")
