@@ -34,7 +34,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psutil
 from starlette.requests import Request
@@ -48,6 +48,7 @@ from liftoff.core.http.context import Gateway
 from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.responses import json_response
 from liftoff.core.keys import Keys
+from liftoff.core.redis_client import redact
 from liftoff.core.redis_state import unreachable_reason
 from liftoff.core.registry import ReaderRecord
 from management import reader_store
@@ -70,14 +71,6 @@ def format_duration(seconds: float, spaced: bool = False) -> str:
     while len(parts) > 1 and parts[0][0] == 0:
         parts.pop(0)
     return (" " if spaced else "").join(f"{n}{u}" for n, u in parts[:2])
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class HealthReport:

@@ -31,7 +31,7 @@ from liftoff.core import broker, metrics, registry
 from liftoff.core.http.auth import management_bind
 from liftoff.core.keys import Keys
 from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, child_preexec, compute_backoff
-from liftoff.core.redis_client import connect
+from liftoff.core.redis_client import close, connect, redact
 from liftoff.core.redis_state import clear_state
 from liftoff.core.settings import READER_TOKEN_ENV, RESOLVED_ENV, ReaderConfig, Settings
 from liftoff.core.wire import ReaderInfo
@@ -120,7 +120,7 @@ class Supervisor:
             code = await self._watch()
         finally:
             await self._shutdown()
-            await self.redis.aclose()
+            await close(self.redis)
             if self.redis_keeper is not None:
                 self.redis_keeper.stop()
         return code
@@ -150,13 +150,14 @@ class Supervisor:
         where = "embedded" if self.redis_keeper else "external"
         if s.role == "readers":
             log.info("Liftoff readers host %s: %d readers, no gateway (%s Redis %s)", s.host_name, len(self.readers),
-                     where, s.redis_url)
+                     where, redact(s.redis_url or ""))
             return
         log.info(
             "Liftoff serving: inference :%d, management :%d, vertex :%d, openai :%d, snowflake :%d, internal :%d "
             "(%d gateway workers, %d readers, %s Redis %s%s)",
             s.port, s.management_port, s.vertex_port, s.openai_port, s.snowflake_port, s.internal_port,
-            s.workers, len(self.readers), where, s.redis_url, "; gateway only" if s.role == "gateway" else "",
+            s.workers, len(self.readers), where, redact(s.redis_url or ""),
+            "; gateway only" if s.role == "gateway" else "",
         )
         _, exposure = management_bind(s)
         if exposure:

@@ -20,7 +20,7 @@ import contextlib
 import socket
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -73,6 +73,15 @@ def parse_cluster_url(url: str) -> ClusterAddress:
             raise ValueError(f"each seed node of a redis+cluster:// URL is host:port; given {seed!r} in {url!r}")
         seeds.append((host.strip("[]"), int(port)))
     return ClusterAddress(seeds, unquote(username) or None, unquote(password) or None, CLUSTER_SCHEMES[parts.scheme])
+
+
+def redact(url: str) -> str:
+    """`url` with its password replaced by `***` (for logs and reports); a cluster URL's seed list kept whole."""
+    parts = urlsplit(url)
+    credentials, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{credentials.split(':', 1)[0]}:***@{hosts}"))
 
 
 def is_cluster(redis: RedisClient) -> bool:

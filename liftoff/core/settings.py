@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from liftoff.core.model_names import check_model_name
+from liftoff.core.redis_client import check_url
 
 CONFIG_ENV = "LIFTOFF_CONFIG"
 # The supervisor hands the fully resolved settings to its children through this variable, so gateway workers and
@@ -315,6 +316,11 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_form(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)  # one Redis, or a cluster's seed nodes
 
     @field_validator("host_name")
     @classmethod

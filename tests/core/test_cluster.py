@@ -20,6 +20,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from liftoff.core import wire
 from liftoff.core.keys import Keys
 
 from conftest import _factory
@@ -197,6 +198,46 @@ def test_exhausted_requests_are_dead_lettered_and_retried(
     finally:
         second.terminate()
         second.wait(20)
+
+
+# KEYS: request stream. ARGV: entry, group, consumer. The entry is queued and delivered to `consumer` at once.
+DELIVER = """
+redis.call('XADD', KEYS[1], '*', 'd', ARGV[1])
+return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+"""
+
+
+def test_a_reader_serves_again_what_a_failover_left_pending(
+    server: Server, redis_cluster: LocalCluster, client: redis.RedisCluster, tmp_path: Path
+) -> None:
+    """A failover can lose a `FINISH` the old master acknowledged: the promoted replica has the entry pending for a
+    live reader that is done with it. Once its connection drops, the reader serves the entry again."""
+    keys = Keys(namespace(server))
+    reader = hand_reader(server, redis_cluster, tmp_path, "keeper", "kept", delay_ms=1, batch=4)
+    try:
+        wait_for(lambda: "keeper" in server.status()["status"]["live_readers"], 30, "keeper live", server)
+        consumer = orjson.loads(client.hget(keys.readers, "keeper"))["consumer_name"]
+        now = wire.now_ms()
+        item = {"v": 1, "id": "t:kept", "reply_to": keys.replies("kept", "by-hand"), "texts": ["kept answer"],
+                "enqueued_ms": now, "deadline_ms": now + 60_000}
+        client.eval(DELIVER, 1, keys.requests("kept"), orjson.dumps(item), "kept", consumer)
+        assert client.xlen(keys.replies("kept", "by-hand")) == 0  # pending for the reader, which never saw it
+        master = redis.Redis(host="127.0.0.1", port=redis_cluster.master_of(keys.requests("kept")))
+        master.client_kill_filter(_type="normal")  # its connections drop, as when a master goes
+        master.close()
+
+        def answered() -> bool:
+            entries = client.xrange(keys.replies("kept", "by-hand"))
+            return any(wire.decode_reply(fields).kind == "done" for _, fields in entries)
+
+        wait_for(answered, 20, "the entry served again", server)
+        (reply,) = [wire.decode_reply(f) for _, f in client.xrange(keys.replies("kept", "by-hand"))]
+        assert reply.id == "t:kept" and reply.texts == ["kept answer"] and reply.attempt == 2
+        assert client.xlen(keys.requests("kept")) == 0  # acknowledged and deleted by its FINISH
+        assert any("of group kept again" in log.read_text() for log in tmp_path.glob("reader-*.log"))
+    finally:
+        reader.terminate()
+        reader.wait(20)
 
 
 def test_deployment_lifecycle(server: Server) -> None:
