@@ -138,11 +138,14 @@ class GroupConsumer:
 
     async def _take_back(self, free: int) -> int:
         """Serve again the entries pending for this consumer that it is not working on; how many jobs started."""
-        pending = await broker.own_pending(self.redis, self.stream, self.group, self.consumer, max(1, free))
         running = self.executor.entries_in_flight(self.stream)
-        orphans = {entry_id: n for entry_id, n in pending.items() if entry_id not in running}
-        if not orphans:
+        page = len(running) + free
+        pending = await broker.own_pending(self.redis, self.stream, self.group, self.consumer, page)
+        left = [(entry_id, n) for entry_id, n in pending.items() if entry_id not in running]
+        if not left:
             return 0
+        orphans = dict(left[:free])
+        self._recheck_own = len(left) > free or len(pending) == page  # more may wait: the rest once slots free up
         jobs = []
         for entry in await broker.take_back(self.redis, self.stream, self.group, self.consumer, orphans):
             for job in self._decode([(entry.entry_id, entry.fields)]):

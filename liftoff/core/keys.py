@@ -58,7 +58,7 @@ def valid_group_name(name: str) -> bool:
 
 
 class _Fixed:
-    """A key with no part but the namespace: `Keys().dlq` is `<ns>:dlq`."""
+    """A key with no part but the namespace: `Keys().readers` is `<ns>:readers`."""
 
     def __init__(self, suffix: str) -> None:
         self.suffix = suffix
