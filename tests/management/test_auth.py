@@ -148,6 +148,8 @@ READ_ROUTES: dict[tuple[str, str], int] = {  # what a read-only key gets from ea
 ADMIN_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/reader"): {"json": {"model_name": "echo", "device": "tpu"}},  # invalid: starts nothing
     ("DELETE", "/reader/{reader_id}"): {},
+    ("POST", "/reader/{reader_id}/loras"): {"json": {"source": "nowhere"}},  # no such reader: loads nothing
+    ("DELETE", "/reader/{reader_id}/loras/{name}"): {},
     ("POST", "/dlq/retry"): {"json": {"ids": []}},
     ("DELETE", "/dlq"): {},
     ("POST", "/api/v2/models/liveDeployments"): {"json": {}},  # invalid: creates nothing
