@@ -31,25 +31,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from bench.common import (
-    CPU_COLUMNS,
-    PATH,
-    BodiesRun,
-    Result,
-    Server,
-    cpu_columns,
-    cpu_json,
-    free_ports,
-    guarded,
-    host_line,
-    launch_liftoff,
-    measure_window,
-    remove_tmp,
-    run_line,
-    run_loop,
-    start_failed,
-    wait_ready,
-)
+from bench import common
 from liftoff.core.keys import Keys
 from management.embedded_redis import EmbeddedRedis
 from tests.redis_cluster import LocalCluster
@@ -59,7 +41,7 @@ BODIES = [json.dumps({"text": "hello world", "consumer_group": group}).encode() 
 
 
 @dataclass
-class Tree(Server):
+class Tree(common.Server):
     """A `liftoff serve` tree, with the redis-server processes it uses counted under the role "redis"."""
 
     redis_pids: list[int] = field(default_factory=list)
@@ -75,8 +57,8 @@ def start_tree(tmp: Path, name: str, redis_url: str, redis_pids: list[int], work
     readers = []
     for group in GROUPS:
         readers += ["", "[[readers]]", 'model_name = "echo"', f'consumer_group = "{group}"', "max_batch_size = 64"]
-    ports = free_ports(6)
-    server = launch_liftoff(tmp, ports, [
+    ports = common.free_ports(6)
+    server = common.launch_liftoff(tmp, ports, [
         'host = "127.0.0.1"',
         f'state_dir = "{tmp / "state"}"',
         f'redis_url = "{redis_url}"',
@@ -90,20 +72,20 @@ def start_tree(tmp: Path, name: str, redis_url: str, redis_pids: list[int], work
 
 
 async def run_all(trees: list[Tree], conc: int, rounds: int, warmup_s: float, duration_s: float,
-                  verbose: bool) -> dict[str, Result]:
-    results = {tree.name: Result(tree.name, conc) for tree in trees}
+                  verbose: bool) -> dict[str, common.Result]:
+    results = {tree.name: common.Result(tree.name, conc) for tree in trees}
     for r in range(rounds):
         for tree in trees if r % 2 == 0 else trees[::-1]:  # alternate which goes first
             res = results[tree.name]
-            run = BodiesRun(tree.port, conc, PATH, BODIES)
-            res.add(run, *await measure_window(tree, run, warmup_s, duration_s, drain_s=10.0))
+            run = common.BodiesRun(tree.port, conc, common.PATH, BODIES)
+            res.add(run, *await common.measure_window(tree, run, warmup_s, duration_s, drain_s=10.0))
             if verbose:
                 print(f"  round {r + 1}/{rounds}  {tree.name:<12} c={conc:<4} {res.round_rps[-1]:9.0f} req/s",
                       flush=True)
     return results
 
 
-def report(results: dict[str, Result], header: list[str]) -> dict[str, Any]:
+def report(results: dict[str, common.Result], header: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"header": header, "conditions": []}
     print()
     for line in header:
@@ -118,15 +100,15 @@ def report(results: dict[str, Result], header: list[str]) -> dict[str, Any]:
         out["conditions"].append({"redis": res.server, "concurrency": res.conc, "rps": round(res.rps, 1),
                                   "p50_ms": round(res.pct(50), 3), "p99_ms": round(res.pct(99), 3),
                                   "errors": res.errors, "requests": len(res.lat),
-                                  "rps_by_round": [round(x, 1) for x in res.round_rps], **cpu_json(res)})
+                                  "rps_by_round": [round(x, 1) for x in res.round_rps], **common.cpu_json(res)})
         for note in res.notes:
             print(f"    first error: {note}")
     print()
     print("CPU time per request, microseconds (utime+stime over the measured windows; redis: its Redis servers)")
-    print(f"{'redis':<12}{'conc':>5}" + CPU_COLUMNS)
+    print(f"{'redis':<12}{'conc':>5}" + common.CPU_COLUMNS)
     for res in results.values():
         if res.lat:
-            print(f"{res.server:<12}{res.conc:>5}{cpu_columns(res)}")
+            print(f"{res.server:<12}{res.conc:>5}{common.cpu_columns(res)}")
     one, cluster = results.get("one node"), results.get("cluster")
     if one and cluster and one.rps:
         paired = [c / o for c, o in zip(cluster.round_rps, one.round_rps, strict=True) if o]
@@ -140,12 +122,8 @@ def report(results: dict[str, Result], header: list[str]) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per condition per round (5)")
-    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each measurement (1)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
-    p.add_argument("--workers", type=int, default=1, help="gunicorn workers of each tree (1)")
+    common.add_window_args(p)
     p.add_argument("--concurrency", type=int, default=48, help="connections, spread over the three groups (48)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s per condition, 0.5 s warm-up")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, Redis data)")
     p.add_argument("--start-timeout", type=float, default=90.0, help="seconds to wait for each tree (90)")
@@ -159,7 +137,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def bench(args: argparse.Namespace, argv: list[str] | None, tmp: Path, trees: list[Tree],
           redis: list[EmbeddedRedis | LocalCluster]) -> int:
     started = time.monotonic()
-    (port,) = free_ports(1)
+    (port,) = common.free_ports(1)
     single = EmbeddedRedis(tmp / "single", tcp_port=port, appendonly=False)
     redis.append(single)
     single.start()
@@ -176,19 +154,19 @@ def bench(args: argparse.Namespace, argv: list[str] | None, tmp: Path, trees: li
     trees.append(start_tree(tmp / "cl", "cluster", cluster.url, [p.pid for p in cluster.procs.values()],
                             args.workers))
     for tree in trees:
-        if start_failed(wait_ready([tree], tree.mgmt_port, args.start_timeout)):
+        if common.start_failed(common.wait_ready([tree], tree.mgmt_port, args.start_timeout)):
             return 1
     print(f"trees ready in {time.monotonic() - started:.1f}s", flush=True)
     total = args.rounds * len(trees) * (args.warmup + args.duration)
     print(f"measuring: {args.rounds} round(s) x {len(trees)} trees x ({args.warmup:g}s warm-up + {args.duration:g}s)"
           f" = about {total:.0f}s", flush=True)
-    results = run_loop(run_all(trees, args.concurrency, args.rounds, args.warmup, args.duration, not args.quiet))
+    results = common.run_loop(run_all(trees, args.concurrency, args.rounds, args.warmup, args.duration, not args.quiet))
     import gunicorn
 
-    header = [run_line("bench.cluster", argv),
-              host_line(f"gunicorn {gunicorn.__version__} -k asgi  workers={args.workers}  3 echo readers each"),
+    header = [common.run_line("bench.cluster", argv),
+              common.host_line(f"gunicorn {gunicorn.__version__} -k asgi  workers={args.workers}  3 echo readers each"),
               f"conditions: {args.rounds} round(s), {args.warmup:g}s warm-up + {args.duration:g}s measured each; "
-              f"POST {PATH} over groups {', '.join(GROUPS)} (masters {sorted(set(masters.values()))})"]
+              f"POST {common.PATH} over groups {', '.join(GROUPS)} (masters {sorted(set(masters.values()))})"]
     out = report(results, header)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
@@ -206,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             tree.stop(timeout_s=60.0)
         for server in redis:
             server.stop()
-        remove_tmp(tmp, args.keep)
+        common.remove_tmp(tmp, args.keep)
 
-    return guarded(lambda: bench(args, argv, tmp, trees, redis), cleanup)
+    return common.guarded(lambda: bench(args, argv, tmp, trees, redis), cleanup)
 
 
 if __name__ == "__main__":

@@ -1007,3 +1007,12 @@ def generated_tokens_per_s(engine: Any, jobs: list[Any]) -> float:
     if failed:
         raise SystemExit(f"a job failed: {failed[0]}")
     return sum(f[2][0]["generated_tokens"] for f in sink.finals.values()) / elapsed
+
+
+def add_window_args(p: argparse.ArgumentParser) -> None:
+    """The measuring options the load benches share: --duration, --warmup, --rounds, --workers, --quick."""
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per condition per round (5)")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each measurement (1)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all conditions (3)")
+    p.add_argument("--workers", type=int, default=1, help="gunicorn workers of each server (1)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s per condition, 0.5 s warm-up")

@@ -39,6 +39,7 @@ from bench.common import (
     Result,
     Run,
     Server,
+    add_window_args,
     child_env,
     client_loop,
     cpu_columns,
@@ -175,12 +176,8 @@ def ratios(results: dict[tuple[str, int], Result], concs: list[int]) -> dict[str
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per condition per round (5)")
-    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each measurement (1)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all conditions (3)")
-    p.add_argument("--workers", type=int, default=1, help="gunicorn workers for both servers (1)")
+    add_window_args(p)
     p.add_argument("--concurrency", default="1,64", help="comma-separated connection counts (1,64)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s per condition, 0.5 s warm-up")
     p.add_argument("--only", choices=["echo", "bare"], help="run one server only (no ratios)")
     p.add_argument("--hold", type=float, default=0.0,
                    help="after the run, keep the servers up this many seconds (to attach a profiler)")

@@ -186,3 +186,13 @@ def parse_sse(raw: str) -> list[tuple[str, str]]:
         elif field == "event":
             name = value
     return events
+
+
+def leave_stream(url: str, body: dict[str, Any], events: int = 3, timeout_s: float = 30) -> None:
+    """POST a streamed request, read `events` of its `data:` events, then close the connection: a client gone."""
+    with httpx.Client(timeout=timeout_s) as client, client.stream("POST", url, json=body) as response:
+        seen = 0
+        for line in response.iter_lines():
+            seen += line.startswith("data:")
+            if seen >= events:
+                return

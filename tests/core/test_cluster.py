@@ -25,7 +25,7 @@ from liftoff.core.keys import Keys
 
 from conftest import _factory
 from redis_cluster import LocalCluster
-from support import Server, parse_sse, start_reader, wait_for
+from support import Server, leave_stream, parse_sse, start_reader, wait_for
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 WORDS = " ".join(f"w{i}" for i in range(9))  # ten tokens with the request's own first word
@@ -126,14 +126,7 @@ def test_client_disconnect_cancels_the_generation(
     try:
         wait_for(lambda: "streamer" in server.status()["status"]["live_readers"], 30, "streamer live", server)
         long_text = " ".join(f"t{i}" for i in range(400))  # 20 s at 50 ms a token
-        with httpx.Client(timeout=30) as http, http.stream(
-            "POST", server.url + "/generate_stream", json={"text": long_text, "consumer_group": "slow"}
-        ) as response:
-            seen = 0
-            for line in response.iter_lines():
-                seen += line.startswith("data:")
-                if seen >= 3:
-                    break
+        leave_stream(server.url + "/generate_stream", {"text": long_text, "consumer_group": "slow"})
         wait_for(lambda: reader_jobs(client, server, "streamer").get("cancelled") == 1, 10, "cancelled job", server)
         assert reader_jobs(client, server, "streamer")["active"] == 0
     finally:
