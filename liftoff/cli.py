@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from liftoff.core.process import configure_logging
-from liftoff.core.settings import ReaderConfig, Settings, SettingsError, load_settings
+from liftoff.core.reader_config import ReaderConfig
+from liftoff.core.settings import Settings, SettingsError, load_settings
 from management.fit.cli import add_fit_parser, run_fit
 from readers.cli import add_reader_parser, run_reader
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from liftoff.core.adapters import parse_loras
+from liftoff.core.reader_config import ReaderConfig
 from liftoff.core.registry import ReaderRecord
-from liftoff.core.settings import ReaderConfig
 from management.fit.analysis import fit_json
 from management.fit.catalog import load_catalog
 from management.fit.estimates import GIB

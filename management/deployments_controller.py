@@ -29,8 +29,9 @@ from redis.asyncio import Redis
 from liftoff.core import registry
 from liftoff.core.broker import Backlog, read_backlogs
 from liftoff.core.keys import Keys
+from liftoff.core.reader_config import ReaderConfig
 from liftoff.core.registry import ReaderRecord
-from liftoff.core.settings import ReaderConfig, Settings
+from liftoff.core.settings import Settings
 from management import deployments_store as store
 from management import reader_store
 from management.deployments_model import Deployment, node_replica_cap
@@ -115,12 +116,13 @@ class DeploymentController:
                    slots: int) -> int:
         scaling = d.runtime.scaling
         threshold = scaling.scale_up_load_threshold
+        up_delay_s, down_delay_s = scaling.delays_s()
         pressure = self._pressure.setdefault(d.rid, Pressure())
         load = backlog.total / (live * slots) if live else (float("inf") if backlog.total else 0.0)
         if load >= threshold and target < cap and live >= target:
             pressure.low_since = None
             pressure.high_since = pressure.high_since or now
-            if now - pressure.high_since >= scaling.up_delay_s:
+            if now - pressure.high_since >= up_delay_s:
                 pressure.high_since = None
                 log.info("deployment %s: backlog %d (load %.2f) → %d replicas", d.rid, backlog.total, load,
                          target + 1)
@@ -128,7 +130,7 @@ class DeploymentController:
         elif target > d.runtime.min_replicas and backlog.total < threshold * max(0, live - 1) * slots:
             pressure.high_since = None
             pressure.low_since = pressure.low_since or now
-            if now - pressure.low_since >= scaling.down_delay_s:
+            if now - pressure.low_since >= down_delay_s:
                 pressure.low_since = None
                 log.info("deployment %s: backlog %d → %d replicas", d.rid, backlog.total, target - 1)
                 return target - 1

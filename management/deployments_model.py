@@ -25,7 +25,7 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from liftoff.core.http.errors import ApiError
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 
 RID_PATTERN = re.compile(r"^ri\.([a-z][a-z0-9-]*)\.([a-z0-9][a-z0-9-]*)?\.([a-z][a-z0-9-]*)\.([a-zA-Z0-9._-]+)$")
 SERVICE, INSTANCE = "liftoff", "main"
@@ -133,13 +133,9 @@ class ScalingConfiguration(Camel):
         parse_duration_s(value)
         return value
 
-    @property
-    def up_delay_s(self) -> float:
-        return parse_duration_s(self.scale_up_delay)
-
-    @property
-    def down_delay_s(self) -> float:
-        return parse_duration_s(self.scale_down_delay)
+    def delays_s(self) -> tuple[float, float]:
+        """(scale-up delay, scale-down delay) in seconds."""
+        return parse_duration_s(self.scale_up_delay), parse_duration_s(self.scale_down_delay)
 
 
 def default_thread_count() -> int:

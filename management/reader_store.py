@@ -12,7 +12,7 @@ import os
 from redis.asyncio import Redis
 
 from liftoff.core.keys import Keys
-from liftoff.core.settings import REVEAL, ReaderConfig
+from liftoff.core.reader_config import REVEAL, ReaderConfig
 
 SUPERVISOR_ENV = "LIFTOFF_SUPERVISOR_ID"  # set by the supervisor for its gateway workers
 

@@ -25,7 +25,8 @@ from liftoff.core.http.openapi import Doc, documented
 from liftoff.core.http.parsing import read_json_object, validate
 from liftoff.core.http.responses import json_response
 from liftoff.core.keys import Keys
-from liftoff.core.settings import ReaderConfig, Settings
+from liftoff.core.reader_config import ReaderConfig
+from liftoff.core.settings import Settings
 from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader, running_readers
 from management.fit.facts import PublishedFacts

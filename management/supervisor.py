@@ -31,9 +31,10 @@ from liftoff.core import broker, metrics, registry
 from liftoff.core.http.auth import management_bind
 from liftoff.core.keys import Keys
 from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, child_preexec, compute_backoff
+from liftoff.core.reader_config import READER_TOKEN_ENV, ReaderConfig
 from liftoff.core.redis_client import close, connect, redact
 from liftoff.core.redis_state import clear_state
-from liftoff.core.settings import READER_TOKEN_ENV, RESOLVED_ENV, ReaderConfig, Settings
+from liftoff.core.settings import RESOLVED_ENV, Settings
 from liftoff.core.wire import ReaderInfo
 from management import reader_store
 from management.auto_device import AutoPlacementError, place_reader

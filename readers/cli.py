@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 
 from liftoff.core.process import configure_logging, run_async
-from liftoff.core.settings import READER_TOKEN_ENV, ReaderConfig, SettingsError, load_settings
+from liftoff.core.reader_config import READER_TOKEN_ENV, ReaderConfig
+from liftoff.core.settings import SettingsError, load_settings
 
 
 def add_reader_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

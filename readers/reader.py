@@ -30,8 +30,8 @@ from liftoff.core.broker import TRANSIENT, CancelFeed
 from liftoff.core.calibration import MeasurementStore, record_measurement
 from liftoff.core.keys import Keys
 from liftoff.core.process import EXIT_BOOT_ERROR, EXIT_MODEL_LOAD_ERROR, EXIT_OK, compute_backoff, critical_task
+from liftoff.core.reader_config import ReaderConfig
 from liftoff.core.redis_client import close, connect
-from liftoff.core.settings import ReaderConfig
 from liftoff.core.wire import ADAPTER_KINDS, TOKENIZER_KINDS, ReaderInfo
 from readers.consumer import GroupConsumer
 from readers.engines import Engine, EngineLoadError, load_engine

@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from liftoff.core.settings import ReaderConfig, Settings, describe_validation_error, settings_from_mapping
+from liftoff.core.reader_config import ReaderConfig
+from liftoff.core.settings import Settings, describe_validation_error, settings_from_mapping
 
 from .values import Values, ValuesError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from readers.engines.base import Engine, EngineLoadError
 from readers.engines.echo import EchoEngine
 

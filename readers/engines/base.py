@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from liftoff.core.wire import WorkItem
 from readers.jobs import Job
 from readers.replies import ReplySink

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from readers.engines.base import EngineLoadError
 from readers.engines.model_engine import BatchedModelEngine
 from readers.jobs import Job

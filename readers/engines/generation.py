@@ -19,7 +19,7 @@ from typing import Any
 
 from liftoff.core import metrics
 from liftoff.core.adapters import check_adapter_name, parse_loras
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from liftoff.core.wire import GenerationParams
 from readers.engines.base import EngineLoadError, EngineRequestError
 from readers.engines.constrained import Grammars, RowGrammar, constrained
@@ -35,7 +35,7 @@ from readers.replies import ReplySink
 log = logging.getLogger(__name__)
 
 # Most prompt tokens per scheduler iteration (prefill_chunk_size's default). While rows decode, the scheduler sizes
-# chunks to a couple of their decode steps (generation_batch.chunk_budget); this bound is what a prompt gets when
+# chunks to a couple of their decode steps (chunk_plan.ChunkPlan.budget); this bound is what a prompt gets when
 # nothing else runs, large enough that prefill runs at nearly its unchunked speed (bench/README.md).
 DEFAULT_PREFILL_CHUNK_SIZE = 512
 # max_batch_size "auto": as many rows as the KV plan holds at AUTO_ROW_TOKENS each, capped where a bigger batch stops

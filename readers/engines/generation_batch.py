@@ -8,7 +8,7 @@ Every iteration:
 3. one decode step for every running row (one token each);
 4. one prefill chunk: at most `prefill_chunk` prompt tokens of the admitted rows still prefilling, fewest left
    first (several short prompts share one chunk; a long one is cut into chunks over several iterations), and
-   while rows are decoding, no more than about PAUSE_STEPS of their decode steps' worth (`chunk_budget`). Rows
+   while rows are decoding, no more than about two of their decode steps' worth (chunk_plan). Rows
    whose prompt is complete choose their first token and join the running rows.
 
 Steps 3 and 4 are usually one forward (`_plan`): the decode tokens ride in the chunk's flat sequence, so the
@@ -39,6 +39,7 @@ import torch
 
 from liftoff.core import metrics
 from liftoff.core.wire import now_ms
+from readers.engines.chunk_plan import ChunkPlan
 from readers.engines.constrained import GrammarMasks
 from readers.engines.generation_rows import Event, Request, Row, finish_row, record_token
 from readers.engines.kv_blocks import BlockManager, PagedKVCache
@@ -49,17 +50,6 @@ from readers.engines.sampling import SlotSampling
 
 log = logging.getLogger(__name__)
 
-UNCHUNKED_BUDGET = 8192  # with chunking off: prompt tokens prefilled together (a longer prompt goes alone)
-# While rows are decoding, a chunk is sized so that a running stream's pause stays about this many of its decode
-# steps, on any hardware: the decode step's time and what each chunk token adds are measured as the reader runs
-# (chunk_budget), and the chunk usually rides in the decode forward itself (one read of the weights for both).
-# `prefill_chunk` is the upper bound, and the chunk size when nothing is decoding.
-PAUSE_STEPS = 2.0
-MIN_CHUNK = 16
-EMA = 0.2  # weight of the newest measurement in the running averages
-# Bound on one prefill chunk's attention workspace (beyond the KV plan): chunk tokens x context positions (a long
-# context gets smaller chunks). The decode step's bound is paged_forward.GATHER_POSITIONS.
-PREFILL_SCORES = 1 << 22
 
 
 class Scheduler:
@@ -80,7 +70,7 @@ class Scheduler:
         self.lora = lora
         self.paged = PagedForward(model, kv, blocks, device, lora)
         self.block_size = blocks.block_size
-        self.prefill_chunk = prefill_chunk  # 0: no chunking
+        self.chunks = ChunkPlan(prefill_chunk, self.paged.width)  # chunk sizes, from the measured step times
         self.group = group
         self.sampling = SlotSampling(max_rows, vocab_size, device)
         self.grammar_masks: GrammarMasks | None = None  # the bitmask buffer, from the first constrained row on
@@ -91,9 +81,6 @@ class Scheduler:
         self.decoded_tokens = 0  # with decode_s: the decode speed the fit engine's calibration records
         self.decode_s = 0.0
         self.progress_at = time.monotonic()
-        self.step_s = 0.0  # running average of a decode-only step's time ...
-        self.step_rows = 0  # ... at about this many rows
-        self.token_s = 0.0  # running average of what each prefill token adds to a forward, at today's contexts
         self._waiting: deque[Row] = deque()
         self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()  # run between iterations (`call`)
         self._detaching: set[str] = set()  # LoRA adapters removed, freed once no row uses them
@@ -161,7 +148,7 @@ class Scheduler:
                         continue
                 self.progress_at = time.monotonic()
                 try:
-                    plan = self._plan() if self.running and self.prefilling else "apart"
+                    plan = self.chunks.mode(self.running) if self.running and self.prefilling else "apart"
                     if plan == "merge":
                         self._prefill(events, decoding=self.running)  # one forward: decode tokens + a chunk
                     else:
@@ -256,17 +243,6 @@ class Scheduler:
             self.prefilling.append(row)
 
     # --- forward passes ---------------------------------------------------------------------------------------------
-    def _plan(self) -> str:
-        """How this iteration runs while rows decode and prompts prefill: "merge" (the decode tokens ride in the
-        chunk's forward), "measure" (a decode step alone, no chunk: its time at about this many rows is what sizes
-        the chunks), or "apart" (two forwards: every token of a flat forward is scored against every context
-        position in it, so merging only while that product stays small)."""
-        n = len(self.running)
-        if not self.step_s or abs(n - self.step_rows) > max(2, n // 4):
-            return "measure"
-        context = sum(self.paged.width(row.computed + 1) for row in self.running)
-        return "merge" if (n + MIN_CHUNK) * (context + MIN_CHUNK) <= PREFILL_SCORES else "apart"
-
     def _prefill(self, events: list[Event], decoding: list[Row] | None = None) -> None:
         """One chunk of prompt tokens for the rows still prefilling, as one flat sequence, with the decode token
         of each row in `decoding` in front of it when given (one forward, one read of the weights, for both).
@@ -275,7 +251,7 @@ class Scheduler:
         these tokens), and so are their contexts' blocks; the mask lets each token see its own row's context up to
         itself (paged_forward.PagedForward.flat)."""
         decoding = list(decoding or [])
-        chosen = self._chunk(decoding, self.chunk_budget(merged=bool(decoding)))
+        chosen = self.chunks.choose(self.prefilling, decoding, self.chunks.budget(len(self.running)))
         prompt_tokens = sum(take for _, take in chosen)
         for row in decoding:
             self.paged.grow(row, row.computed + 1)
@@ -286,39 +262,12 @@ class Scheduler:
         started = time.perf_counter()
         logits = self.paged.flat(pieces)
         spent = time.perf_counter() - started
-        if prompt_tokens:
-            # beyond a decode step (merged) or a forward's fixed cost, about a decode step (alone)
-            self.token_s = _average(self.token_s, max(spent - self.step_s, 0.1 * spent) / prompt_tokens, 0.5)
+        self.chunks.chunk_forward(spent, prompt_tokens)
         if decoding:
             self._decoded(decoding, logits[:len(decoding)], events)
         self.prefills += 1
         metrics.observe_prefill(self.group, prompt_tokens)
         self._prefilled(chosen, logits[len(decoding):], events)
-
-    def _chunk(self, decoding: list[Row], budget: int) -> list[tuple[Row, int]]:
-        """The prefilling rows in this chunk and how many prompt tokens each: fewest prompt tokens left first, so
-        short prompts finish in this chunk (their time to first token stays short) and a long one takes the rest of
-        the budget, so it still advances every iteration."""
-        chosen: list[tuple[Row, int]] = []
-        total = len(decoding)
-        context = sum(self.paged.width(row.computed + 1) for row in decoding)
-        prompt_tokens = 0
-        for row in sorted(self.prefilling, key=lambda r: len(r.prompt) - r.computed):
-            left = len(row.prompt) - row.computed
-            take = min(left, budget - prompt_tokens) if self.prefill_chunk else left
-            if self.prefill_chunk:
-                # every token is scored against every context position of the forward: bound that product
-                while take > MIN_CHUNK and (total + take) * (context + row.computed + take) > PREFILL_SCORES:
-                    take = max(MIN_CHUNK, take // 2)
-                if (chosen or decoding) and (total + take) * (context + row.computed + take) > PREFILL_SCORES:
-                    break
-            if chosen and (take <= 0 or prompt_tokens + take > budget):
-                break
-            chosen.append((row, take))
-            total += take
-            prompt_tokens += take
-            context += self.paged.width(row.computed + take)
-        return chosen
 
     def _prefilled(self, chosen: list[tuple[Row, int]], logits: torch.Tensor, events: list[Event]) -> None:
         """After a chunk's forward (`logits`: one per chosen row): rows whose prompt is complete choose their first
@@ -344,8 +293,7 @@ class Scheduler:
         started = time.perf_counter()
         rows = list(self.running)
         logits = self.paged.decode(rows)
-        self.step_s = _average(self.step_s, time.perf_counter() - started)
-        self.step_rows = len(rows)
+        self.chunks.decode_step(time.perf_counter() - started, len(rows))
         self._decoded(rows, logits, events)
         self.decode_s += time.perf_counter() - started
         self.decoded_tokens += len(rows)  # with decode_s: steps that only decode (merged ones also prefill)
@@ -358,20 +306,6 @@ class Scheduler:
                 self.paged.publish(row)
         self.steps += 1
         self._advance(rows, 0, logits, events)
-
-    def chunk_budget(self, merged: bool = False) -> int:
-        """Prompt tokens for the next prefill chunk: `prefill_chunk`, or less while rows are decoding, so that the
-        chunk adds about PAUSE_STEPS - 1 of their decode steps to their pause (whole prompts when chunking is off).
-
-        What a chunk token adds is measured on every chunk (it grows with the context the chunk attends to); until
-        then a decode step's cost per row stands in, an overestimate that gives small chunks."""
-        if not self.prefill_chunk:
-            return UNCHUNKED_BUDGET
-        if not self.running or not self.step_s:
-            return self.prefill_chunk
-        per_token = self.token_s or self.step_s / len(self.running)
-        fit = int((PAUSE_STEPS - 1) * self.step_s / per_token) // MIN_CHUNK * MIN_CHUNK
-        return min(self.prefill_chunk, max(MIN_CHUNK, fit))
 
     # --- KV blocks --------------------------------------------------------------------------------------------------
     # --- choosing tokens and finishing rows -----------------------------------------------------------------------
@@ -445,6 +379,3 @@ class Scheduler:
             row.slot = hole
         self.running = sorted(keep, key=lambda r: r.slot)
 
-
-def _average(current: float, sample: float, weight: float = EMA) -> float:
-    return sample if not current else (1 - weight) * current + weight * sample

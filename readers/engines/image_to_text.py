@@ -20,16 +20,12 @@ What it costs against the paged scheduler: no continuous batching (a batch runs 
 rows wait for the next one) and no prefix reuse. Structured outputs, log probabilities, LoRA adapters, tools and
 prompt_max_tokens (a cut could split an image's tokens) are refused by name (422).
 
-Prompts: a chat is rendered by the processor's chat template with an `{"type": "image"}` part where each image goes;
-a text with `use_chat_template` becomes one user message with the images before its text; a raw text gets the
-processor's image token in front for each image its text does not place itself.
+Prompts, images and sampling settings are prepared by image_prompts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 import time
 from dataclasses import dataclass, field
@@ -37,9 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from liftoff.core import metrics
-from liftoff.core.settings import ReaderConfig
-from liftoff.core.wire import GenerationParams, now_ms
+from liftoff.core.reader_config import ReaderConfig
+from liftoff.core.wire import now_ms
 from readers.engines.base import EngineLoadError, EngineRequestError
+from readers.engines.image_prompts import (
+    decode_image,
+    process_prompt,
+    refuse_unsupported,
+    render_prompts,
+    sampling_settings,
+)
 from readers.engines.model_engine import ModelEngine, end_of_sequence_ids
 from readers.engines.tokenizer_tools import IncrementalDetokenizer, decode_text
 from readers.jobs import Job
@@ -339,18 +342,18 @@ class ImageToTextEngine(ModelEngine):
 
     def _prepare(self, job: Job) -> list[_Row]:
         item, params = job.item, job.item.params
-        self._refuse_unsupported(item.tools is not None, params)
-        images = [_decode_image(data, i) for i, data in enumerate(item.images or [])]
-        prompts = self._prompts(item.texts, item.chats, item.add_generation_prompt, params.use_chat_template,
-                                len(images))
+        refuse_unsupported(item.tools is not None, params)
+        images = [decode_image(data, i) for i, data in enumerate(item.images or [])]
+        prompts = render_prompts(self.processor, self.tokenizer, item.texts, item.chats, item.add_generation_prompt,
+                                 params.use_chat_template, len(images))
         if not prompts:
             raise EngineRequestError(422, "text: no prompt given")
-        settings, key = _sampling(params)
+        settings, key = sampling_settings(params)
         rows = []
         for index, prompt in enumerate(prompts):
             where = f"text[{index}]" if len(prompts) > 1 else "text"
-            inputs = self._process(prompt, images, templated=item.chats is not None or params.use_chat_template,
-                                   where=where)
+            templated = item.chats is not None or params.use_chat_template
+            inputs = process_prompt(self.processor, self.tokenizer, prompt, images, templated=templated, where=where)
             length = int(inputs["input_ids"].shape[-1])
             if length >= self.max_length:
                 raise EngineRequestError(422, f"{where}: the prompt has {length} tokens (its images' included) but "
@@ -364,78 +367,3 @@ class ImageToTextEngine(ModelEngine):
                 detok=IncrementalDetokenizer(self.tokenizer) if item.stream else None,
             ))
         return rows
-
-    def _refuse_unsupported(self, tools: bool, params: GenerationParams) -> None:
-        given = [name for name, on in (
-            ("lora_id", params.lora_id is not None),
-            ("regex_string", params.regex_string is not None),
-            ("json_schema", params.json_schema is not None),
-            ("lark_grammar", params.lark_grammar is not None),
-            ("logprobs", params.logprobs is not None),
-            ("prompt_max_tokens", params.prompt_max_tokens is not None),
-            ("tools", tools),
-        ) if on]
-        if given:
-            raise EngineRequestError(422, f"{', '.join(given)}: not supported by image-to-text readers")
-
-    def _prompts(self, texts: list[str], chats: list[list[dict[str, Any]]] | None, add_generation_prompt: bool,
-                 use_chat_template: bool, images: int) -> list[str]:
-        """The item's prompts as text, with one image placeholder per image (see the module's docs)."""
-        token = getattr(self.processor, "image_token", None)
-        if chats is not None or use_chat_template:
-            if not getattr(self.processor, "chat_template", None):
-                raise EngineRequestError(422, "use_chat_template: this model's processor has no chat template")
-            if chats is None:
-                chats = [[{"role": "user", "content": [*({"type": "image"} for _ in range(images)),
-                                                         {"type": "text", "text": text}]}] for text in texts]
-            try:
-                with self.tokenizer.lock:
-                    return [str(self.processor.apply_chat_template(chat, add_generation_prompt=add_generation_prompt,
-                                                                   tokenize=False)) for chat in chats]
-            except Exception as exc:  # jinja's errors are the conversation's
-                raise EngineRequestError(422, f"messages: the chat template could not render them "
-                                         f"({type(exc).__name__}: {exc})") from exc
-        if not images:
-            return list(texts)
-        if not token:
-            raise EngineRequestError(422, "this model's processor names no image token: send the prompt with "
-                                     "use_chat_template")
-        return [token * max(0, images - text.count(token)) + text for text in texts]
-
-    def _process(self, prompt: str, images: list[Any], templated: bool, where: str) -> dict[str, Any]:
-        token = getattr(self.processor, "image_token", None)
-        placed = prompt.count(token) if token else len(images)
-        if placed != len(images):
-            raise EngineRequestError(422, f"{where}: the prompt places {placed} images but {len(images)} came with "
-                                     "the request")
-        try:
-            with self.tokenizer.lock:
-                return dict(self.processor(images=images or None, text=[prompt], return_tensors="pt",
-                                           add_special_tokens=not templated))
-        except (ValueError, TypeError) as exc:
-            raise EngineRequestError(422, f"{where}: the model's processor refused the request: {exc}") from exc
-
-
-def _sampling(params: GenerationParams) -> tuple[dict[str, Any], tuple[Any, ...]]:
-    """generate's sampling arguments for `params`, and the key of the rows that may share a batch with them."""
-    settings: dict[str, Any] = {"repetition_penalty": params.repetition_penalty}
-    if params.sampling_topk == 1 or params.sampling_temperature == 0:
-        settings["do_sample"] = False
-    else:
-        settings.update(do_sample=True, temperature=params.sampling_temperature, top_p=params.sampling_topp,
-                        top_k=params.sampling_topk or None)
-    if params.no_repeat_ngram_size > 0:
-        settings["no_repeat_ngram_size"] = params.no_repeat_ngram_size
-    if params.min_new_tokens > 0:
-        settings["min_new_tokens"] = params.min_new_tokens
-    return settings, tuple(sorted(settings.items()))
-
-
-def _decode_image(data: str, index: int) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as image:
-            return image.convert("RGB")
-    except (ValueError, OSError, UnidentifiedImageError) as exc:
-        raise EngineRequestError(400, f"images[{index}] is not an image Pillow can read: {exc}") from exc

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from readers.engines.base import EngineLoadError
 from readers.engines.torch_device import pick_dtype
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from liftoff.core import metrics
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from readers.engines.base import Engine, EngineLoadError
 from readers.engines.batching import DynamicBatcher
 from readers.engines.tokenizer_tools import TokenizerHelpers

@@ -3,12 +3,13 @@
 Torch work never runs on the event loop: the reader must keep heartbeating and flushing replies while a batch
 computes. Each engine owns one `TorchThread` (a single worker, so the model is never entered concurrently).
 
-dtype: the reader's `dtype` setting is the one source (`pick_dtype`); the names are liftoff.core.settings.DTYPE_NAMES,
-checked when the settings load. Unset or "auto": float32 on CPU; on a CUDA GPU bfloat16 where the card computes it
-natively (compute capability 8.0 or newer, or ROCm), else float16. A dtype the device can't run natively (bfloat16
-on an older CUDA card) is a load error rather than a slow emulation. There is no environment override: a reader's
-settings come from config.toml, LIFTOFF_READERS or the reader's own --config-json, and a second per-process source
-would make the reader's reported config disagree with what it loaded.
+dtype: the reader's `dtype` setting is the one source (`pick_dtype`); the names are
+liftoff.core.reader_config.DTYPE_NAMES, checked when the settings load. Unset or "auto": float32 on CPU; on a CUDA
+GPU bfloat16 where the card computes it natively (compute capability 8.0 or newer, or ROCm), else float16. A dtype
+the device can't run natively (bfloat16 on an older CUDA card) is a load error rather than a slow emulation. There
+is no environment override: a reader's settings come from config.toml, LIFTOFF_READERS or the reader's own
+--config-json, and a second per-process source would make the reader's reported config disagree with what it
+loaded.
 
 Environment:
   LIFTOFF_TORCH_THREADS  intra-op threads for CPU work (default: torch's own choice, one per core)
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from liftoff.core.settings import DTYPE_CHOICES, DTYPE_NAMES
+from liftoff.core.reader_config import DTYPE_CHOICES, DTYPE_NAMES
 from readers.engines.base import EngineLoadError
 
 log = logging.getLogger(__name__)

@@ -119,7 +119,7 @@ def test_primary_is_a_hub_chat_model_with_the_echo_fallback_and_model_flag_drops
 def test_a_readers_constrained_decoding_backend_is_checked() -> None:
     from pydantic import ValidationError
 
-    from liftoff.core.settings import ReaderConfig
+    from liftoff.core.reader_config import ReaderConfig
 
     assert ReaderConfig(model_name="m", constrained_decoding_backend="llguidance").constrained_decoding_backend
     for name, word in (("lmfe", "lm-format-enforcer"), ("outlines", "llguidance")):

@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from liftoff.core.keys import Keys
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from management.auto_device import place_reader
 from management.fit.api import fit_health_route, fit_routes
 from management.fit.facts import FACTS_TTL_S, FactsUnavailable, FixedFacts, HardwareFacts, PublishedFacts, publish

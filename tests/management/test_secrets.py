@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from liftoff.core.settings import READER_TOKEN_ENV, SECRET_MASK
+from liftoff.core.reader_config import READER_TOKEN_ENV, SECRET_MASK
 
 from conftest import ServerFactory
 

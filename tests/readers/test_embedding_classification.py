@@ -10,7 +10,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from readers.engines.classification import ClassificationEngine
 from readers.engines.embedding import EmbeddingEngine
 

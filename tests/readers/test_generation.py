@@ -13,7 +13,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from readers.engines.generation import GenerationEngine
 
 from tiny_models import CollectingSink, build_llama, make_job, run_jobs

@@ -11,7 +11,7 @@ import pytest
 from tiny_vlm import IMAGE_TOKEN, build_llava, hf_greedy, png_bytes
 
 from liftoff.core import wire
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from liftoff.core.wire import GenerationParams, WorkItem, now_ms
 from readers.jobs import Job
 from readers.models import detect_model_type

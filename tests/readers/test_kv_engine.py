@@ -11,7 +11,7 @@ import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from readers.engines.generation import GenerationEngine
 from readers.engines.kv_blocks import BlockManager, ModelShape, plan_kv
 
@@ -81,7 +81,7 @@ def hf_greedy(engine: GenerationEngine, prompt: str, new: int) -> str:
 
 
 def test_long_contexts_split_the_decode_step_and_shrink_the_chunk(llama: Path, monkeypatch) -> None:
-    from readers.engines import generation_batch, paged_forward
+    from readers.engines import chunk_plan, paged_forward
 
     prompts = [PREFIX * 2, "short", PREFIX, "hi there"]
     engine = load(llama, prefix_caching=False)
@@ -90,7 +90,7 @@ def test_long_contexts_split_the_decode_step_and_shrink_the_chunk(llama: Path, m
     finally:
         engine.close()
     monkeypatch.setattr(paged_forward, "GATHER_POSITIONS", 256)  # forces several decode forwards per step
-    monkeypatch.setattr(generation_batch, "PREFILL_SCORES", 64 * 256)  # and chunks of a few dozen tokens
+    monkeypatch.setattr(chunk_plan, "PREFILL_SCORES", 64 * 256)  # and chunks of a few dozen tokens
     engine = load(llama, prefix_caching=False)
     try:
         assert [f[1] for f in run(engine, prompts, max_new_tokens=16)] == [f[1] for f in expected]

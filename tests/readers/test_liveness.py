@@ -19,7 +19,7 @@ import redis.asyncio
 
 from liftoff.core import wire
 from liftoff.core.keys import Keys
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from liftoff.core.wire import WorkItem
 from readers.engines.base import Engine
 from readers.engines.echo import EchoEngine

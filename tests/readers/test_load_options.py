@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from liftoff.core.settings import ReaderConfig, SettingsError, load_settings
+from liftoff.core.reader_config import ReaderConfig
+from liftoff.core.settings import SettingsError, load_settings
 from readers.engines.base import EngineLoadError
 from readers.engines.classification import ClassificationEngine
 from readers.engines.generation import GenerationEngine

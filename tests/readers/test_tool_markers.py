@@ -12,7 +12,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from readers.engines.generation import GenerationEngine
 from readers.engines.tokenizer_tools import IncrementalDetokenizer, decode_text
 
