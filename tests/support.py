@@ -7,14 +7,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psutil
 
 LIFTOFF = [sys.executable, "-m", "liftoff"]
+
+T = TypeVar("T")
 
 
 def free_ports(count: int) -> list[int]:
@@ -196,3 +200,21 @@ def leave_stream(url: str, body: dict[str, Any], events: int = 3, timeout_s: flo
             seen += line.startswith("data:")
             if seen >= events:
                 return
+
+
+def kill_one_under_load(readers: list[subprocess.Popen[bytes]], busy: Callable[[], bool], load: Callable[[], T]) -> T:
+    """Run `load` while the first reader is SIGKILLed as soon as `busy()` says it holds work (whatever the machine's
+    pace); then stop the others. Returns what `load` returned."""
+    def kill_when_busy() -> None:
+        wait_for(busy, 30, "the reader busy", every_s=0.01)
+        os.kill(readers[0].pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    try:
+        return load()
+    finally:
+        killer.join(30)
+        for survivor in readers[1:]:
+            survivor.terminate()
+            survivor.wait(20)

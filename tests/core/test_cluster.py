@@ -25,7 +25,7 @@ from liftoff.core.keys import Keys
 
 from conftest import _factory
 from redis_cluster import LocalCluster
-from support import Server, leave_stream, parse_sse, start_reader, wait_for
+from support import Server, kill_one_under_load, leave_stream, parse_sse, start_reader, wait_for
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 WORDS = " ".join(f"w{i}" for i in range(9))  # ten tokens with the request's own first word
@@ -142,18 +142,8 @@ def test_a_reader_killed_under_load_loses_nothing(
     wait_for(lambda: {"ra", "rb"} <= set(server.status()["status"]["live_readers"]), 30, "two live readers", server)
     texts = [f"r{i} {WORDS}" for i in range(100)]
 
-    def kill_when_busy() -> None:
-        wait_for(lambda: reader_jobs(client, server, "ra").get("active", 0) >= 4, 30, "ra busy", every_s=0.01)
-        os.kill(readers[0].pid, signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_when_busy)
-    killer.start()
-    try:
-        responses = asyncio.run(fire(server.url, texts, "pool"))
-    finally:
-        killer.join(30)
-        readers[1].terminate()
-        readers[1].wait(20)
+    responses = kill_one_under_load(readers, lambda: reader_jobs(client, server, "ra").get("active", 0) >= 4,
+                                    lambda: asyncio.run(fire(server.url, texts, "pool")))
     assert [r.status_code for r in responses] == [200] * 100, {r.text for r in responses if r.status_code != 200}
     assert [r.json()["text"] for r in responses] == texts
     assert stat(client, server, "pool", "completed") == 100  # each answered once

@@ -20,7 +20,7 @@ from liftoff.core.keys import Keys
 from management.embedded_redis import EmbeddedRedis
 
 from conftest import ServerFactory, _factory
-from support import Server, leave_stream, parse_sse, start_reader, wait_for
+from support import Server, kill_one_under_load, leave_stream, parse_sse, start_reader, wait_for
 
 WORDS = " ".join(f"w{i}" for i in range(9))  # ten tokens with the request's own first word
 
@@ -59,18 +59,8 @@ def test_reader_killed_under_load_loses_nothing(make_server: ServerFactory, redi
     texts = [f"r{i} {WORDS}" for i in range(200)]
     client = sync_redis(redis_url)
 
-    def kill_when_busy() -> None:  # SIGKILL while it holds work, whatever the machine's pace
-        wait_for(lambda: reader_jobs(client, ns, "ra").get("active", 0) >= 4, 30, "ra busy", every_s=0.01)
-        os.kill(readers[0].pid, signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_when_busy)
-    killer.start()
-    try:
-        responses = asyncio.run(fire(server.url, texts))
-    finally:
-        killer.join(30)
-        readers[1].terminate()
-        readers[1].wait(20)
+    responses = kill_one_under_load(readers, lambda: reader_jobs(client, ns, "ra").get("active", 0) >= 4,
+                                    lambda: asyncio.run(fire(server.url, texts)))
     assert [r.status_code for r in responses] == [200] * 200, {r.text for r in responses if r.status_code != 200}
     assert [r.json()["text"] for r in responses] == texts
     assert stat(client, ns, "completed") == 200  # each reply produced once: reply and ack are one transaction
