@@ -9,10 +9,10 @@ port goes to `fallback`.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from gateway.protocol import GenerateRequest
-from gateway.requests import generate_takeoff
+from gateway.requests import generate_answer, generation
+from gateway.services import generate
 from liftoff.core.broker import TRANSIENT
 from liftoff.core.http.asgi import header_list, send_json
 from liftoff.core.http.context import Gateway
@@ -41,7 +41,8 @@ class GenerateApp:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"method {scope['method']} not allowed on {PATH}")
             body = await self._read_body(scope, receive)
-            status, answer, headers = 200, await self.generate(body), None
+            req = validate(GenerateRequest, parse_json_object(body))  # parse, the service, shape: no frame between
+            status, answer, headers = 200, generate_answer(req, await generate.generate(self.gw, generation(req))), None
         except ApiError as err:
             status, answer, headers = err.status, err.body(), err.headers
         except TRANSIENT as exc:
@@ -53,16 +54,19 @@ class GenerateApp:
             status, answer, headers = err.status, err.body(), None
         await send_json(send, status, answer, header_list(headers))
 
-    async def generate(self, raw: bytes) -> dict[str, Any]:
-        return await generate_takeoff(self.gw, validate(GenerateRequest, parse_json_object(raw)))
-
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                raise PayloadTooLarge(self._too_large(int(value)))
+        for name, value in scope["headers"]:  # a declared length over the limit: 413 before any body is read
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.limit:
+                    raise PayloadTooLarge(self._too_large(int(value)))
+                break
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body: bytes = message.get("body", b"")
+            if len(body) <= self.limit:
+                return body  # the whole body in one message, within the limit: most requests
         chunks, size = [], 0
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone("the client went away before sending its body")
             chunk = message.get("body", b"")
@@ -72,6 +76,7 @@ class GenerateApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+            message = await receive()
 
     def _too_large(self, size: int, at_least: bool = False) -> str:
         return too_large_message(size, self.limit, at_least)

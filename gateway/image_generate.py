@@ -93,7 +93,7 @@ async def image_generation(gw: Gateway, request: Request) -> tuple[GenerateReque
     except ImageError as err:
         raise BadRequest(err.message) from None
     gen = generation(req)
-    gen = replace(gen, work={**gen.work, "images": list(images)}, attached=sum(len(i) for i in images))
+    gen = replace(gen, work={**(gen.work or {}), "images": list(images)}, attached=sum(len(i) for i in images))
     return req, gen
 
 

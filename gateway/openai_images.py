@@ -45,6 +45,6 @@ class ImageCompletion(Completion):
 
     def generation(self) -> Generation:
         gen = super().generation()
-        gen = replace(gen, work={**gen.work, "images": self.images}, attached=sum(len(i) for i in self.images))
+        gen = replace(gen, work={**(gen.work or {}), "images": self.images}, attached=sum(len(i) for i in self.images))
         generate.check_limits(self.gw.settings, gen)
         return gen

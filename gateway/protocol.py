@@ -17,6 +17,8 @@ from liftoff.core.grammar_check import constraint_error
 from liftoff.core.keys import valid_group_name
 from liftoff.core.wire import GenerationParams
 
+DEFAULT_MAX_NEW_TOKENS = GenerationParams().max_new_tokens  # what a reader generates when none is given
+
 MAX_NEW_TOKENS_LIMIT = 32_768
 
 # One rule per generation parameter with a range.
@@ -103,20 +105,18 @@ class GenerateRequest(TextsRequest):
         return v
 
     @model_validator(mode="after")
-    def _constraint(self) -> GenerateRequest:
-        # llguidance's compiler, without a tokenizer: a feature it cannot honour is named here, before queueing
-        if self.json_schema is None and self.regex_string is None and self.constrained_decoding_backend is None:
-            return self  # the common case (every plain /generate): nothing to check
-        problem = constraint_error(self.json_schema, self.regex_string, self.constrained_decoding_backend)
-        if problem:
-            raise ValueError(problem)
-        return self
-
-    @model_validator(mode="after")
-    def _min_le_max(self) -> GenerateRequest:
-        max_new = self.max_new_tokens if self.max_new_tokens is not None else GenerationParams().max_new_tokens
-        if self.min_new_tokens is not None and self.min_new_tokens > max_new:
-            raise ValueError(f"min_new_tokens must be <= max_new_tokens ({max_new}); given {self.min_new_tokens}")
+    def _across_fields(self) -> GenerateRequest:
+        # One validator for the rules across fields, each skipped when its fields are absent (every plain /generate).
+        if self.json_schema is not None or self.regex_string is not None \
+                or self.constrained_decoding_backend is not None:
+            # llguidance's compiler, without a tokenizer: a feature it cannot honour is named here, before queueing
+            problem = constraint_error(self.json_schema, self.regex_string, self.constrained_decoding_backend)
+            if problem:
+                raise ValueError(problem)
+        if self.min_new_tokens is not None:
+            max_new = self.max_new_tokens if self.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
+            if self.min_new_tokens > max_new:
+                raise ValueError(f"min_new_tokens must be <= max_new_tokens ({max_new}); given {self.min_new_tokens}")
         return self
 
     def params(self) -> dict[str, Any]:

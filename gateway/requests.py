@@ -22,12 +22,12 @@ DEFAULT_GROUP = "primary"
 
 def generation(req: GenerateRequest) -> generate.Generation:
     """`req` for the generate service: its texts (a user batch when `text` is a list), for its consumer group."""
-    texts = req.texts
-    names = [f"text[{i}]" for i in range(len(texts))] if req.batched else ["text"]
-    return generate.Generation(
-        group=req.consumer_group or DEFAULT_GROUP, texts=texts, params=req.params(), batched=req.batched,
-        count=len(texts), prompts=[(name, len(text.encode())) for name, text in zip(names, texts, strict=True)],
-    )
+    text = req.text
+    if isinstance(text, list):
+        prompts = [(f"text[{i}]", len(t.encode())) for i, t in enumerate(text)]
+        return generate.Generation(req.consumer_group or DEFAULT_GROUP, text, req.params(), True, len(text), prompts)
+    return generate.Generation(req.consumer_group or DEFAULT_GROUP, [text], req.params(), False, 1,
+                               [("text", len(text.encode()))])
 
 
 def generate_answer(req: GenerateRequest, reply: Reply) -> dict[str, Any]:

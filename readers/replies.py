@@ -41,6 +41,7 @@ class ReplySink:
         self._consumer = consumer
         self.dropped = 0  # terminal replies not written: another reader had taken the request over
         self._ops: list[ReplyOp] = []
+        self._expiry = broker.ExpiryClock()  # when each reply stream's expiry was last pushed out
         self._flushing: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -113,7 +114,7 @@ class ReplySink:
         try:
             while self._ops:
                 ops, self._ops = self._ops, []
-                sent = await broker.send_replies(self._redis, ops)
+                sent = await broker.send_replies(self._redis, ops, self._expiry)
                 if sent.dropped:
                     self.dropped += sent.dropped
                     log.warning("dropped %d late answer(s): another reader had taken those requests over",
@@ -123,7 +124,7 @@ class ReplySink:
                     self.stalled = False
                     continue
                 # Kept and re-sent first when Redis is back; the gateway bounds how long it waits.
-                self._ops = sent.unsent + self._ops
+                self._ops = [*sent.unsent, *self._ops]
                 self.stalled = True
                 delay = compute_backoff(attempt, base_s=0.1, cap_s=RETRY_CAP_S)
                 log.warning("reply flush failed (%s); retrying in %.1fs", sent.error, delay)

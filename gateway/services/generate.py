@@ -7,7 +7,8 @@ the reader's terminal reply, or the stream of its replies. Errors are `ApiError`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.services import adapters
@@ -19,14 +20,14 @@ from liftoff.core.settings import Settings
 from liftoff.core.wire import Reply
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice as much, on every request
 class Generation:
     """A generation request, parsed and validated, in the readers' terms.
 
     `params` are GenerationParams fields (validated; readers fill in the defaults). `count` is the number of answers
     asked for, which `max_user_batch_size` bounds; `prompts` name each prompt as the port's clients know it
     (`text[0]`, `prompt 1`, `messages`) with its size in UTF-8 bytes, which `max_prompt_string_bytes` bounds.
-    `work` holds the other work item fields (`chats`, `add_generation_prompt`). `copies`: how many times each
+    `work` holds the other work item fields (`chats`, `add_generation_prompt`), if any. `copies`: how many times each
     prompt is queued (OpenAI's `n`); the queued text, `prompts`' sizes times `copies`, is bounded by
     `max_queued_bytes`, with the `attached` bytes queued beside it once (the images of an image-to-text request,
     in `work`).
@@ -38,7 +39,7 @@ class Generation:
     batched: bool
     count: int
     prompts: list[tuple[str, int]]
-    work: dict[str, Any] = field(default_factory=dict)
+    work: dict[str, Any] | None = None
     copies: int = 1
     attached: int = 0
 
@@ -46,19 +47,36 @@ class Generation:
 def check_limits(settings: Settings, gen: Generation) -> None:
     """The server's limits on `gen` (422 naming the one exceeded); `submit` checks them, and a port with checks of
     its own to make after them may call this first."""
+    prompts = gen.prompts
+    if gen.count == 1 and len(prompts) == 1 and gen.copies == 1 and not gen.attached and \
+            prompts[0][1] <= min(settings.max_prompt_string_bytes, settings.max_queued_bytes):
+        return  # one prompt within both byte limits (most requests): the checks below would all pass
     check_count(gen.count, settings.max_user_batch_size)
-    check_prompt_sizes(gen.prompts, settings.max_prompt_string_bytes)
-    check_queued_bytes(gen.prompts, gen.copies, settings.max_queued_bytes, gen.attached)
+    check_prompt_sizes(prompts, settings.max_prompt_string_bytes)
+    check_queued_bytes(prompts, gen.copies, settings.max_queued_bytes, gen.attached)
 
 
-async def submit(gw: Gateway, gen: Generation, stream: bool = False) -> Ticket:
+def submit(gw: Gateway, gen: Generation, stream: bool = False) -> Awaitable[Ticket]:
     """Check `gen` against the limits (and its LoRA adapter against the group's) and queue it for its consumer
-    group."""
+    group: await the result for its ticket. A limit exceeded is raised at once.
+
+    A plain function handing over the dispatcher's coroutine: on the hot path no frame of its own, which every
+    await of the request would resume through."""
     check_limits(gw.settings, gen)
     if gen.params.get("lora_id"):
-        await adapters.require(gw, gen.group, gen.params["lora_id"])
-    return await gw.dispatcher.submit(gen.group, gen.texts, gen.params, stream=stream, batched=gen.batched,
-                                      **gen.work)
+        return _submit_adapted(gw, gen, stream)
+    return _queue(gw, gen, stream)
+
+
+async def _submit_adapted(gw: Gateway, gen: Generation, stream: bool) -> Ticket:
+    await adapters.require(gw, gen.group, gen.params["lora_id"])
+    return await _queue(gw, gen, stream)
+
+
+def _queue(gw: Gateway, gen: Generation, stream: bool) -> Awaitable[Ticket]:
+    if gen.work is None:
+        return gw.dispatcher.submit(gen.group, gen.texts, gen.params, stream, gen.batched)
+    return gw.dispatcher.submit(gen.group, gen.texts, gen.params, stream, gen.batched, **gen.work)
 
 
 async def generate(gw: Gateway, gen: Generation) -> Reply:

@@ -67,6 +67,7 @@ class ReplyFeed:
 
     group: str
     stream: str
+    requests: str  # the group's request stream (kept here: named once, not on every request)
     last_id: bytes = b"0-0"
     task: asyncio.Task[None] | None = None
     used_s: float = 0.0  # loop.time() of the last request sent to the group
@@ -83,7 +84,9 @@ class Dispatcher:
         self.groups = GroupDirectory(self.redis, self.keys, settings)
         self.pending: dict[str, Ticket] = {}
         self._ids = itertools.count()
-        self._outbox: list[tuple[Ticket, dict[bytes, bytes]]] = []
+        # Requests waiting for the next XADD pipeline: their tickets, and (request stream, entry) of each in order.
+        self._outbox: list[Ticket] = []
+        self._outbox_entries: list[tuple[str, dict[bytes, bytes]]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.feeds: dict[str, ReplyFeed] = {}
@@ -122,13 +125,15 @@ class Dispatcher:
             raise Unavailable(f"the request queue (Redis) is unreachable: {exc}") from None
         loop = asyncio.get_running_loop()
         timeout_s = self.settings.request_timeout_s
-        feed = self._feed(group)
-        feed.used_s = loop.time()
+        feed = self.feeds.get(group)
+        if feed is None or feed.task is None:
+            feed = self._feed(group)
+        feed.used_s = now_s = loop.time()
         ticket = Ticket(
             id=f"{self.worker_id}:{next(self._ids)}",
             group=group,
-            stream=self.keys.requests(group),
-            deadline=loop.time() + timeout_s,
+            stream=feed.requests,
+            deadline=now_s + timeout_s,
             reserved=reserved,
         )
         now = wire.now_ms()
@@ -144,7 +149,8 @@ class Dispatcher:
             **work,
         )
         self.pending[ticket.id] = ticket
-        self._outbox.append((ticket, entry))
+        self._outbox.append(ticket)
+        self._outbox_entries.append((ticket.stream, entry))
         if self._flush_task is None:
             self._flush_task = loop.create_task(self._flush())
         return ticket
@@ -244,14 +250,15 @@ class Dispatcher:
     async def _flush(self) -> None:
         try:
             while self._outbox:
-                batch, self._outbox = self._outbox, []
+                batch, entries = self._outbox, self._outbox_entries
+                self._outbox, self._outbox_entries = [], []
                 try:
-                    ids = await broker.submit(self.redis, [(ticket.stream, fields) for ticket, fields in batch])
+                    ids = await broker.submit(self.redis, entries)
                 except Exception as exc:  # noqa: BLE001 — out of reach, or refused (OOM): these requests end now
-                    for ticket, _ in batch:
+                    for ticket in batch:
                         self._deliver_error(ticket, Unavailable(f"could not queue the request (Redis): {exc}"))
                     continue
-                for (ticket, _), entry_id in zip(batch, ids, strict=True):
+                for ticket, entry_id in zip(batch, ids, strict=True):
                     if isinstance(entry_id, Exception):  # on a cluster: its group's master is out of reach
                         self._deliver_error(ticket, Unavailable(f"could not queue the request (Redis): {entry_id}"))
                     else:
@@ -264,7 +271,8 @@ class Dispatcher:
         """The reply stream of `group` for this worker, its listener running."""
         feed = self.feeds.get(group)
         if feed is None:
-            feed = self.feeds[group] = ReplyFeed(group, self.keys.replies(group, self.worker_id))
+            feed = self.feeds[group] = ReplyFeed(group, self.keys.replies(group, self.worker_id),
+                                                 self.keys.requests(group))
         if feed.task is None:
             feed.task = critical_task(self._listen(feed), f"gateway reply listener of group {group}")
         return feed

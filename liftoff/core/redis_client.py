@@ -85,7 +85,9 @@ def redact(url: str) -> str:
 
 
 def is_cluster(redis: RedisClient) -> bool:
-    return isinstance(redis, RedisCluster)
+    # `type(...) is Redis` first: redis-py's clients carry typing.Protocol's metaclass, whose isinstance walks the
+    # ABC machinery on every call that does not match the exact type, and this is asked on every request.
+    return type(redis) is not Redis and isinstance(redis, RedisCluster)
 
 
 def slot_of(key: str) -> int:
@@ -130,7 +132,7 @@ async def node_for(redis: RedisClient, key: str) -> Redis:
     """The client that reaches the master serving `key`'s slot now: `redis` itself on one Redis; on a cluster, a
     plain client of that master. Blocking reads and subscriptions go there: redis-py's cluster client drops every
     connection it has when one command meets CLUSTERDOWN, which would end the blocking reads of every other group."""
-    if not isinstance(redis, _Cluster):
+    if type(redis) is Redis or not isinstance(redis, _Cluster):
         return redis
     return await redis.master_client(key)
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from redis.asyncio.client import Pipeline, PubSub
 from redis.exceptions import ResponseError
@@ -30,12 +31,16 @@ from liftoff.core.redis_client import RedisClient, is_cluster, node_for, refresh
 
 REPLY_STREAM_MAXLEN = 100_000  # approximate cap; gateway workers trim what they have read long before this
 
+# Within this many seconds of pushing a reply stream's expiry out, a reader does not push it out again.
+EXPIRY_REFRESH_S = REPLY_STREAM_TTL_S / 4
+
 # KEYS: request stream, reply stream, outcome counter (one hash slot: the group's).
-# ARGV: group, consumer, entry id, reply payload (the `d` field), reply stream MAXLEN.
-FINISH = """
+# ARGV: group, consumer, entry id, reply payload (the `d` field).
+# The reply stream's cap is a constant of the script: no argument of its own to send with every reply.
+FINISH = f"""
 local owned = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
 if #owned == 0 then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'd', ARGV[4])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', {REPLY_STREAM_MAXLEN}, '*', 'd', ARGV[4])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('INCR', KEYS[3])
@@ -59,15 +64,16 @@ async def read_new(
     `block_ms` for the first (on a cluster, straight from the master of the stream's slot). Raises what
     `errors.group_gone` recognises when the group is gone."""
     try:
-        client = await node_for(redis, stream)
+        client = await node_for(redis, stream) if is_cluster(redis) else redis
         resp = await client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
     except TRANSIENT:
         await refresh_topology(redis)
         raise
-    return [entry for _, entries in resp or [] for entry in entries]
+    return resp[0][1] if resp else []  # one stream read: [[stream, entries]]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one of these is built per reply, and a frozen dataclass's __init__ costs twice as much.
+@dataclass(slots=True)
 class PostReply:
     """A reply that does not end its request (a token, a beat), or an answer to an entry that is not a request."""
 
@@ -79,7 +85,7 @@ class PostReply:
         return self.reply_stream
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """The terminal reply of a request, written only while `consumer` owns its entry (see `FINISH`)."""
 
@@ -96,7 +102,7 @@ class Finish:
         return self.stream
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ack:
     """Acknowledge and delete an entry with no terminal reply (one that could not be decoded): acknowledged alone,
     it would stay in the stream and count as backlog for ever."""
@@ -119,40 +125,67 @@ class Sent:
     not reach Redis (to be sent again, in order), with the error that stopped them."""
 
     dropped: int = 0
-    unsent: list[ReplyOp] = field(default_factory=list)
+    unsent: list[ReplyOp] | tuple[()] = ()  # (an empty tuple: no factory to run for every flush)
     error: BaseException | None = None
 
 
-async def send_replies(redis: RedisClient, ops: Sequence[ReplyOp]) -> Sent:
+class ExpiryClock:
+    """When this process last pushed out each reply stream's expiry. Once every EXPIRY_REFRESH_S per stream is
+    enough: a stream written to expires REPLY_STREAM_TTL_S after its last refresh, so one refreshed at most
+    EXPIRY_REFRESH_S ago cannot have expired, and one that did (its gateway worker died, nobody wrote it for the
+    TTL) was refreshed longer ago and gets its EXPIRE with the write that creates it anew. (A stream deleted outright
+    and written again within EXPIRY_REFRESH_S gets its expiry at the next refresh.)"""
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+
+    def due(self, stream: str, now: float) -> bool:
+        at = self._at.get(stream)
+        return at is None or now - at >= EXPIRY_REFRESH_S
+
+    def refreshed(self, streams: Sequence[str], now: float) -> None:
+        for stream in streams:
+            self._at[stream] = now
+        if len(self._at) > 4096:  # streams of gateway workers long gone
+            self._at = {s: at for s, at in self._at.items() if now - at < EXPIRY_REFRESH_S}
+
+
+async def send_replies(redis: RedisClient, ops: Sequence[ReplyOp], clock: ExpiryClock | None = None) -> Sent:
     """Send `ops` in order, in one MULTI/EXEC per hash slot (one in all on a single Redis). Every reply stream
     written gets its expiry (the write may have created the stream anew, say after its gateway worker died and the
-    stream expired). A slot whose master is out of reach leaves its ops unsent; the others go through."""
+    stream expired), once every EXPIRY_REFRESH_S per stream with a `clock`, else with every write. A slot whose
+    master is out of reach leaves its ops unsent; the others go through."""
+    clock = clock or ExpiryClock()
     if not is_cluster(redis):
-        return await _send_slot(redis, list(ops))
+        return await _send_slot(redis, list(ops), clock)
     by_slot: dict[int, list[ReplyOp]] = {}
     for op in ops:
         by_slot.setdefault(slot_of(op.key), []).append(op)
-    parts = await asyncio.gather(*(_send_slot(redis, part) for part in by_slot.values()))
+    parts = await asyncio.gather(*(_send_slot(redis, part, clock) for part in by_slot.values()))
     sent = Sent()
     for part in parts:
         sent.dropped += part.dropped
-        sent.unsent += part.unsent
+        sent.unsent = [*sent.unsent, *part.unsent]
         sent.error = sent.error or part.error
     return sent
 
 
-async def _send_slot(redis: RedisClient, ops: list[ReplyOp]) -> Sent:
+async def _send_slot(redis: RedisClient, ops: list[ReplyOp], clock: ExpiryClock) -> Sent:
     pipe = redis.pipeline(transaction=True)
-    finishes = _queue(pipe, ops)
+    now = time.monotonic()
+    finishes, expired = _queue(pipe, ops, clock, now)
     try:
         results = await pipe.execute()
     except TRANSIENT as exc:
         return Sent(unsent=ops, error=exc)
+    if expired:
+        clock.refreshed(expired, now)
     return Sent(dropped=sum(1 for position in finishes if results[position] == 0))
 
 
-def _queue(pipe: Pipeline, ops: list[ReplyOp]) -> list[int]:
-    """Queue `ops` on `pipe`; where each Finish's result is among the pipeline's results."""
+def _queue(pipe: Pipeline, ops: list[ReplyOp], clock: ExpiryClock, now: float) -> tuple[list[int], list[str]]:
+    """Queue `ops` on `pipe`; where each Finish's result is among the pipeline's results, and the reply streams
+    whose expiry it pushes out."""
     finishes = []
     reply_streams: dict[str, None] = {}
     for op in ops:
@@ -162,16 +195,17 @@ def _queue(pipe: Pipeline, ops: list[ReplyOp]) -> list[int]:
         elif isinstance(op, Finish):
             # EVAL rather than EVALSHA: Redis caches the compiled script by its hash anyway, and EVAL needs
             # neither the SCRIPT EXISTS round trip a pipeline makes before EVALSHA nor a reload after a restart.
-            pipe.eval(FINISH, 3, op.stream, op.reply_stream, op.counter,
-                      op.group, op.consumer, op.entry_id, op.payload, REPLY_STREAM_MAXLEN)
+            pipe.eval(FINISH, 3, op.stream, op.reply_stream, op.counter, op.group, op.consumer, op.entry_id,
+                      op.payload)
             finishes.append(len(pipe) - 1)
             reply_streams[op.reply_stream] = None
         else:
             pipe.xack(op.stream, op.group, op.entry_id)
             pipe.xdel(op.stream, op.entry_id)
-    for stream in reply_streams:
+    expired = [stream for stream in reply_streams if clock.due(stream, now)]
+    for stream in expired:
         pipe.expire(stream, REPLY_STREAM_TTL_S)
-    return finishes
+    return finishes, expired
 
 
 class CancelFeed:

@@ -7,7 +7,7 @@ request something (see `gateway.generate_asgi`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import orjson
@@ -23,11 +23,12 @@ class HttpMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Returns the coroutine to await rather than awaiting it: a middleware adds no frame that every await of
+        # the request must resume through.
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        await self.http(scope, receive, send)
+            return self.app(scope, receive, send)
+        return self.http(scope, receive, send)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raise NotImplementedError
@@ -43,4 +44,6 @@ async def send_json(send: Send, status: int, content: Any, headers: Headers = ()
 
 def header_list(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
     """An ApiError's extra headers (`Retry-After`, ...) as ASGI header pairs."""
-    return [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    if not headers:
+        return []
+    return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
