@@ -124,14 +124,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     common.add_window_args(p)
     p.add_argument("--concurrency", type=int, default=48, help="connections, spread over the three groups (48)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, Redis data)")
-    p.add_argument("--start-timeout", type=float, default=90.0, help="seconds to wait for each tree (90)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.rounds, args.duration, args.warmup = 1, 2.0, 0.5
-    return args
+    common.add_run_args(p, 90.0, "tree")
+    return common.parse_window_args(p, argv)
 
 
 def bench(args: argparse.Namespace, argv: list[str] | None, tmp: Path, trees: list[Tree],

@@ -309,7 +309,8 @@ def process_groups(root: int, kind: str) -> dict[str, list[int]]:
             role = "redis"
         elif "-m readers" in cmd:
             role = "reader"
-        elif "liftoff.server" in cmd or parent_role in ("arbiter", "gateway workers"):
+        elif "liftoff.server" in cmd or "gateway.server" in cmd or parent_role in ("arbiter", "gateway workers"):
+            # (gateway.server: the gunicorn module's name in trees older than the layers of docs/architecture.md)
             role = "arbiter" if parent_role == "supervisor" else "gateway workers"
         else:
             role = "other"
@@ -976,7 +977,7 @@ def tiny_generation_engine(max_batch_size: int, **llama: int) -> Iterator[Any]:
     reader loads it; closed and removed after."""
     import tempfile
 
-    from liftoff.core.settings import ReaderConfig
+    from liftoff.core.reader_config import ReaderConfig
     from readers.engines.generation import GenerationEngine
     from tests.readers.tiny_models import build_llama
 
@@ -1016,3 +1017,20 @@ def add_window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all conditions (3)")
     p.add_argument("--workers", type=int, default=1, help="gunicorn workers of each server (1)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s per condition, 0.5 s warm-up")
+
+
+def add_run_args(p: argparse.ArgumentParser, start_timeout: float, what: str) -> None:
+    """The run options the server benches share: --json, --keep, --start-timeout (per `what`), --quiet."""
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, Redis data)")
+    p.add_argument("--start-timeout", type=float, default=start_timeout,
+                   help=f"seconds to wait for each {what} ({start_timeout:g})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
+
+
+def parse_window_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse; --quick shortens the measuring window to a smoke run."""
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 1, 2.0, 0.5
+    return args

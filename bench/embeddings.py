@@ -82,7 +82,7 @@ def inprocess(args: argparse.Namespace, texts: list[str], tmp: Path) -> list[com
     import torch
 
     from bench.embeddings_inprocess import bench_engine
-    from liftoff.core.settings import ReaderConfig
+    from liftoff.core.reader_config import ReaderConfig
     from readers.engines.embedding import EmbeddingEngine
 
     engine = EmbeddingEngine(ReaderConfig(model_name=MODEL, max_batch_size=args.static_batch,

@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from bench.common import interleave, print_best
-from liftoff.core.settings import ReaderConfig
+from liftoff.core.reader_config import ReaderConfig
 from readers.engines.embedding import EmbeddingEngine
 from tests.readers.tiny_models import CollectingSink, make_job
 

@@ -39,6 +39,7 @@ from bench.common import (
     Result,
     Run,
     Server,
+    add_run_args,
     add_window_args,
     child_env,
     client_loop,
@@ -49,6 +50,7 @@ from bench.common import (
     host_line,
     launch_liftoff,
     measure_window,
+    parse_window_args,
     remove_tmp,
     run_line,
     run_loop,
@@ -58,8 +60,13 @@ from bench.common import (
 
 
 # --- the servers -------------------------------------------------------------------------------------------------
-def start_liftoff(tmp: Path, ports: list[int], workers: int) -> Server:
-    return launch_liftoff(tmp, ports, [
+def start_liftoff(tmp: Path, ports: list[int], workers: int, tree: Path | None = None) -> Server:
+    """This tree's `liftoff serve`, or with `tree` that checkout's (its code first on PYTHONPATH), kind "against"."""
+    if tree is not None:
+        tmp = tmp / "against"
+        tmp.mkdir()
+    env = None if tree is None else {**child_env(), "PYTHONPATH": str(tree)}
+    server = launch_liftoff(tmp, ports, [
         'host = "127.0.0.1"',
         f'state_dir = "{tmp / "state"}"',
         f"workers = {workers}",
@@ -69,7 +76,15 @@ def start_liftoff(tmp: Path, ports: list[int], workers: int) -> Server:
         'model_name = "echo"',
         'consumer_group = "primary"',
         "max_batch_size = 64",
-    ])
+    ], env=env, name="liftoff echo" if tree is None else f"against {tree_rev(tree)}")
+    if tree is not None:
+        server.kind = "against"
+    return server
+
+
+def tree_rev(tree: Path) -> str:
+    rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return rev.stdout.strip() or tree.name
 
 
 def start_bare(tmp: Path, port: int, workers: int) -> Server:
@@ -119,7 +134,8 @@ def report(results: dict[tuple[str, int], Result], concs: list[int], header: lis
     print()
     print(f"{'server':<16}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'requests':>10}"
           f"   req/s by round")
-    rows = [(kind, results[(kind, conc)]) for conc in concs for kind in ("bare", "echo") if (kind, conc) in results]
+    rows = [(kind, results[(kind, conc)]) for conc in concs for kind in ("bare", "echo", "against")
+            if (kind, conc) in results]
     for kind, res in rows:
         rounds = " ".join(f"{x:.0f}" for x in res.round_rps)
         print(f"{res.server:<16}{res.conc:>5}{res.rps:>10.0f}{res.pct(50):>9.2f}{res.pct(99):>9.2f}{res.errors:>8}"
@@ -142,15 +158,21 @@ def report(results: dict[tuple[str, int], Result], concs: list[int], header: lis
             print(f"{res.server:<16}{res.conc:>5}{cpu_columns(res)}")
     print()
     out["ratios"] = ratios(results, concs)
+    if any(kind == "against" for kind, _ in results):
+        print()
+        out["ratios"]["against"] = ratios(results, concs, echo="against")
+        out["ratios"]["this_over_against"] = compare(results, concs)
     return out
 
 
-def ratios(results: dict[tuple[str, int], Result], concs: list[int]) -> dict[str, Any]:
-    """Print the two headline ratios; returns them for `--json`."""
+def ratios(results: dict[tuple[str, int], Result], concs: list[int], echo: str = "echo") -> dict[str, Any]:
+    """Print the two headline ratios of the Liftoff server of kind `echo` (this tree's, or the `--against` one's);
+    returns them for `--json`."""
     out: dict[str, Any] = {}
     hi, lo = max(concs), min(concs)
-    bare_hi, echo_hi = results.get(("bare", hi)), results.get(("echo", hi))
-    bare_lo, echo_lo = results.get(("bare", lo)), results.get(("echo", lo))
+    bare_hi, echo_hi = results.get(("bare", hi)), results.get((echo, hi))
+    bare_lo, echo_lo = results.get(("bare", lo)), results.get((echo, lo))
+    name = "echo" if echo == "echo" else "against"
     # Headline: the median over rounds of the paired figures (bare and echo of one round ran back to back, so
     # pairing cancels most of a noisy machine's drift); the pooled figure over all rounds is shown beside it.
     if bare_hi and echo_hi and bare_hi.rps:
@@ -158,7 +180,7 @@ def ratios(results: dict[tuple[str, int], Result], concs: list[int]) -> dict[str
         paired = [e / b for e, b in zip(echo_hi.round_rps, bare_hi.round_rps, strict=True) if b]
         ratio = median(paired) if paired else pooled
         verdict = "meets" if ratio >= 0.5 else "BELOW"
-        print(f"throughput echo/bare at c={hi}:  {ratio:.2f}  (target >= 0.5: {verdict})   "
+        print(f"throughput {name}/bare at c={hi}:  {ratio:.2f}  (target >= 0.5: {verdict})   "
               f"by round: {' '.join(f'{x:.2f}' for x in paired)}; pooled {pooled:.2f}")
         out[f"throughput_echo_over_bare_c{hi}"] = round(ratio, 3)
         out[f"throughput_echo_over_bare_c{hi}_by_round"] = [round(x, 3) for x in paired]
@@ -167,10 +189,28 @@ def ratios(results: dict[tuple[str, int], Result], concs: list[int]) -> dict[str
         paired = [e - b for e, b in zip(echo_lo.round_p50, bare_lo.round_p50, strict=True)]
         added = median(paired) if paired else pooled
         verdict = "meets" if added <= 1.0 else "ABOVE"
-        print(f"added p50 echo-bare at c={lo}:    {added:.2f} ms  (target <= 1 ms: {verdict})   "
+        print(f"added p50 {name}-bare at c={lo}:    {added:.2f} ms  (target <= 1 ms: {verdict})   "
               f"by round: {' '.join(f'{x:.2f}' for x in paired)}; pooled {pooled:.2f}")
         out[f"added_p50_ms_c{lo}"] = round(added, 3)
         out[f"added_p50_ms_c{lo}_by_round"] = [round(x, 3) for x in paired]
+    return out
+
+
+def compare(results: dict[tuple[str, int], Result], concs: list[int]) -> dict[str, Any]:
+    """This tree's server against the `--against` one, paired by round: throughput ratio and p50 difference at each
+    concurrency (the two ran back to back in every round, so the machine's drift mostly cancels)."""
+    out: dict[str, Any] = {}
+    for conc in concs:
+        this, other = results.get(("echo", conc)), results.get(("against", conc))
+        if not (this and other and this.lat and other.lat):
+            continue
+        rps = [t / o for t, o in zip(this.round_rps, other.round_rps, strict=True) if o]
+        p50 = [t - o for t, o in zip(this.round_p50, other.round_p50, strict=True)]
+        print(f"this tree / against at c={conc}:  throughput {median(rps):.3f} (by round "
+              f"{' '.join(f'{x:.3f}' for x in rps)}),  p50 {median(p50):+.3f} ms (by round "
+              f"{' '.join(f'{x:+.3f}' for x in p50)})")
+        out[f"c{conc}"] = {"throughput_ratio": round(median(rps), 4), "throughput_by_round": [round(x, 4) for x in rps],
+                           "p50_diff_ms": round(median(p50), 4), "p50_diff_ms_by_round": [round(x, 4) for x in p50]}
     return out
 
 
@@ -179,16 +219,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_window_args(p)
     p.add_argument("--concurrency", default="1,64", help="comma-separated connection counts (1,64)")
     p.add_argument("--only", choices=["echo", "bare"], help="run one server only (no ratios)")
+    p.add_argument("--against", type=Path, metavar="DIR",
+                   help="another checkout of Liftoff (a worktree of an older commit): its server runs beside this "
+                        "tree's in the same rounds, and this tree's figures are compared with its")
     p.add_argument("--hold", type=float, default=0.0,
                    help="after the run, keep the servers up this many seconds (to attach a profiler)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, Redis data)")
-    p.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for each server (60)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no per-round progress lines")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.rounds, args.duration, args.warmup = 1, 2.0, 0.5
-    return args
+    add_run_args(p, 60.0, "server")
+    return parse_window_args(p, argv)
 
 
 def bench(args: argparse.Namespace, argv: list[str] | None, tmp: Path, servers: list[Server]) -> int:
@@ -196,10 +233,12 @@ def bench(args: argparse.Namespace, argv: list[str] | None, tmp: Path, servers: 
     import gunicorn
 
     concs = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
-    ports = free_ports(7)
+    ports = free_ports(13 if args.against else 7)
     started = time.monotonic()
     if args.only != "bare":
         servers.append(start_liftoff(tmp, ports[:6], args.workers))
+        if args.against:
+            servers.append(start_liftoff(tmp, ports[7:13], args.workers, args.against.resolve()))
     if args.only != "echo":
         servers.append(start_bare(tmp, ports[6], args.workers))
     print(f"starting {', '.join(s.name for s in servers)} (workers={args.workers}, temp dir {tmp}) ...", flush=True)

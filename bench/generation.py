@@ -50,7 +50,7 @@ def inprocess(args: argparse.Namespace, path: Path, texts: list[str]) -> list[co
     import torch
 
     from bench.generation_inprocess import bench_engine
-    from liftoff.core.settings import ReaderConfig
+    from liftoff.core.reader_config import ReaderConfig
     from readers.engines.generation import GenerationEngine
 
     engine = GenerationEngine(ReaderConfig(model_name=str(path), max_batch_size=args.jobs))

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     from bench.common import generated_tokens_per_s
     from bench.generation_inprocess import prompts
-    from liftoff.core.settings import ReaderConfig
+    from liftoff.core.reader_config import ReaderConfig
     from readers.engines.generation import GenerationEngine
     from tests.readers.tiny_models import build_llama, build_lora, make_job
 
