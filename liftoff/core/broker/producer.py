@@ -4,7 +4,8 @@ A gateway worker XADDs requests to `<ns>:requests:{<group>}` (a burst in one pip
 cluster one per master the burst touches, sent together), reads each group's reply stream for it,
 `<ns>:replies:{<group>}:<worker>`, with a blocking XREAD, and trims what it has read (XTRIM MINID) while refreshing
 the streams' expiry, so that a dead worker's reply streams go away on its own (whoever writes a reply stream, and so
-may create it, sets the same expiry: readers in `consumer.send_replies`, `reclaim` for a dead letter's error). A
+may create it, sets the same expiry: readers in `consumer.send_replies`, at most every `EXPIRY_REFRESH_S` per stream,
+`reclaim` for a dead letter's error). A
 request nobody waits for any more is withdrawn: its entry is deleted if no reader took it yet, and its id is
 published on its group's cancel channel (sharded pub/sub on a cluster) so that a reader that did take it drops it
 from its batch.
