@@ -1,13 +1,13 @@
 """What the pure-ASGI pieces share: a middleware base that acts on HTTP only, and a JSON answer sent on raw messages.
 
-The gateway's middleware (body limit, API keys, error reshaping, metrics) and `/generate`'s fast path work on ASGI
+The gateway's middleware (body limit, API keys, error reshaping, and metrics) and `/generate`'s fast path work on ASGI
 messages rather than through a framework's request objects, because every layer of a framework stack costs each
 request something (see `gateway.generate_asgi`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -23,12 +23,12 @@ class HttpMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # Returns the coroutine to await rather than awaiting it: a middleware adds no frame that every await of
-        # the request must resume through.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A coroutine function, as ASGI servers and test clients require to take it for ASGI 3 (they inspect it).
         if scope["type"] != "http":
-            return self.app(scope, receive, send)
-        return self.http(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
+        await self.http(scope, receive, send)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raise NotImplementedError
