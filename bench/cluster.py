@@ -31,10 +31,11 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from bench import common
-from liftoff.core.keys import Keys
-from management.embedded_redis import EmbeddedRedis
 from tests.redis_cluster import LocalCluster
+
+from bench import common
+from liftoff.control.embedded_redis import EmbeddedRedis
+from liftoff.core.keys import Keys
 
 GROUPS = ("primary", "second", "slow")  # slots 13975, 164 and 8903: one on each master of a fresh cluster
 BODIES = [json.dumps({"text": "hello world", "consumer_group": group}).encode() for group in GROUPS]

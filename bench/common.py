@@ -307,10 +307,11 @@ def process_groups(root: int, kind: str) -> dict[str, list[int]]:
             role = "supervisor"
         elif "redis-server" in cmd:
             role = "redis"
-        elif "-m readers" in cmd:
+        elif "-m liftoff.readers" in cmd or "-m readers" in cmd:
             role = "reader"
-        elif "liftoff.server" in cmd or "gateway.server" in cmd or parent_role in ("arbiter", "gateway workers"):
-            # (gateway.server: the gunicorn module's name in trees older than the layers of docs/architecture.md)
+        elif ("liftoff.entry.server" in cmd or "liftoff.server" in cmd or "gateway.server" in cmd
+              or parent_role in ("arbiter", "gateway workers")):
+            # (liftoff.server, gateway.server: the gunicorn module's name in older trees, for --against)
             role = "arbiter" if parent_role == "supervisor" else "gateway workers"
         else:
             role = "other"
@@ -978,8 +979,8 @@ def tiny_generation_engine(max_batch_size: int, **llama: int) -> Iterator[Any]:
     import tempfile
 
     from liftoff.core.reader_config import ReaderConfig
-    from readers.engines.generation import GenerationEngine
-    from tests.readers.tiny_models import build_llama
+    from liftoff.readers.engines.generation import GenerationEngine
+    from tests.support.models import build_llama
 
     with tempfile.TemporaryDirectory() as tmp:
         path = build_llama(Path(tmp) / "tiny-llama", **llama)
@@ -992,9 +993,9 @@ def tiny_generation_engine(max_batch_size: int, **llama: int) -> Iterator[Any]:
 
 
 def generated_tokens_per_s(engine: Any, jobs: list[Any]) -> float:
-    """Run `jobs` (tests.readers.tiny_models.make_job) on `engine` at once, each its own run call as the reader loop
+    """Run `jobs` (tests.support.models.make_job) on `engine` at once, each its own run call as the reader loop
     makes them, and answer the tokens they generated per second; a failed job ends the bench with its reply."""
-    from tests.readers.tiny_models import CollectingSink
+    from tests.support.models import CollectingSink
 
     async def go() -> CollectingSink:
         sink = CollectingSink()

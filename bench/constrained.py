@@ -28,8 +28,8 @@ import torch
 
 from bench.common import generated_tokens_per_s, inprocess_parser, interleave, print_best, tiny_generation_engine
 from liftoff.core.grammar_check import grammar_for
-from readers.engines.generation import GenerationEngine
-from tests.readers.tiny_models import make_job
+from liftoff.readers.engines.generation import GenerationEngine
+from tests.support.models import make_job
 
 SCHEMA = {
     "type": "object",

@@ -83,7 +83,7 @@ def inprocess(args: argparse.Namespace, texts: list[str], tmp: Path) -> list[com
 
     from bench.embeddings_inprocess import bench_engine
     from liftoff.core.reader_config import ReaderConfig
-    from readers.engines.embedding import EmbeddingEngine
+    from liftoff.readers.engines.embedding import EmbeddingEngine
 
     engine = EmbeddingEngine(ReaderConfig(model_name=MODEL, max_batch_size=args.static_batch,
                                           batch_duration_millis=args.batch_ms), repository_path=tmp / "models")
@@ -194,7 +194,7 @@ def bench(args: argparse.Namespace, argv: list[str], harness: common.GatewayHarn
 def _tokenize(texts: list[str]) -> list[list[int]]:
     from transformers import AutoTokenizer
 
-    from readers.models import bundled_model_path
+    from liftoff.readers.engines.models import bundled_model_path
 
     path = bundled_model_path(MODEL)
     if path is None:

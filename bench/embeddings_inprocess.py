@@ -29,8 +29,8 @@ import torch
 
 from bench.common import interleave, print_best
 from liftoff.core.reader_config import ReaderConfig
-from readers.engines.embedding import EmbeddingEngine
-from tests.readers.tiny_models import CollectingSink, make_job
+from liftoff.readers.engines.embedding import EmbeddingEngine
+from tests.support.models import CollectingSink, make_job
 
 TOPICS = ["the weather", "a football match", "the stock market", "a recipe for bread", "a new phone",
           "the history of Rome", "learning to swim", "a trip to the mountains"]

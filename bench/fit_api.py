@@ -17,12 +17,12 @@ from types import SimpleNamespace
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from management.fit.api import fit_routes
-from management.fit.catalog import load_catalog
-from management.fit.detect import cached_specs
-from management.fit.facts import FixedFacts
-from management.fit.query import parse_query
-from management.fit.report import fit_report
+from liftoff.control.detect import cached_specs
+from liftoff.fit.catalog import load_catalog
+from liftoff.fit.facts import FixedFacts
+from liftoff.fit.query import parse_query
+from liftoff.fit.report import fit_report
+from liftoff.management.fit_api import fit_routes
 
 BUDGET_MS = 50.0
 

@@ -92,7 +92,7 @@ def start_bare(tmp: Path, port: int, workers: int) -> Server:
     argv = [
         sys.executable, "-m", "gunicorn", "-k", "asgi", "-w", str(workers), "-b", f"127.0.0.1:{port}",
         "--no-control-socket", "--chdir", str(REPO),
-        # as the Liftoff gateway configures gunicorn (liftoff/server.py), so that only the app differs
+        # as the Liftoff gateway configures gunicorn (liftoff/entry/server.py), so that only the app differs
         "--keep-alive", "75", "--backlog", "2048", "--worker-connections", "10000", "--log-level", "warning",
         "bench.hello_app:app",
     ]

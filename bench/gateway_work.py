@@ -106,9 +106,9 @@ def collect(on: bool) -> None:
 
 async def measure(args: argparse.Namespace, settings: Any) -> None:
     try:
-        from liftoff.apps import create_app
-    except ImportError:
-        from gateway.entry import create_app  # type: ignore[import-not-found,no-redef]  # before the layers
+        from liftoff.entry.apps import create_app
+    except ImportError:  # a tree from before liftoff.entry
+        from liftoff.apps import create_app  # type: ignore[import-not-found,no-redef]
     app = create_app(settings)
     startup: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     await startup.put({"type": "lifespan.startup"})

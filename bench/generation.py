@@ -6,7 +6,7 @@
     .venv/bin/python -m bench.generation --lora                # three LoRA adapters mixed in one batch ÷ the base model
                                                                # (bench/generation_lora.py)
 
-1. Builds the tiny random-weight Llama of the reader tests (tests/readers/tiny_models.py, byte-level BPE tokenizer;
+1. Builds the tiny random-weight Llama of the reader tests (tests/support/models.py, byte-level BPE tokenizer;
    hidden 64 and 2 layers by default, as bench/generation_inprocess.py) in `<tmp>/models/tiny-llama`.
 2. In the bench process, before the server starts: loads it the way the reader does (`GenerationEngine`) and
    measures generated tokens/s, greedy, `min_new_tokens` = `max_new_tokens` = `--new-tokens` (64), for one static
@@ -51,7 +51,7 @@ def inprocess(args: argparse.Namespace, path: Path, texts: list[str]) -> list[co
 
     from bench.generation_inprocess import bench_engine
     from liftoff.core.reader_config import ReaderConfig
-    from readers.engines.generation import GenerationEngine
+    from liftoff.readers.engines.generation import GenerationEngine
 
     engine = GenerationEngine(ReaderConfig(model_name=str(path), max_batch_size=args.jobs))
     asyncio.run(engine.load())  # applies LIFTOFF_TORCH_THREADS, loads fp32 with SDPA attention, as the reader
@@ -131,7 +131,7 @@ def bench(args: argparse.Namespace, argv: list[str], harness: common.GatewayHarn
     import torch
 
     from bench.generation_inprocess import prompts
-    from tests.readers.tiny_models import build_llama
+    from tests.support.models import build_llama
 
     concs = common.concurrencies(args.concurrency)
     texts = prompts(max(64, args.jobs))

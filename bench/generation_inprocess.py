@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from bench.common import inprocess_parser, interleave, print_best, tiny_generation_engine
-from readers.engines.generation import GenerationEngine
-from tests.readers.tiny_models import CollectingSink, make_job
+from liftoff.readers.engines.generation import GenerationEngine
+from tests.support.models import CollectingSink, make_job
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "readers", "answer",
          "requests", "from", "streams"]

@@ -1,7 +1,7 @@
 """The generation engine under real load, through the whole server (`python -m bench.generation --load`).
 
 Three measurements in one run, on a random-weight Llama of a real small shape (12 layers, hidden 768, ~100M
-parameters; tests/readers/tiny_models.py `build_small_llama`), whose 2,000-token prefill takes seconds on a CPU:
+parameters; tests/support/models.py `build_small_llama`), whose 2,000-token prefill takes seconds on a CPU:
 
 (a) interference: `--streams` (8) clients loop over `/generate_stream` of short prompts (64 new tokens each) while
     one client sends a distinct ~2,000-token prompt to `/generate` every `--long-every` seconds; once with the
@@ -277,7 +277,7 @@ def _serve(workdir: Path, reader: dict[str, Any], args: argparse.Namespace,
 
 
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from tests.readers.tiny_models import build_small_llama, long_text
+    from tests.support.models import build_small_llama, long_text
 
     models = tmp / "models"
     path = build_small_llama(models / "small-llama")

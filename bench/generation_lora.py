@@ -28,8 +28,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from bench.common import generated_tokens_per_s
     from bench.generation_inprocess import prompts
     from liftoff.core.reader_config import ReaderConfig
-    from readers.engines.generation import GenerationEngine
-    from tests.readers.tiny_models import build_llama, build_lora, make_job
+    from liftoff.readers.engines.generation import GenerationEngine
+    from tests.support.models import build_llama, build_lora, make_job
 
     base = build_llama(tmp / "models" / "tiny-llama", hidden=args.hidden, layers=args.layers)
     loras = [f"{name}={build_lora(base, tmp / 'models' / name, seed=i + 1, rank=args.rank, targets=TARGETS)}"

@@ -10,7 +10,7 @@ event). Every response is checked against what was sent (echo returns the prompt
 for the requests in flight (the drain), and prints what follows.
 
 ``--models real`` serves real models instead of the echo readers: a generation reader (``gen``, group ``primary``)
-on the random-weight ~100M Llama of tests/readers/tiny_models.py ``build_small_llama``, built into
+on the random-weight ~100M Llama of tests/support/models.py ``build_small_llama``, built into
 ``<tmp>/models/small-llama`` (``repository_path``), and an embedding reader (``embed``, group ``embed``) on the
 bundled sentence-transformers/all-MiniLM-L6-v2, each with one torch thread (``--threads``). The mix: ``/generate``
 of a short prompt (max_new_tokens 16-32, min_new_tokens 8), ``/generate_stream`` read to its ``event: metadata``,
@@ -74,7 +74,7 @@ from bench.common import (
     wait_ready,
 )
 from liftoff.core.keys import Keys
-from tests.readers.tiny_models import CORPUS
+from tests.support.models import CORPUS
 
 NAMESPACE = "liftoff"
 GROUP = "primary"
@@ -86,7 +86,7 @@ WEIGHTS = (0.6, 0.25, 0.15)
 BATCH = 4
 # --models real: a generation reader on a random-weight ~100M Llama and an embedding reader on MiniLM.
 GEN_READER, EMBED_READER = "gen", "embed"
-LLAMA_DIR = "small-llama"  # <tmp>/models/small-llama, built by tests/readers/tiny_models.py build_small_llama
+LLAMA_DIR = "small-llama"  # <tmp>/models/small-llama, built by tests/support/models.py build_small_llama
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBED_DIM = 384
 REAL_TIMEOUT_S = 60
@@ -473,7 +473,7 @@ def start_real(tmp: Path, ports: list[int], workers: int, threads: int, page_cac
     group `primary` and an embedding reader on the bundled MiniLM in group `embed`, each with its defaults."""
     import os
 
-    from tests.readers.tiny_models import build_small_llama
+    from tests.support.models import build_small_llama
 
     models = tmp / "models"
     t = time.monotonic()

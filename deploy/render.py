@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from liftoff_deploy.objects import render
 from liftoff_deploy.values import ValuesError, load_values
 

@@ -1,5 +1,5 @@
 import sys
 
-from liftoff.cli import main
+from liftoff.entry.cli import main
 
 sys.exit(main())

@@ -3,19 +3,16 @@ one), and `liftoff serve` process trees on it."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from management.embedded_redis import EmbeddedRedis
+from liftoff.control.embedded_redis import EmbeddedRedis
 
-from redis_cluster import LocalCluster
-from support import Server
-
-_namespaces = itertools.count()
+from support.cluster import LocalCluster
+from support.servers import NAMESPACES, Server, ServerFactory, server_factory
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +30,7 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """Three masters and three replicas of redis-server 7 on loopback ports (tests/redis_cluster.py)."""
+    """Three masters and three replicas of redis-server 7 on loopback ports (tests/support/cluster.py)."""
     cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
     yield cluster
     cluster.stop()
@@ -41,34 +38,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
 
 @pytest.fixture
 def namespace() -> str:
-    return f"t{next(_namespaces)}"
-
-
-ServerFactory = Callable[..., Server]
-
-
-def _factory(tmp: Path, redis_url: str, servers: list[Server]) -> ServerFactory:
-    def make(readers: list[dict[str, Any]] | None = None, start: bool = True, wait_healthy: bool = True,
-             **settings: Any) -> Server:
-        workdir = tmp / f"server{len(servers)}"
-        workdir.mkdir()
-        settings.setdefault("redis_url", redis_url)
-        settings.setdefault("redis_namespace", f"s{next(_namespaces)}")
-        settings.setdefault("request_timeout_s", 10.0)
-        default_reader = [{"model_name": "echo", "consumer_group": "primary", "reader_id": "primary-0"}]
-        server = Server(workdir, settings, default_reader if readers is None else readers)
-        servers.append(server)
-        if start:
-            server.start(wait_healthy=wait_healthy)
-        return server
-
-    return make
+    return f"t{next(NAMESPACES)}"
 
 
 @pytest.fixture
 def make_server(tmp_path: Path, redis_url: str) -> Iterator[ServerFactory]:
     servers: list[Server] = []
-    yield _factory(tmp_path, redis_url, servers)
+    yield server_factory(tmp_path, redis_url, servers)
     for server in servers:
         server.stop()
 
@@ -77,7 +53,7 @@ def make_server(tmp_path: Path, redis_url: str) -> Iterator[ServerFactory]:
 def echo_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
     """One server shared by a module's read-only tests: an echo reader in `primary`, `reserved_consumers` empty."""
     servers: list[Server] = []
-    server = _factory(tmp_path_factory.mktemp("echo"), redis_url, servers)(reserved_consumers="")
+    server = server_factory(tmp_path_factory.mktemp("echo"), redis_url, servers)(reserved_consumers="")
     yield server
     server.stop()
 
@@ -86,3 +62,18 @@ def echo_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Ite
 def client(server: Server) -> Any:
     """The official `openai` client on the `server` of the requesting module (which defines that fixture)."""
     return server.openai_client(120)
+
+
+# The two tiers (README, "Test it"): `unit` runs in process (pure functions, ASGI apps through a test client) in
+# seconds; `processes` starts real processes: redis-server, `liftoff serve`, readers. A test is in `processes` when
+# it needs Redis (any fixture built on `redis_server` or `redis_cluster`) or its module says so (`pytestmark`).
+PROCESS_FIXTURES = frozenset({"redis_server", "redis_cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("processes") or uses & PROCESS_FIXTURES:
+            item.add_marker(pytest.mark.processes)
+        else:
+            item.add_marker(pytest.mark.unit)

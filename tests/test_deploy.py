@@ -17,16 +17,16 @@ import pytest
 
 from liftoff.core.settings import load_settings
 
-from support import free_ports, wait_for
+from support.servers import free_ports, wait_for
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-sys.path.insert(0, str(DEPLOY))
+
+from render import dump  # noqa: E402
 
 from liftoff_deploy.config_file import CONFIG_DIR  # noqa: E402
 from liftoff_deploy.objects import GPU_RESOURCE, PROBE_SOURCE, render  # noqa: E402
 from liftoff_deploy.validate import problems  # noqa: E402
 from liftoff_deploy.values import ValuesError, load_values  # noqa: E402
-from render import dump  # noqa: E402
 
 Obj = dict[str, Any]
 CASES = {"cpu": [], "gpu": [DEPLOY / "values-gpu.yaml"]}
@@ -146,7 +146,7 @@ def test_probes(case: tuple[str, list[Obj]]) -> None:
 def test_each_reader_deployment_is_the_target_of_its_groups_scaled_object(case: tuple[str, list[Obj]]) -> None:
     from starlette.routing import Match
 
-    from gateway.internal import internal_routes
+    from liftoff.gateway.internal import internal_routes
 
     _, objects = case
     internal = named(objects, "Service", "liftoff-internal")

@@ -263,7 +263,8 @@ def disruption_budget(values: Values, component: str, group: str | None, max_una
 
 
 def backlog_url(values: Values, config: Rendered, group: str) -> str:
-    """The group's entry on the internal port (gateway/internal.py), by the Service's in-cluster name, which KEDA's
+    """The group's entry on the internal port (liftoff/gateway/internal.py), by the Service's in-cluster name, which
+    KEDA's
     operator reaches from its own namespace."""
     host = f"{service_name(values, 'internal')}.{values.namespace}.svc"
     return f"http://{host}:{config.settings.internal_port}/consumer_groups/{group}"

@@ -17,10 +17,10 @@ import sys
 
 from liftoff.core import registry
 from liftoff.core.broker import TRANSIENT
-from liftoff.core.http.health import RANK, STATES
 from liftoff.core.keys import Keys
 from liftoff.core.redis_client import connect
 from liftoff.core.settings import SettingsError, load_settings
+from liftoff.http.health import RANK, STATES
 
 TIMEOUT_S = 5.0
 

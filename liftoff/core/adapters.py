@@ -1,7 +1,8 @@
 """How LoRA adapters are named: a reader's `loras` entries, and the OpenAI port's `<group>:<adapter>` model names.
 
 An entry is `SOURCE` or `NAME=SOURCE`; SOURCE is an adapter directory (absolute), a name inside repository_path, or
-a Hugging Face id, resolved like a model_name (readers.models.resolve_model). Without NAME the adapter is named
+a Hugging Face id, resolved like a model_name (liftoff.readers.engines.models.resolve_model). Without NAME the adapter
+is named
 after SOURCE's last part. A name is what requests pick (`lora_id`, `model: "<group>:<adapter>"`), so it holds no
 ':' or '/'.
 """

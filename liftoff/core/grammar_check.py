@@ -1,7 +1,7 @@
 """Structured-output constraints (`json_schema`, `regex_string`, `lark_grammar`, `constrained_decoding_backend`)
 checked without a tokenizer: what the gateway refuses with 422 before anything is queued, and what a reader re-checks.
 
-The grammar engine is llguidance (readers/engines/constrained.py). Its grammar compiler runs without a tokenizer
+The grammar engine is llguidance (liftoff/readers/engines/constrained.py). Its grammar compiler runs without a tokenizer
 (`LLMatcher.validate_grammar(grammar, None)`), so a schema feature it cannot honour (an unknown `format`, a remote
 `$ref`, a look-around in a pattern, ...) is named here, in the gateway, without torch. Compiling against the model's
 tokenizer happens in the reader; an error there (rare: the vocabulary cannot spell what the grammar needs) comes back

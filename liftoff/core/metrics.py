@@ -2,7 +2,7 @@
 
 Multiprocess mode: `liftoff serve` points `PROMETHEUS_MULTIPROC_DIR` at a fresh `<state_dir>/metrics` for all its
 children before they start, and prometheus_client then keeps each process's values in its own mmap'd file there;
-`GET /metrics` on the management port sums the files (see `management.metrics_api`). Without the variable (a
+`GET /metrics` on the management port sums the files (see `liftoff.management.metrics_api`). Without the variable (a
 reader started by hand, unit tests) the values stay in the process's own memory. The mode is fixed when
 prometheus_client is first imported, so the variable must be in the environment before that.
 

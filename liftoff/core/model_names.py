@@ -15,6 +15,11 @@ def check_model_name(value: str, field: str = "model_name") -> str:
     """`value` if it is an absolute path or a name confined to the model repository; ValueError naming it if not."""
     if value.startswith("/"):
         return value
+    repo, sep, filename = value.partition(":")
+    if sep and filename.lower().endswith(".gguf"):  # `<hub repo>:<file>.gguf`: one GGUF file of a hub repository
+        check_model_name(repo, field)
+        check_model_name(filename, field)
+        return value
     parts = value.split("/")
     if (not value or len(value) > MAX_MODEL_NAME
             or not all(_MODEL_PART.fullmatch(part) and part not in (".", "..") for part in parts)):

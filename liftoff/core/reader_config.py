@@ -12,7 +12,7 @@ from liftoff.core.model_names import check_model_name
 
 Device = str  # "cpu", "cuda", "cuda:N" or "auto"; checked by ReaderConfig.device's validator
 # A reader's `dtype` names and the torch dtype each stands for ("auto": fp32 on CPU, bf16 on a GPU with native
-# bf16, else fp16); readers.engines.torch_device turns them into torch dtypes.
+# bf16, else fp16); liftoff.readers.engines.torch_device turns them into torch dtypes.
 DTYPE_NAMES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                "float16": "float16", "fp16": "float16"}
 DTYPE_CHOICES = "auto, float32 (fp32), bfloat16 (bf16), float16 (fp16)"
@@ -36,7 +36,8 @@ class ReaderConfig(BaseModel):
     backend: str | None = None
     log_level: str = "INFO"
     cuda_visible_devices: str | None = None
-    # Rows served at once. "auto": generation readers size it from their KV plan (see readers/engines/kv_blocks.py);
+    # Rows served at once. "auto": generation readers size it from their KV plan (see
+    # liftoff/readers/engines/kv_blocks.py);
     # other readers take DEFAULT_MAX_BATCH_SIZE.
     max_batch_size: int | Literal["auto"] = Field(default="auto", union_mode="left_to_right")
     batch_duration_millis: int = Field(default=100, ge=0, le=60_000)
@@ -46,7 +47,7 @@ class ReaderConfig(BaseModel):
     access_token: SecretStr | None = None
     tensor_parallel: int | None = Field(default=None, ge=1)
     # Weight quantisation applied at load ("int8": int8 weight-only); the reader refuses, by name, any other value
-    # (readers.engines.load_options). None: the weights as saved, a model saved quantized loading as it is.
+    # (liftoff.readers.engines.load_options). None: the weights as saved, a model saved quantized loading as it is.
     quant_type: str | None = None
     max_sequence_length: int | None = Field(default=None, ge=1)
     nvlink_unavailable: bool | None = None
@@ -68,7 +69,8 @@ class ReaderConfig(BaseModel):
     # generation: LoRA adapters loaded at start, each "SOURCE" or "NAME=SOURCE" (liftoff.core.adapters; docs/lora.md);
     # one comma-separated string is read as a list
     loras: list[str] = Field(default_factory=list)
-    # None: read from the model's files; "image-to-text": a vision-language model (readers/engines/image_to_text.py)
+    # None: read from the model's files; "image-to-text": a vision-language model
+    # (liftoff/readers/engines/image_to_text.py)
     model_type: Literal["generation", "embedding", "classification", "image-to-text"] | None = None
     dtype: str = "auto"  # one of DTYPE_NAMES, kept in its long form (None or "" is taken as "auto")
     echo_token_delay_ms: int = Field(default=0, ge=0, le=60_000)  # echo engine: pause between tokens (a model's pace)

@@ -1,6 +1,6 @@
 """What the supervisor last knew of its embedded redis-server, in a file that can be read while Redis is down.
 
-`liftoff serve` keeps the embedded Redis running (management.redis_keeper) and writes its state to
+`liftoff serve` keeps the embedded Redis running (liftoff.control.redis_keeper) and writes its state to
 `<state_dir>/redis-status.json` on every change: running, or restarting (with why it died and when it is tried
 again). Gateway workers read it for `/status` and `/api/health/status`, so that an outage is explained even though
 Redis, where every other fact lives, cannot be asked. With an external `redis_url` there is no such file.

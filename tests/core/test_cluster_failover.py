@@ -19,9 +19,10 @@ import redis
 
 from liftoff.core.keys import Keys
 
-from conftest import _factory
-from redis_cluster import LocalCluster
-from support import Server, parse_sse, wait_for
+from support.cluster import LocalCluster
+from support.servers import Server, parse_sse, server_factory, wait_for
+
+pytestmark = pytest.mark.processes  # starts redis-server and `liftoff serve` itself, beside the fixtures
 
 GROUPS = ("primary", "second", "slow")
 WORDS = " ".join(f"w{i}" for i in range(19))  # twenty tokens, 100 ms each: two seconds of work per request
@@ -39,7 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, cluster: LocalCluster) -> Iterator[Server]:
     servers: list[Server] = []
-    make = _factory(tmp_path_factory.mktemp("failover"), cluster.url, servers)
+    make = server_factory(tmp_path_factory.mktemp("failover"), cluster.url, servers)
     readers = [{"model_name": "echo", "consumer_group": group, "reader_id": f"{group}-0", "echo_token_delay_ms": 100,
                 "max_batch_size": 64} for group in GROUPS]
     srv = make(readers=readers, reserved_consumers="", request_timeout_s=REQUEST_TIMEOUT_S)

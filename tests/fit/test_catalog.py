@@ -6,10 +6,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from management.fit.catalog import CATEGORIES, curated_models, find_model, load_catalog, parameter_count_label
-from management.fit.repository import params_from_config, scan_repository
+from liftoff.fit.catalog import CATEGORIES, curated_models, find_model, load_catalog, parameter_count_label
+from liftoff.fit.repository import params_from_config, scan_repository
 
-from fit_support import write_tiny_model
+from support.fit import write_tiny_model
 
 
 def test_curated_catalog_is_broad() -> None:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from management.fit.cli import add_fit_parser, run_fit
+from liftoff.control.fit_cli import add_fit_parser, run_fit
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

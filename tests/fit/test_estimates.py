@@ -6,13 +6,13 @@ import math
 
 import pytest
 
-from management.fit.analysis import analyze, fit_level
-from management.fit.catalog import curated_models, find_model
-from management.fit.estimates import estimate_tps, fit_score, kv_cache_gb, memory_gb
-from management.fit.hardware import with_overrides
-from management.fit.scoring import WEIGHTS, quality_score
+from liftoff.fit.analysis import analyze, fit_level
+from liftoff.fit.catalog import curated_models, find_model
+from liftoff.fit.estimates import estimate_tps, fit_score, kv_cache_gb, memory_gb
+from liftoff.fit.hardware import with_overrides
+from liftoff.fit.scoring import WEIGHTS, quality_score
 
-from fit_support import CPU_NODE, H100_NODE
+from support.fit import CPU_NODE, H100_NODE
 
 
 def model(name: str):  # type: ignore[no-untyped-def]

@@ -14,12 +14,12 @@ from starlette.testclient import TestClient
 
 from liftoff.core.keys import Keys
 from liftoff.core.reader_config import ReaderConfig
-from management.auto_device import place_reader
-from management.fit.api import fit_health_route, fit_routes
-from management.fit.facts import FACTS_TTL_S, FactsUnavailable, FixedFacts, HardwareFacts, PublishedFacts, publish
-from management.fit.hardware import SystemSpecs, node_name, node_os
+from liftoff.fit.auto_device import place_reader
+from liftoff.fit.facts import FACTS_TTL_S, FactsUnavailable, FixedFacts, HardwareFacts, PublishedFacts, publish
+from liftoff.fit.hardware import SystemSpecs, node_name, node_os
+from liftoff.management.fit_api import fit_health_route, fit_routes
 
-from fit_support import CPU_NODE, H100_NODE
+from support.fit import CPU_NODE, H100_NODE
 
 FIT_ROUTES = ["/api/v1/system", "/api/v1/models", "/api/v1/models/top", "/api/v1/models/llama"]
 

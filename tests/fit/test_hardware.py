@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import platform
 
-from management.fit.detect import cached_specs, detect_specs
-from management.fit.hardware import GpuInfo, gpu_bandwidth_gbps, group_gpus, system_json, with_overrides
+from liftoff.control.detect import cached_specs, detect_specs
+from liftoff.fit.hardware import GpuInfo, gpu_bandwidth_gbps, group_gpus, system_json, with_overrides
 
-from fit_support import CPU_NODE, H100_NODE
+from support.fit import CPU_NODE, H100_NODE
 
 
 def test_detects_this_machine() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from liftoff.core.calibration import Measurement
-from management.fit.catalog import curated_models
-from management.fit.placement import PlacementRefused, RunningReader, UnknownModel, device_budgets, place
+from liftoff.fit.catalog import curated_models
+from liftoff.fit.placement import PlacementRefused, RunningReader, UnknownModel, device_budgets, place
 
-from fit_support import CPU_NODE, H100_NODE, SMALL_CPU_NODE
+from support.fit import CPU_NODE, H100_NODE, SMALL_CPU_NODE
 
 CATALOG = curated_models()
 

@@ -8,9 +8,7 @@ import json
 import os
 import re
 import signal
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -19,10 +17,8 @@ import jsonschema
 import openai
 import pytest
 
-from support import Server
-
-sys.path.append(str(Path(__file__).resolve().parent))
-from test_openai_tools import ADD, HERMES_READER, WEATHER, hermes_server
+from support.servers import Server
+from support.tools import ADD, HERMES_READER, WEATHER, hermes_server
 
 KEY = "sk-anthropic-test-key"
 TOOLS: list[Any] = [{"name": "get_weather", "description": "weather", "input_schema": WEATHER},

@@ -14,10 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from management.embedded_redis import EmbeddedRedis
+from liftoff.control.embedded_redis import EmbeddedRedis
 
-from conftest import ServerFactory
-from support import Server, free_ports
+from support.servers import Server, ServerFactory, free_ports
 
 INFERENCE_KEY = "test-inference-key"
 

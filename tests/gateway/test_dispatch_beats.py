@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from liftoff.core import wire
-from liftoff.core.dispatch import Dispatcher, Ticket
-from liftoff.core.http.errors import GatewayTimeout
+from liftoff.core.errors import GatewayTimeout
 from liftoff.core.settings import Settings
 from liftoff.core.wire import Reply
+from liftoff.http.dispatch import Dispatcher, Ticket
 
 SILENCE_MS = 100
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from gateway.openai_protocol import ResponseFormat
-from gateway.protocol import GenerateRequest
 from liftoff.core.grammar_check import constraint_error
+from liftoff.gateway.chat.protocol import ResponseFormat
+from liftoff.gateway.takeoff.protocol import GenerateRequest
 
 
 @pytest.mark.parametrize(("body", "named"), [

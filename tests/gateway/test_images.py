@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +16,8 @@ import httpx
 import openai
 import pytest
 
-from conftest import ServerFactory
-from support import Server, parse_sse
-
-sys.path.append(str(Path(__file__).resolve().parents[1] / "readers"))  # the model builders live beside reader tests
-from tiny_vlm import IMAGE_TOKEN, build_llava, hf_greedy, png_bytes
+from support.servers import Server, ServerFactory, parse_sse
+from support.vlm import IMAGE_TOKEN, build_llava, hf_greedy, png_bytes
 
 PNG = png_bytes(color=(30, 160, 60))
 CHAT_PROMPT = "<s><|user|><image>what is in the picture?</s><|assistant|>"
@@ -34,10 +30,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str, model_dir: Path) -> Iterator[Server]:
-    from conftest import _factory
+    from support.servers import server_factory
 
     servers: list[Server] = []
-    make: ServerFactory = _factory(tmp_path_factory.mktemp("images"), redis_url, servers)
+    make: ServerFactory = server_factory(tmp_path_factory.mktemp("images"), redis_url, servers)
     readers = [
         {"model_name": "tiny-llava", "consumer_group": "vision", "reader_id": "vision-0", "max_batch_size": 8},
         {"model_name": "echo", "consumer_group": "primary", "reader_id": "echo-0"},

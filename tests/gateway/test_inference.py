@@ -7,7 +7,7 @@ import socket
 import httpx
 import pytest
 
-from support import Server, parse_sse
+from support.servers import Server, parse_sse
 
 
 def post(server: Server, path: str, **kwargs: object) -> httpx.Response:
@@ -196,7 +196,7 @@ def test_several_gateway_workers_route_replies_to_their_own_requests(make_server
         return [r.json()["text"] for r in rs]
 
     assert asyncio.run(run()) == [f"w {i}" for i in range(150)]
-    workers = [p for p in server.descendants() if "liftoff.server" in " ".join(p.cmdline())]
+    workers = [p for p in server.descendants() if "liftoff.entry.server" in " ".join(p.cmdline())]
     assert len(workers) == 4  # the arbiter and three workers
 
 

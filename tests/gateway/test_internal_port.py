@@ -7,8 +7,7 @@ import threading
 
 import httpx
 
-from conftest import ServerFactory
-from support import wait_for
+from support.servers import ServerFactory, wait_for
 
 WORDS = " ".join(f"w{i}" for i in range(4))  # five tokens
 

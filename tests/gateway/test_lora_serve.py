@@ -5,7 +5,6 @@ listed in /v1/models, /status and /config; a third added and removed through the
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,11 +16,8 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # the readers `liftoff serve` starts inherit it: nothing is downloaded
 
-from conftest import ServerFactory
-from support import Server
-
-sys.path.append(str(Path(__file__).resolve().parents[1] / "readers"))
-from tiny_models import build_llama, build_lora, peft_greedy
+from support.models import build_llama, build_lora, peft_greedy
+from support.servers import Server, ServerFactory
 
 PROMPT = "The quick brown fox"
 NEW = 12
@@ -47,10 +43,10 @@ def expected(repo: Path) -> dict[str | None, str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str, repo: Path) -> Iterator[Server]:
-    from conftest import _factory
+    from support.servers import server_factory
 
     servers: list[Server] = []
-    make: ServerFactory = _factory(tmp_path_factory.mktemp("lora"), redis_url, servers)
+    make: ServerFactory = server_factory(tmp_path_factory.mktemp("lora"), redis_url, servers)
     readers = [{"model_name": "base", "consumer_group": "llama", "reader_id": "llama-0", "max_batch_size": 8,
                 "loras": "alpha, b=beta"}]  # the comma-separated form
     srv = make(readers=readers, repository_path=str(repo), reserved_consumers="", request_timeout_s=120.0)

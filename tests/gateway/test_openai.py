@@ -12,19 +12,14 @@ import base64
 import json
 import re
 import struct
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from conftest import ServerFactory
-from support import Server
-
-sys.path.append(str(Path(__file__).resolve().parents[1] / "readers"))  # tiny_models lives beside the reader tests
-from tiny_models import build_llama
+from support.models import build_llama
+from support.servers import Server, ServerFactory
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 ECHO_CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello to the world"}]
@@ -38,12 +33,12 @@ def echo_tokens(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
-    from conftest import _factory
+    from support.servers import server_factory
 
     repo = tmp_path_factory.mktemp("artefacts")
     build_llama(repo / "tiny-llama")
     servers: list[Server] = []
-    make: ServerFactory = _factory(tmp_path_factory.mktemp("openai"), redis_url, servers)
+    make: ServerFactory = server_factory(tmp_path_factory.mktemp("openai"), redis_url, servers)
     readers = [
         {"model_name": "echo", "consumer_group": "primary", "reader_id": "echo-0", "max_batch_size": 64},
         {"model_name": "tiny-llama", "consumer_group": "llama", "reader_id": "llama", "max_batch_size": 8,
@@ -319,7 +314,7 @@ def test_embeddings_float_and_base64_equal_embed(client: openai.OpenAI, server: 
 def test_embeddings_of_token_ids_and_the_takeoff_client_body(client: openai.OpenAI, server: Server) -> None:
     from transformers import AutoTokenizer
 
-    from readers.models import resolve_model
+    from liftoff.readers.engines.models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(MINILM, server.settings["repository_path"], None)))
     ids = tokenizer("a guitar player")["input_ids"]

@@ -8,20 +8,15 @@ model, refused). Every score is checked against what the same model answers on `
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ServerFactory
-from support import Server
-
-sys.path.append(str(Path(__file__).resolve().parents[1] / "readers"))  # tiny_models lives beside the reader tests
-from tiny_models import build_bert_classifier
+from support.models import build_bert_classifier
+from support.servers import Server, ServerFactory
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 LIMIT = 8  # max_user_batch_size
@@ -32,14 +27,14 @@ DOCS = ["the lazy dog", "a reader holds a model", "hello world how are you", "th
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
-    from conftest import _factory
+    from support.servers import server_factory
 
     repo = tmp_path_factory.mktemp("artefacts")
     build_bert_classifier(repo / "ce-one", labels=("relevance",))
     build_bert_classifier(repo / "ce-two", seed=1)
     build_bert_classifier(repo / "ce-three", labels=("contradiction", "entailment", "neutral"))
     servers: list[Server] = []
-    make: ServerFactory = _factory(tmp_path_factory.mktemp("rerank"), redis_url, servers)
+    make: ServerFactory = server_factory(tmp_path_factory.mktemp("rerank"), redis_url, servers)
     readers = [
         {"model_name": "echo", "consumer_group": "primary", "reader_id": "echo-0"},
         {"model_name": "ce-one", "consumer_group": "rr", "reader_id": "rr-0"},

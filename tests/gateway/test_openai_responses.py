@@ -9,10 +9,8 @@ import json
 import os
 import re
 import signal
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,10 +21,8 @@ from pydantic import BaseModel, Field
 
 from liftoff.core.tool_calls import argument_pieces
 
-from support import Server, wait_for
-
-sys.path.append(str(Path(__file__).resolve().parent))
-from test_openai_tools import HERMES_READER, WEATHER, hermes_server
+from support.servers import Server, wait_for
+from support.tools import HERMES_READER, WEATHER, hermes_server
 
 TOOLS: list[Any] = [{"type": "function", "name": "get_weather", "description": "weather", "parameters": WEATHER,
                      "strict": True}]

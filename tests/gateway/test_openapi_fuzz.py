@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from support import Server
+from support.servers import Server
 
 PORTS = ["port", "management_port", "vertex_port", "openai_port", "snowflake_port", "internal_port"]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerFactory
-from support import Server, free_ports
+from support.servers import Server, ServerFactory, free_ports
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 PREDICT_ROUTE = "/v1/endpoints/123/deployedModels/456:predict"
@@ -23,10 +22,10 @@ HEALTH_ROUTE = "/vertex/ping"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
-    from conftest import _factory
+    from support.servers import server_factory
 
     servers: list[Server] = []
-    make: ServerFactory = _factory(tmp_path_factory.mktemp("vertex"), redis_url, servers)
+    make: ServerFactory = server_factory(tmp_path_factory.mktemp("vertex"), redis_url, servers)
     readers = [
         {"model_name": "echo", "consumer_group": "primary", "reader_id": "echo-0"},
         {"model_name": MINILM, "consumer_group": "embed", "reader_id": "minilm", "max_batch_size": 32},

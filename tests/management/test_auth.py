@@ -17,23 +17,23 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 
-from gateway.openai_errors import openai_auth_error_body
-from gateway.requests import generate_for_group
-from liftoff.core.dispatch import Dispatcher
-from liftoff.core.http.auth import (
-    ApiKeyAuth,
+from liftoff.core.api_keys import (
     KeyRing,
     ManagementExposureError,
     check_management_exposure,
     gunicorn_bind,
     management_bind,
 )
-from liftoff.core.http.context import Gateway
 from liftoff.core.settings import Settings
-from management.api import create_management_app
-from management.deployments_model import DEPLOYMENT_TYPE, mint_rid
+from liftoff.deployments.model import DEPLOYMENT_TYPE, mint_rid
+from liftoff.gateway.chat.errors import openai_auth_error_body
+from liftoff.gateway.takeoff.requests import generate_for_group
+from liftoff.http.auth import ApiKeyAuth
+from liftoff.http.context import Gateway
+from liftoff.http.dispatch import Dispatcher
+from liftoff.management.api import create_management_app
 
-from support import LIFTOFF, Server
+from support.servers import LIFTOFF, Server
 
 ADMIN_KEY, READ_KEY, INFERENCE_KEY = "admin-key-0123456789", "read-key-0123456789", "inference-key-0123456789"
 

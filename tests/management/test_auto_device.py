@@ -7,8 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import ServerFactory
-from support import LIFTOFF, Server
+from support.servers import LIFTOFF, Server, ServerFactory
 
 HUGE = "meta-llama/Llama-3.1-405B-Instruct"
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import httpx
 
-from conftest import ServerFactory
-from support import Server, wait_for
+from support.servers import Server, ServerFactory, wait_for
 
 API = "/api/v2/models/liveDeployments"
 PREVIEW = {"preview": "true"}

@@ -11,11 +11,11 @@ from typing import IO
 import pytest
 from redis.asyncio import Redis
 
+from liftoff.control import facts_publisher
+from liftoff.control.facts_publisher import FactsPublisher
 from liftoff.core.keys import Keys
-from management import facts_publisher
-from management.facts_publisher import FactsPublisher
-from management.fit.facts import FACTS_TTL_S, HardwareFacts
-from management.fit.hardware import node_name
+from liftoff.fit.facts import FACTS_TTL_S, HardwareFacts
+from liftoff.fit.hardware import node_name
 
 
 def test_start_detects_in_a_child_and_publishes(redis_url: str, namespace: str) -> None:

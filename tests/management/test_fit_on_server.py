@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from support import Server
+from support.servers import Server
 
 
 def test_scheduler_polling_loop(echo_server: Server) -> None:

@@ -17,11 +17,10 @@ import pytest
 import redis
 
 from liftoff.core.keys import Keys
-from management.fit.facts import HardwareFacts
-from management.fit.hardware import node_name
+from liftoff.fit.facts import HardwareFacts
+from liftoff.fit.hardware import node_name
 
-from conftest import ServerFactory
-from support import Server, wait_for
+from support.servers import Server, ServerFactory, wait_for
 
 TORCH_LIBRARY = re.compile(r"(libtorch[^/\s]*\.so|/torch/_C[^/\s]*\.so)")
 PORTS = ["port", "management_port", "vertex_port", "openai_port", "snowflake_port", "internal_port"]
@@ -40,7 +39,7 @@ def torch_libraries(pid: int) -> set[str]:
 
 def gateway_workers(server: Server) -> list[psutil.Process]:
     assert server.proc is not None
-    arbiters = [p for p in psutil.Process(server.proc.pid).children() if "liftoff.server" in p.cmdline()]
+    arbiters = [p for p in psutil.Process(server.proc.pid).children() if "liftoff.entry.server" in p.cmdline()]
     assert len(arbiters) == 1, arbiters
     return arbiters[0].children()
 

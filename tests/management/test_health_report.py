@@ -13,10 +13,9 @@ from typing import Any
 import httpx
 import orjson
 
-from management.embedded_redis import EmbeddedRedis
+from liftoff.control.embedded_redis import EmbeddedRedis
 
-from conftest import ServerFactory
-from support import Server, start_reader, wait_for
+from support.servers import Server, ServerFactory, start_reader, wait_for
 
 WORDS = " ".join(f"w{i}" for i in range(9))  # ten tokens
 REPORT = "/api/health/status?refresh=true"

@@ -12,8 +12,7 @@ import redis
 
 from liftoff.core.keys import Keys
 
-from conftest import ServerFactory
-from support import Server, wait_for
+from support.servers import Server, ServerFactory, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

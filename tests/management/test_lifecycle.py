@@ -16,11 +16,19 @@ import orjson
 import pytest
 import redis
 
+from liftoff.control.embedded_redis import EmbeddedRedis
 from liftoff.core.keys import Keys
-from management.embedded_redis import EmbeddedRedis
 
-from conftest import ServerFactory, _factory
-from support import Server, kill_one_under_load, leave_stream, parse_sse, start_reader, wait_for
+from support.servers import (
+    Server,
+    ServerFactory,
+    kill_one_under_load,
+    leave_stream,
+    parse_sse,
+    server_factory,
+    start_reader,
+    wait_for,
+)
 
 WORDS = " ".join(f"w{i}" for i in range(9))  # ten tokens with the request's own first word
 
@@ -224,7 +232,7 @@ SILENCE_MS = 300  # reader_message_timeout_ms of the paced server: its reader's 
 def paced_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
     """An echo reader far slower than the silence limit: it is busy between tokens, not stuck."""
     servers: list[Server] = []
-    make = _factory(tmp_path_factory.mktemp("paced"), redis_url, servers)
+    make = server_factory(tmp_path_factory.mktemp("paced"), redis_url, servers)
     yield make(readers=[{"model_name": "echo", "echo_token_delay_ms": 3 * SILENCE_MS}], reserved_consumers="",
                reader_message_timeout_ms=SILENCE_MS)
     for server in servers:

@@ -20,11 +20,11 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from liftoff.core import metrics
-from liftoff.core.http.metrics_middleware import HttpMetrics, starlette_routes
-from liftoff.core.http.types import Receive, Scope, Send
-from management.deployments_model import DEPLOYMENT_TYPE, mint_rid
+from liftoff.deployments.model import DEPLOYMENT_TYPE, mint_rid
+from liftoff.http.metrics_middleware import HttpMetrics, starlette_routes
+from liftoff.http.types import Receive, Scope, Send
 
-from support import Server
+from support.servers import Server
 
 
 def count(path: str, status: str) -> float:

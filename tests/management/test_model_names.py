@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from liftoff.core.reader_config import ReaderConfig
-from readers.engines.base import EngineLoadError
-from readers.models import resolve_model
+from liftoff.readers.engines.base import EngineLoadError
+from liftoff.readers.engines.models import resolve_model
 
-from conftest import ServerFactory
+from support.servers import ServerFactory
 
 ESCAPES = ["../../../../etc", "./models/x", "a/../../b", "models/./x", "..", "/", "", "a//b", "a\\..\\b", "~root/x",
            "name with spaces", "x" * 300]

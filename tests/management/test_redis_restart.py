@@ -15,7 +15,9 @@ import httpx
 import psutil
 import pytest
 
-from support import LIFTOFF, Server, wait_for
+from support.servers import LIFTOFF, Server, wait_for
+
+pytestmark = pytest.mark.processes  # starts redis-server and `liftoff serve` itself, beside the fixtures
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 RESUME_WITHIN_S = 5.0

@@ -11,7 +11,7 @@ import redis
 
 from liftoff.core.reader_config import READER_TOKEN_ENV, SECRET_MASK
 
-from conftest import ServerFactory
+from support.servers import ServerFactory
 
 TOKEN = "hf_configuredTokenForTheTest0001"
 POSTED = "hf_postedTokenForTheTest00000002"

@@ -13,7 +13,9 @@ import psutil
 import pytest
 import redis
 
-from support import LIFTOFF, Server, parse_sse
+from support.servers import LIFTOFF, Server, parse_sse
+
+pytestmark = pytest.mark.processes  # starts redis-server and `liftoff serve` itself, beside the fixtures
 
 
 def embedded_server(tmp_path: Path) -> Server:
@@ -27,7 +29,7 @@ def test_serve_with_embedded_redis_and_clean_stop(tmp_path: Path, sig: int) -> N
     try:
         children = server.descendants()
         names = " ".join(" ".join(p.cmdline()) for p in children)
-        assert "redis-server" in names and "liftoff.server" in names and "readers" in names
+        assert "redis-server" in names and "liftoff.entry.server" in names and "readers" in names
         r = httpx.post(server.url + "/generate", json={"text": "hello world"}, timeout=10)
         assert r.status_code == 200 and r.json() == {"text": "hello world"}
         r = httpx.post(server.url + "/generate_stream", json={"text": "hello world"}, timeout=10)

@@ -10,9 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from management.state_lock import StateDirInUse, StateLock
+from liftoff.control.state_lock import StateDirInUse, StateLock
 
-from support import LIFTOFF, Server
+from support.servers import LIFTOFF, Server
+
+pytestmark = pytest.mark.processes  # starts redis-server and `liftoff serve` itself, beside the fixtures
 
 
 def test_second_serve_in_the_same_state_dir_is_refused_at_once(tmp_path: Path) -> None:

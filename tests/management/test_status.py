@@ -11,8 +11,7 @@ from pathlib import Path
 import httpx
 import jsonschema
 
-from conftest import ServerFactory
-from support import Server, start_reader, wait_for
+from support.servers import Server, ServerFactory, start_reader, wait_for
 
 SCHEMA = json.loads((Path(__file__).parent / "status_schema.json").read_text())
 

@@ -11,12 +11,11 @@ import psutil
 import pytest
 import redis
 
+from liftoff.control.embedded_redis import EmbeddedRedis
 from liftoff.core.keys import Keys
 from liftoff.core.process import EXIT_TASK_DIED
-from management.embedded_redis import EmbeddedRedis
 
-from conftest import ServerFactory
-from support import Server, wait_for
+from support.servers import Server, ServerFactory, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +59,8 @@ def test_reader_that_redis_refuses_exits_and_is_restarted(tmp_path: Path, make_s
 
 
 def _workers(server: Server) -> set[int]:
-    """The pids of the gateway's gunicorn workers (the children of `python -m liftoff.server`)."""
-    arbiters = [p for p in server.descendants() if "liftoff.server" in " ".join(p.cmdline())]
+    """The pids of the gateway's gunicorn workers (the children of `python -m liftoff.entry.server`)."""
+    arbiters = [p for p in server.descendants() if "liftoff.entry.server" in " ".join(p.cmdline())]
     return {c.pid for a in arbiters for c in a.children()}
 
 

@@ -1,11 +1,11 @@
-"""The prefill chunk's size and contents, from measured step times (readers/engines/chunk_plan.py)."""
+"""The prefill chunk's size and contents, from measured step times (liftoff/readers/engines/chunk_plan.py)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 
-from readers.engines.chunk_plan import MIN_CHUNK, UNCHUNKED_BUDGET, ChunkPlan
+from liftoff.readers.engines.chunk_plan import MIN_CHUNK, UNCHUNKED_BUDGET, ChunkPlan
 
 
 def row(prompt: int, computed: int = 0) -> Any:

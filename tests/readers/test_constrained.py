@@ -15,9 +15,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from liftoff.core.reader_config import ReaderConfig
-from readers.engines.generation import GenerationEngine
+from liftoff.readers.engines.generation import GenerationEngine
 
-from tiny_models import CORPUS, CollectingSink, build_llama, llama_over, make_job, run_jobs, wordpiece_tokenizer
+from support.models import CORPUS, CollectingSink, build_llama, llama_over, make_job, run_jobs, wordpiece_tokenizer
 
 SCHEMA = {
     "type": "object",

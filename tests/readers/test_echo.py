@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from readers.engines.echo import tokenize
+from liftoff.readers.engines.echo import tokenize
 
 
 @pytest.mark.parametrize("text", ["", "a", "hello world", "  lead", "trail  ", "a\nb\n\nc", "tabs\tand\r\nCRLF", " "])

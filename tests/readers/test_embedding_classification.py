@@ -11,10 +11,10 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from liftoff.core.reader_config import ReaderConfig
-from readers.engines.classification import ClassificationEngine
-from readers.engines.embedding import EmbeddingEngine
+from liftoff.readers.engines.classification import ClassificationEngine
+from liftoff.readers.engines.embedding import EmbeddingEngine
 
-from tiny_models import CollectingSink, build_bert_classifier, make_job
+from support.models import CollectingSink, build_bert_classifier, make_job
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -14,9 +14,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from liftoff.core.reader_config import ReaderConfig
-from readers.engines.generation import GenerationEngine
+from liftoff.readers.engines.generation import GenerationEngine
 
-from tiny_models import CollectingSink, build_llama, make_job, run_jobs
+from support.models import CollectingSink, build_llama, make_job, run_jobs
 
 PROMPTS = ["Hello world", "The quick brown fox", "Le café 日本語", "A reader holds a model and answers"]
 
@@ -270,7 +270,7 @@ def test_tokenizer_helpers(engine: GenerationEngine) -> None:
 
 
 def test_tokenizer_operations(engine: GenerationEngine) -> None:
-    from readers.engines.base import EngineRequestError
+    from liftoff.readers.engines.base import EngineRequestError
 
     out = engine.tokenizer_op("tokenize", {"text": "Hello world", "skip_special_tokens": True})
     assert out["tokens_count"] == len(out["tokens"]) and out["tokens"][0] != "<s>"

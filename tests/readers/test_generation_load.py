@@ -15,9 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from conftest import ServerFactory
-from support import Server, parse_sse
-from tiny_models import build_llama, build_small_llama, long_text
+from support.models import build_llama, build_small_llama, long_text
+from support.servers import Server, ServerFactory, parse_sse
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +34,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str, repo: Path) -> Iterator[Server]:
-    from conftest import _factory
+    from support.servers import server_factory
 
     servers: list[Server] = []
-    make: ServerFactory = _factory(tmp_path_factory.mktemp("load"), redis_url, servers)
+    make: ServerFactory = server_factory(tmp_path_factory.mktemp("load"), redis_url, servers)
     readers = [
         {"model_name": "small-llama", "consumer_group": "primary", "reader_id": "small", "page_cache_size": KV_PLAN},
         {"model_name": "medium-llama", "consumer_group": "medium", "reader_id": "medium",

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import orjson
 import pytest
-from tiny_vlm import IMAGE_TOKEN, build_llava, hf_greedy, png_bytes
 
 from liftoff.core import wire
 from liftoff.core.reader_config import ReaderConfig
 from liftoff.core.wire import GenerationParams, WorkItem, now_ms
-from readers.jobs import Job
-from readers.models import detect_model_type
+from liftoff.readers.engines.models import detect_model_type
+from liftoff.readers.jobs import Job
 
-from tiny_models import run_jobs
+from support.models import run_jobs
+from support.vlm import IMAGE_TOKEN, build_llava, hf_greedy, png_bytes
 
 RED, BLUE = png_bytes(color=(220, 20, 20)), png_bytes((64, 30), color=(20, 20, 220))
 
@@ -30,7 +30,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine(model_dir: Path):
     import asyncio
 
-    from readers.engines.image_to_text import ImageToTextEngine
+    from liftoff.readers.engines.image_to_text import ImageToTextEngine
 
     eng = ImageToTextEngine(ReaderConfig(model_name=str(model_dir), max_batch_size=8), model_path=model_dir)
     asyncio.run(eng.load())
@@ -103,7 +103,7 @@ def test_the_fit_engine_counts_the_vision_tower(model_dir: Path, tmp_path: Path)
 
     from transformers import AutoModelForImageTextToText
 
-    from management.fit.repository import params_from_config, spec_from_directory
+    from liftoff.fit.repository import params_from_config, spec_from_directory
 
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     total = sum(p.numel() for p in model.parameters())

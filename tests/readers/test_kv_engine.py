@@ -12,10 +12,10 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from liftoff.core.reader_config import ReaderConfig
-from readers.engines.generation import GenerationEngine
-from readers.engines.kv_blocks import BlockManager, ModelShape, plan_kv
+from liftoff.readers.engines.generation import GenerationEngine
+from liftoff.readers.engines.kv_blocks import BlockManager, ModelShape, plan_kv
 
-from tiny_models import CollectingSink, build_llama, long_text, make_job
+from support.models import CollectingSink, build_llama, long_text, make_job
 
 PREFIX = "The quick brown fox jumps over the lazy dog. A reader holds a model and answers requests. " * 12
 
@@ -81,7 +81,7 @@ def hf_greedy(engine: GenerationEngine, prompt: str, new: int) -> str:
 
 
 def test_long_contexts_split_the_decode_step_and_shrink_the_chunk(llama: Path, monkeypatch) -> None:
-    from readers.engines import chunk_plan, paged_forward
+    from liftoff.readers.engines import chunk_plan, paged_forward
 
     prompts = [PREFIX * 2, "short", PREFIX, "hi there"]
     engine = load(llama, prefix_caching=False)

@@ -21,11 +21,11 @@ from liftoff.core import wire
 from liftoff.core.keys import Keys
 from liftoff.core.reader_config import ReaderConfig
 from liftoff.core.wire import WorkItem
-from readers.engines.base import Engine
-from readers.engines.echo import EchoEngine
-from readers.jobs import Job
-from readers.liveness import beat, keep_alive, tick_s
-from readers.replies import ReplySink
+from liftoff.readers.engines.base import Engine
+from liftoff.readers.engines.echo import EchoEngine
+from liftoff.readers.jobs import Job
+from liftoff.readers.liveness import beat, keep_alive, tick_s
+from liftoff.readers.replies import ReplySink
 
 SILENCE_MS = 200
 _ids = itertools.count()

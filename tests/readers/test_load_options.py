@@ -18,15 +18,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from liftoff.core.reader_config import ReaderConfig
 from liftoff.core.settings import SettingsError, load_settings
-from readers.engines.base import EngineLoadError
-from readers.engines.classification import ClassificationEngine
-from readers.engines.generation import GenerationEngine
-from readers.engines.load_options import loaded_label, model_load_options
-from readers.engines.torch_device import pick_dtype
+from liftoff.readers.engines.base import EngineLoadError
+from liftoff.readers.engines.classification import ClassificationEngine
+from liftoff.readers.engines.generation import GenerationEngine
+from liftoff.readers.engines.load_options import loaded_label, model_load_options
+from liftoff.readers.engines.torch_device import pick_dtype
 
-from conftest import ServerFactory
-from support import wait_for
-from tiny_models import CollectingSink, build_bert_classifier, build_llama, make_job
+from support.models import CollectingSink, build_bert_classifier, build_llama, make_job
+from support.servers import ServerFactory, wait_for
 
 CPU = torch.device("cpu")
 

@@ -13,11 +13,11 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from liftoff.core.reader_config import ReaderConfig
-from readers.engines.base import EngineLoadError, EngineRequestError
-from readers.engines.generation import GenerationEngine
+from liftoff.readers.engines.base import EngineLoadError, EngineRequestError
+from liftoff.readers.engines.generation import GenerationEngine
 
-from tiny_models import build_llama, build_lora, make_job, run_jobs
-from tiny_models import peft_greedy as peft_reference
+from support.models import build_llama, build_lora, make_job, run_jobs
+from support.models import peft_greedy as peft_reference
 
 PROMPT = "The quick brown fox"
 NEW = 16
@@ -135,12 +135,12 @@ def test_a_model_directory_is_not_an_adapter(models: dict[str, Path]) -> None:
 def test_the_fit_engine_counts_adapters(engine: GenerationEngine, models: dict[str, Path]) -> None:
     from liftoff.core.registry import ReaderRecord
     from liftoff.core.wire import ReaderInfo
-    from management.auto_device import loras_params, running_readers
-    from management.fit.catalog import load_catalog
-    from management.fit.estimates import GIB
-    from management.fit.hardware import SystemSpecs
-    from management.fit.placement import place
-    from management.fit.repository import adapter_params
+    from liftoff.fit.auto_device import loras_params, running_readers
+    from liftoff.fit.catalog import load_catalog
+    from liftoff.fit.estimates import GIB
+    from liftoff.fit.hardware import SystemSpecs
+    from liftoff.fit.placement import place
+    from liftoff.fit.repository import adapter_params
 
     assert engine.lora is not None
     alpha, beta = engine.lora.loaded["alpha"], engine.lora.loaded["b"]
@@ -160,7 +160,7 @@ def test_the_fit_engine_counts_adapters(engine: GenerationEngine, models: dict[s
 
 
 def test_engines_that_take_no_adapters_refuse_loras(models: dict[str, Path]) -> None:
-    from readers.engines.embedding import EmbeddingEngine
+    from liftoff.readers.engines.embedding import EmbeddingEngine
 
     with pytest.raises(EngineLoadError) as refused:
         EmbeddingEngine(ReaderConfig(model_name=str(models["base"]), loras=[str(models["alpha"])]))

@@ -10,8 +10,8 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from readers.engines.base import EngineLoadError
-from readers.models import bundled_model_path, detect_model_type, resolve_model
+from liftoff.readers.engines.base import EngineLoadError
+from liftoff.readers.engines.models import bundled_model_path, detect_model_type, resolve_model
 
 
 def fake_model(path: Path, architectures: list[str]) -> Path:

@@ -11,22 +11,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ServerFactory
-from support import Server, parse_sse
-from tiny_models import build_bert_classifier, build_llama
+from support.models import build_bert_classifier, build_llama
+from support.servers import Server, ServerFactory, parse_sse
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Server]:
-    from conftest import _factory
+    from support.servers import server_factory
 
     repo = tmp_path_factory.mktemp("artefacts")
     build_llama(repo / "tiny-llama")
     build_bert_classifier(repo / "tiny-classifier")
     servers: list[Server] = []
-    make: ServerFactory = _factory(tmp_path_factory.mktemp("models"), redis_url, servers)
+    make: ServerFactory = server_factory(tmp_path_factory.mktemp("models"), redis_url, servers)
     readers = [
         {"model_name": "tiny-llama", "consumer_group": "primary", "reader_id": "llama", "max_batch_size": 8,
          "max_sequence_length": 256},
@@ -112,7 +111,7 @@ def test_classification_of_texts_and_pairs(model_server: Server) -> None:
 def test_offline_missing_model_fails_cleanly(make_server: ServerFactory, tmp_path: Path) -> None:
     server = make_server(readers=[{"model_name": "someone/not-here", "reader_id": "missing"}], wait_healthy=False,
                          repository_path=str(tmp_path))
-    from support import wait_for
+    from support.servers import wait_for
 
     wait_for(lambda: "missing" in server.status()["status"]["dead_readers"], 60, "failed reader", server)
     reason = server.status()["status"]["dead_readers"]["missing"]["error"]

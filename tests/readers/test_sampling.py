@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from readers.engines.sampling import NoRepeatNGrams, RowSampling, SlotSampling, sample
-from readers.engines.tokenizer_tools import IncrementalDetokenizer
+from liftoff.readers.engines.sampling import NoRepeatNGrams, RowSampling, SlotSampling, sample
+from liftoff.readers.engines.tokenizer_tools import IncrementalDetokenizer
 
 
 def test_top_k_and_top_p_cut_per_row() -> None:

@@ -15,12 +15,12 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from liftoff.core.reader_config import ReaderConfig
-from readers.engines.classification import ClassificationEngine
-from readers.engines.embedding import EmbeddingEngine
-from readers.engines.generation import GenerationEngine
-from readers.engines.tokenizer_tools import LockedTokenizer
+from liftoff.readers.engines.classification import ClassificationEngine
+from liftoff.readers.engines.embedding import EmbeddingEngine
+from liftoff.readers.engines.generation import GenerationEngine
+from liftoff.readers.engines.tokenizer_tools import LockedTokenizer
 
-from tiny_models import build_bert_classifier, build_llama
+from support.models import build_bert_classifier, build_llama
 
 
 class Overlap:

@@ -13,10 +13,10 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from liftoff.core.reader_config import ReaderConfig
-from readers.engines.generation import GenerationEngine
-from readers.engines.tokenizer_tools import IncrementalDetokenizer, decode_text
+from liftoff.readers.engines.generation import GenerationEngine
+from liftoff.readers.engines.tokenizer_tools import IncrementalDetokenizer, decode_text
 
-from tiny_models import build_tokenizer, llama_over, make_job, run_jobs
+from support.models import build_tokenizer, llama_over, make_job, run_jobs
 
 MARKER = "[TOOL_CALLS]"
 TEMPLATE = ("{{ bos_token }}{% if tools %}[AVAILABLE_TOOLS]x[/AVAILABLE_TOOLS]{% endif %}"

@@ -10,7 +10,7 @@ import redis
 from liftoff.core import wire
 from liftoff.core.keys import Keys
 
-from conftest import ServerFactory
+from support.servers import ServerFactory
 
 
 def _answer(client: redis.Redis, reply_to: str, timeout_s: float = 20.0) -> wire.Reply:

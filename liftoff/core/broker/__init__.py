@@ -38,7 +38,8 @@ who calls them:
 * `tidy`: delete empty request streams of groups that no longer exist, fold their counters into the totals;
 * `errors`: `TRANSIENT` (Redis, or a cluster's master, out of reach) and `group_gone`.
 
-The design follows Dramatiq's split of a broker (all the Redis) from its worker (none): `readers.consumer` is the
+The design follows Dramatiq's split of a broker (all the Redis) from its worker (none): `liftoff.readers.consumer` is
+the
 reader's loop and holds no Redis code.
 """
 

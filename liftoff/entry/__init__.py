@@ -1,0 +1,1 @@
+"""The top layer: the `liftoff` command, the six port apps assembled, gunicorn, key making."""

@@ -1,0 +1,5 @@
+import sys
+
+from liftoff.readers.cli import main
+
+sys.exit(main())

@@ -1,5 +1,0 @@
-import sys
-
-from readers.cli import main
-
-sys.exit(main())
