@@ -313,8 +313,12 @@ class Supervisor:
             "--supervised",
         ]
         token = config.access_token
-        # a secret goes to the one process it is for, in its environment: never on a command line (`ps` shows those)
-        reader.proc = self._spawn(argv, {READER_TOKEN_ENV: token.get_secret_value()} if token else None)
+        env: dict[str, str] = {}
+        if token:  # a secret goes to the one process it is for, in its environment: never on a command line
+            env[READER_TOKEN_ENV] = token.get_secret_value()
+        if config.cuda_visible_devices is not None:  # the GPUs this reader's process sees (it sets it too, by hand)
+            env["CUDA_VISIBLE_DEVICES"] = config.cuda_visible_devices
+        reader.proc = self._spawn(argv, env or None)
         reader.started_s = time.monotonic()
         reader.restart_at = None
         log.info("started reader %s (pid %d, model %s)", reader.reader_id, reader.proc.pid, reader.config.model_name)

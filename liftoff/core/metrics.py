@@ -87,12 +87,6 @@ def http_children(path: str, status: int) -> HttpChildren:
     return pair
 
 
-def observe_request(path: str, status: int, duration_s: float) -> None:
-    counter, histogram = http_children(path, status)
-    counter.inc()
-    histogram.observe(duration_s)
-
-
 def observe_batch(group: str, batch_size: int) -> None:
     """A reader handed `batch_size` requests of `group` to its engine at once."""
     GENERATE_BATCH_SIZE.labels(group).observe(batch_size)

@@ -27,3 +27,12 @@ def check_model_name(value: str, field: str = "model_name") -> str:
             f"{field} must be an absolute path to a model directory, or a name inside repository_path or a Hugging "
             f"Face model id (parts of letters, digits, '-', '_' and '.' joined by '/', no '..'); given {value!r}")
     return value
+
+
+def check_simple_name(value: str, field: str) -> str:
+    """`value` if it is one name part (letters, digits, '-', '_' and '.', not starting with '.' or '-', at most 96
+    characters): what consumer groups and reader ids become in Redis keys, URL paths and process names."""
+    if not _MODEL_PART.fullmatch(value):
+        raise ValueError(f"{field} must be letters, digits, '-', '_' and '.' (starting with a letter, digit or '_', "
+                         f"at most 96 characters); given {value!r}")
+    return value

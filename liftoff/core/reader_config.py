@@ -6,9 +6,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, SerializationInfo, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
-from liftoff.core.model_names import check_model_name
+from liftoff.core.model_names import check_model_name, check_simple_name
 
 Device = str  # "cpu", "cuda", "cuda:N" or "auto"; checked by ReaderConfig.device's validator
 # A reader's `dtype` names and the torch dtype each stands for ("auto": fp32 on CPU, bf16 on a GPU with native
@@ -22,8 +31,9 @@ DEFAULT_MAX_BATCH_SIZE = 8  # readers whose max_batch_size is "auto" and that do
 class ReaderConfig(BaseModel):
     """One reader, with the reference's reader-config field names.
 
-    Fields marked "accepted" are part of the wire contract that existing clients send; the engines use what applies
-    to them and the reader logs the rest as ignored.
+    Every field of the reference's reader config is here. Those that name a feature this server does not have
+    (`UNSUPPORTED`) are refused when set, with one line naming them; a value that asks for what the server does
+    anyway (`tensor_parallel = 1`, `disable_cuda_graph = true`) is accepted.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -32,9 +42,11 @@ class ReaderConfig(BaseModel):
     device: Device = "cpu"
     consumer_group: str = "primary"
     reader_id: str | None = None  # stable id; the supervisor assigns `<consumer_group>-<n>` when absent
-    redis_host: str | None = None  # accepted; readers use the server's redis_url
+    redis_host: str | None = None  # refused when set: readers use the server's redis_url
     backend: str | None = None
     log_level: str = "INFO"
+    # The GPUs the reader process sees (CUDA_VISIBLE_DEVICES, set before torch loads): "0,2", GPU UUIDs, or "" for
+    # none; `device = "cuda:N"` then counts among these
     cuda_visible_devices: str | None = None
     # Rows served at once. "auto": generation readers size it from their KV plan (see
     # liftoff/readers/engines/kv_blocks.py);
@@ -154,13 +166,33 @@ class ReaderConfig(BaseModel):
             return value
         raise ValueError(f"device must be cpu, cuda, cuda:N or auto; given {value!r}")
 
-    @field_validator("consumer_group")
+    @field_validator("consumer_group", "reader_id")
     @classmethod
-    def _group(cls, value: str) -> str:
-        if not value or any(c in value for c in " \t\r\n{}:"):
-            # ':' is the OpenAI port's `group:adapter` (liftoff.core.adapters)
-            raise ValueError(f"consumer_group must be a non-empty name without spaces, braces or ':'; given {value!r}")
+    def _simple_name(cls, value: str | None, info: Any) -> str | None:
+        # they become Redis keys, URL paths (/reader/{id}) and process names: letters, digits, '-', '_', '.' only
+        # (so no ':', which is the OpenAI port's `group:adapter`, and no '/'); an empty reader_id is an unset one
+        if value is None or (value == "" and info.field_name == "reader_id"):
+            return value
+        return check_simple_name(value, info.field_name)
+
+    @field_validator("cuda_visible_devices")
+    @classmethod
+    def _visible(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.replace(" ", "")
+        if value and not all(part.isdigit() or part.startswith(("GPU-", "MIG-")) for part in value.split(",")):
+            raise ValueError(f"cuda_visible_devices must be GPU indices or UUIDs separated by commas (\"0,2\"), "
+                             f"or \"\" for none; given {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _supported(self) -> ReaderConfig:
+        refused = [f"{name} ({why})" for name, (allowed, why) in UNSUPPORTED.items()
+                   if getattr(self, name) is not None and getattr(self, name) != allowed]
+        if refused:
+            raise ValueError("not supported by this server, remove: " + "; ".join(refused))
+        return self
 
     @field_serializer("access_token")
     def _hide_token(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
@@ -174,6 +206,16 @@ class ReaderConfig(BaseModel):
         return value if value is None else check_model_name(value, info.field_name)
 
 
+# Reference reader-config fields for features this server does not have: (the one value that asks for nothing
+# more than it does, why). Set to anything else, a reader config is refused naming them.
+UNSUPPORTED: dict[str, tuple[object, str]] = {
+    "tensor_parallel": (1, "a reader runs its model on one device"),
+    "nvlink_unavailable": (None, "it only matters to tensor parallelism"),
+    "disable_static": (None, "there is no static batching mode to turn off"),
+    "disable_cuda_graph": (True, "decode steps are not captured as CUDA graphs"),
+    "cuda_graph_cache_capacity": (None, "decode steps are not captured as CUDA graphs"),
+    "redis_host": (None, "readers use the server's redis_url"),
+}
 SECRET_MASK = "**********"
 REVEAL = {"reveal_secrets": True}  # serialization context under which secrets are written out as they are
 READER_TOKEN_ENV = "LIFTOFF_READER_ACCESS_TOKEN"  # how a supervised reader receives its access_token

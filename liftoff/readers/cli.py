@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from liftoff.core.model_names import check_simple_name
 from liftoff.core.process import configure_logging, run_async
 from liftoff.core.reader_config import READER_TOKEN_ENV, ReaderConfig
 from liftoff.core.settings import SettingsError, load_settings
@@ -39,7 +40,15 @@ def run_reader(args: argparse.Namespace) -> int:
     configure_logging(config.log_level.upper())
     if config.cpu_threads:
         os.environ["LIFTOFF_TORCH_THREADS"] = str(config.cpu_threads)
-    from liftoff.readers.reader import Reader, ReaderOptions  # after LIFTOFF_TORCH_THREADS is set: it imports torch
+    if config.cuda_visible_devices is not None:  # before torch loads: CUDA reads it once, at its initialisation
+        os.environ["CUDA_VISIBLE_DEVICES"] = config.cuda_visible_devices
+    for name in [*(args.consumer_group or []), *([args.reader_id] if args.reader_id else [])]:
+        try:
+            check_simple_name(name, "--reader-id" if name == args.reader_id else "--consumer-group")
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    from liftoff.readers.options import ReaderOptions
+    from liftoff.readers.reader import Reader  # after LIFTOFF_TORCH_THREADS is set: it imports torch
 
     groups = args.consumer_group or [config.consumer_group]
     options = ReaderOptions(

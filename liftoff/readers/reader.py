@@ -21,7 +21,6 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass
 
 import psutil
 
@@ -39,29 +38,13 @@ from liftoff.readers.engines.base import EngineRequestError
 from liftoff.readers.engines.echo import EchoEngine
 from liftoff.readers.jobs import Job
 from liftoff.readers.liveness import keep_alive
+from liftoff.readers.options import ReaderOptions
 from liftoff.readers.replies import ReplySink
 
 log = logging.getLogger(__name__)
 
 CALIBRATE_EVERY_S = 30.0
 CANCEL_STATUS = 499  # the client closed the request (nobody reads this reply; it ends the job for the books)
-
-
-@dataclass(slots=True)
-class ReaderOptions:
-    config: ReaderConfig
-    reader_id: str
-    groups: list[str]
-    redis_url: str
-    namespace: str = "liftoff"
-    heartbeat_check_interval: int = 1
-    echo: bool = False
-    supervised: bool = False
-    grace_s: float = 30.0
-    max_deliveries: int = 3
-    repository_path: str = "./artefacts"
-    reader_message_timeout_ms: int = 500  # the gateway's silence limit for a started stream, which beats keep within
-    host_name: str = ""  # the registry's name for this reader's host ("": the machine's)
 
 
 class Reader:

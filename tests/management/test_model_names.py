@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from pydantic import ValidationError
 
@@ -60,5 +61,17 @@ def test_post_reader_with_a_traversal_name_is_a_422(make_server: ServerFactory) 
         r = httpx.post(server.mgmt + "/reader", json={"model_name": name, "consumer_group": "evil"}, timeout=10)
         assert r.status_code == 422, r.text
         assert "model_name" in r.json()["error"], r.text
+    for body, field in (({"consumer_group": "../x"}, "consumer_group"), ({"reader_id": "a/b"}, "reader_id"),
+                        ({"tensor_parallel": 2}, "tensor_parallel"), ({"redis_host": "elsewhere"}, "redis_host")):
+        r = httpx.post(server.mgmt + "/reader", json={"model_name": "echo", "consumer_group": "evil", **body},
+                       timeout=10)
+        assert r.status_code == 422 and field in r.json()["error"], r.text
     groups = httpx.get(server.mgmt + "/reader_groups", timeout=10).json()
     assert "evil" not in groups  # nothing was started
+
+
+def test_cuda_visible_devices_reaches_the_reader_process(make_server: ServerFactory) -> None:
+    server = make_server(readers=[{"model_name": "echo", "consumer_group": "primary", "reader_id": "primary-0",
+                                   "cuda_visible_devices": "1,0"}], reserved_consumers="")
+    environ = psutil.Process(server.reader_pid("primary-0")).environ()
+    assert environ.get("CUDA_VISIBLE_DEVICES") == "1,0", environ.get("CUDA_VISIBLE_DEVICES")
