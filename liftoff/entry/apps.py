@@ -12,9 +12,10 @@ from functools import partial
 
 from liftoff.core.errors import takeoff_error_body
 from liftoff.core.settings import Settings
-from liftoff.gateway.anthropic.errors import with_anthropic_errors
+from liftoff.gateway.anthropic.errors import PATH as ANTHROPIC_PATH
+from liftoff.gateway.anthropic.errors import AnthropicShape
 from liftoff.gateway.anthropic.routes import anthropic_routes
-from liftoff.gateway.chat.errors import OPENAI_ERROR, openai_auth_error_body, openai_shape
+from liftoff.gateway.chat.errors import OpenAIShape
 from liftoff.gateway.internal import internal_routes
 from liftoff.gateway.openai.routes import openai_routes
 from liftoff.gateway.snowflake import SNOWFLAKE_ERROR, snowflake_error_body, snowflake_routes
@@ -24,8 +25,8 @@ from liftoff.gateway.vertex import VERTEX_ERROR, health_path, vertex_error_body,
 from liftoff.http.auth import inference_auth, management_auth
 from liftoff.http.context import Gateway
 from liftoff.http.dispatch import Dispatcher
+from liftoff.http.errors import PathShape, SimpleShape
 from liftoff.http.metrics_middleware import HttpMetrics, starlette_routes
-from liftoff.http.middleware import ReshapeErrors
 from liftoff.http.port_app import port_app
 from liftoff.http.responses import json_response
 from liftoff.http.types import ASGIApp, Receive, Scope, Send
@@ -40,23 +41,23 @@ class PortRouter:
     def __init__(self, settings: Settings) -> None:
         self.gateway = Gateway(settings=settings, dispatcher=Dispatcher(settings))
         s, gw = settings, self.gateway
+        # one error shape per port (liftoff.http.errors); 3003 serves OpenAI's routes (with Responses and rerank)
+        # and Anthropic's Messages, each answering in its own protocol's shape
+        chat_port = PathShape(OpenAIShape(), {ANTHROPIC_PATH: AnthropicShape()})
+        vertex, snowflake = SimpleShape(vertex_error_body, VERTEX_ERROR), SimpleShape(snowflake_error_body,
+                                                                                      SNOWFLAKE_ERROR)
         takeoff_keys = partial(inference_auth, settings=s)
-        openai_keys = with_anthropic_errors(partial(inference_auth, settings=s,
-                                                    error_body=openai_auth_error_body))
         self.apps: dict[int, ASGIApp] = {
             s.port: self._serve(create_inference_app(gw), takeoff_keys),
             s.management_port: self._serve(create_management_app(gw, partial(generate_for_group, gw)),
                                            partial(management_auth, settings=s)),
-            s.vertex_port: self._serve(ReshapeErrors(port_app(gw, vertex_routes(gw), "Liftoff Vertex AI API",
-                                                              VERTEX_ERROR), vertex_error_body),
-                                       partial(takeoff_keys, open_paths=vertex_open_paths())),
-            # one port, two protocols: OpenAI's routes (with Responses, rerank) and Anthropic's Messages
-            s.openai_port: self._serve(ReshapeErrors(port_app(gw, [*openai_routes(gw), *anthropic_routes(gw)],
-                                                              "Liftoff OpenAI-compatible API", OPENAI_ERROR),
-                                                     openai_shape), openai_keys),
-            s.snowflake_port: self._serve(ReshapeErrors(port_app(gw, snowflake_routes(gw), "Liftoff Snowflake API",
-                                                                 SNOWFLAKE_ERROR), snowflake_error_body),
-                                          takeoff_keys),
+            s.vertex_port: self._serve(port_app(gw, vertex_routes(gw), "Liftoff Vertex AI API", vertex),
+                                       partial(takeoff_keys, open_paths=vertex_open_paths(), error_body=vertex.body)),
+            s.openai_port: self._serve(port_app(gw, [*openai_routes(gw), *anthropic_routes(gw)],
+                                                "Liftoff OpenAI-compatible API", chat_port),
+                                       partial(takeoff_keys, error_body=chat_port.body)),
+            s.snowflake_port: self._serve(port_app(gw, snowflake_routes(gw), "Liftoff Snowflake API", snowflake),
+                                          partial(takeoff_keys, error_body=snowflake.body)),
             s.internal_port: self._serve(port_app(gw, internal_routes(gw), "Liftoff internal API"), None),
         }
 

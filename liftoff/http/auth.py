@@ -24,17 +24,15 @@ from collections.abc import Callable
 from typing import Any
 
 from liftoff.core.api_keys import ADMIN, GRANTS, INFERENCE, READ, KeyRing
-from liftoff.core.errors import takeoff_error_body
 from liftoff.core.settings import Settings
 from liftoff.http.asgi import HttpMiddleware, send_json
+from liftoff.http.middleware import ErrorBody, takeoff_body
 from liftoff.http.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/healthz", "/health"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-# A port's error body for a refusal: (status, message, details); Takeoff's is `errors.takeoff_error_body`.
-ErrorBody = Callable[[int, str, Any], dict[str, Any]]
 
 
 # --- which permission a request needs ------------------------------------------------------------------------------
@@ -66,7 +64,7 @@ class ApiKeyAuth(HttpMiddleware):
     `role_for` returning None leaves the route open. The caller's name and role go into `scope["api_key"]`."""
 
     def __init__(self, app: ASGIApp, keys: KeyRing, role_for: RoleFor = management_role_for,
-                 error_body: ErrorBody = takeoff_error_body) -> None:
+                 error_body: ErrorBody = takeoff_body) -> None:
         super().__init__(app)
         self.keys = keys
         self.role_for = role_for
@@ -80,22 +78,22 @@ class ApiKeyAuth(HttpMiddleware):
         presented = _presented_key(scope)
         if presented is None:
             details = "send the key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-            await self._refuse(send, 401, "Bearer token required", details)
+            await self._refuse(scope, send, 401, "Bearer token required", details)
             return
         principal = self.keys.identify(presented)
         if principal is None:
-            await self._refuse(send, 401, "Invalid token: the key matches no configured API key", None)
+            await self._refuse(scope, send, 401, "Invalid token: the key matches no configured API key", None)
             return
         if needed not in GRANTS.get(principal.role, frozenset()):
             message = f"Insufficient permissions. Required: [{needed}], resolved: [{principal.role}]"
-            await self._refuse(send, 403, message, {"key": principal.name})
+            await self._refuse(scope, send, 403, message, {"key": principal.name})
             return
         scope["api_key"] = principal
         await self.app(scope, receive, send)
 
-    async def _refuse(self, send: Send, status: int, message: str, details: Any) -> None:
+    async def _refuse(self, scope: Scope, send: Send, status: int, message: str, details: Any) -> None:
         challenge = [(b"www-authenticate", b'Bearer realm="liftoff"')] if status == 401 else []
-        await send_json(send, status, self.error_body(status, message, details), challenge)
+        await send_json(send, status, self.error_body(scope["path"], status, message, details), challenge)
 
 
 def _presented_key(scope: Scope) -> str | None:
@@ -117,7 +115,7 @@ def management_auth(app: ASGIApp, settings: Settings) -> ASGIApp:
     return ApiKeyAuth(app, keys, management_role_for) if keys else app
 
 
-def inference_auth(app: ASGIApp, settings: Settings, error_body: ErrorBody = takeoff_error_body,
+def inference_auth(app: ASGIApp, settings: Settings, error_body: ErrorBody = takeoff_body,
                    open_paths: frozenset[str] = frozenset()) -> ASGIApp:
     """An inference-facing port's app behind `inference_api_keys`; unchanged when none are configured.
     `open_paths` stay open beside `/healthz` and `/health` (health probes that send no key)."""

@@ -2,14 +2,13 @@
 `{"type": "error", "error": {"type": <kind>, "message": ...}}`, the kind following the status as Anthropic's does.
 
 Route errors, validation errors, service and reader errors (through the OpenAI port's translation of `ApiError`s,
-which folds a reader's 422 into a 400) and SSE error events all go through `anthropic_error_body`.
-`AnthropicErrors` wraps the whole OpenAI port, outside its API keys, so that the answers the port's shared machinery
-gives on these paths (no route, method not allowed, body too large, a missing or refused key) speak it too.
+which folds a reader's 422 into a 400) and SSE error events all go through `anthropic_error_body`. `AnthropicShape`
+is the error shape of these paths on the OpenAI port, so the answers the port's shared machinery gives on them (no
+route, method not allowed, body too large, a missing or refused key) speak it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,10 +16,9 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from liftoff.gateway import sse
-from liftoff.gateway.chat.errors import Endpoint, as_openai_error, shaped_endpoint
-from liftoff.http.middleware import ReshapeErrors
+from liftoff.gateway.chat.errors import OpenAIError, as_openai_error
+from liftoff.http.errors import ProtocolShape
 from liftoff.http.responses import json_response
-from liftoff.http.types import ASGIApp, Receive, Scope, Send
 
 PATH = "/v1/messages"
 _KINDS = {
@@ -98,35 +96,18 @@ def error_event(exc: BaseException) -> bytes:
     return sse.json_event(anthropic_error_body(err.status, err.message), "error")
 
 
-def anthropic_endpoint(handler: Endpoint) -> Endpoint:
-    """A route whose every failure answers in Anthropic's envelope."""
-    return shaped_endpoint(handler, as_anthropic_error)
-
-
 def is_anthropic_path(path: str) -> bool:
     return path == PATH or path.startswith(PATH + "/")
 
 
-class AnthropicErrors(ReshapeErrors):
-    """On `/v1/messages*` only: the port's error answers in the Takeoff or OpenAI shape (its shared machinery's, its
-    API keys') rewritten in Anthropic's; every other path passes untouched."""
+class AnthropicShape(ProtocolShape):
+    """Anthropic's errors, for the `/v1/messages*` paths of the OpenAI port (`PathShape` there picks it)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        super().__init__(app, anthropic_error_body)
+    schema = ANTHROPIC_ERROR
+    error_types = (AnthropicError, OpenAIError)
 
-    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not is_anthropic_path(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        await super().http(scope, receive, send)
+    def builder(self, status: int, message: str) -> dict[str, Any]:
+        return anthropic_error_body(status, message)
 
-    def message_of(self, data: Any) -> str | None:
-        if isinstance(data, dict) and isinstance(data.get("error"), dict) and data.get("type") != "error":
-            message = data["error"].get("message")
-            return message if isinstance(message, str) else None
-        return super().message_of(data)
-
-
-def with_anthropic_errors(guard: Callable[[ASGIApp], ASGIApp]) -> Callable[[ASGIApp], ASGIApp]:
-    """`guard` (the OpenAI port's API keys) with `AnthropicErrors` around it, so that its refusals are reshaped too."""
-    return lambda app: AnthropicErrors(guard(app))
+    def convert(self, exc: Exception) -> AnthropicError:
+        return as_anthropic_error(exc)

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from liftoff.core.tool_calls import ToolCall, argument_pieces
 from liftoff.gateway import sse
-from liftoff.gateway.anthropic.errors import ANTHROPIC_ERROR, anthropic_endpoint, error_event
+from liftoff.gateway.anthropic.errors import ANTHROPIC_ERROR, error_event
 from liftoff.gateway.anthropic.protocol import CountTokensRequest, MessagesRequest, parse_anthropic
 from liftoff.gateway.chat.generation import Completion, StopCut, cut_at_stop
 from liftoff.gateway.chat.protocol import ChatCompletionRequest
@@ -56,11 +56,11 @@ TOKENS_COUNT = {"type": "object", "required": ["input_tokens"], "properties": {"
 def anthropic_routes(gw: Gateway) -> list[Route]:
     api = MessagesApi(gw)
     return [
-        documented(Route("/v1/messages", anthropic_endpoint(api.create), methods=["POST"]),
+        documented(Route("/v1/messages", api.create, methods=["POST"]),
                    Doc(summary="Anthropic Messages API: the assistant's next message", body=MessagesRequest,
                        media=("application/json", "text/event-stream"), ok_schema=MESSAGE,
                        error_schema=ANTHROPIC_ERROR)),
-        documented(Route("/v1/messages/count_tokens", anthropic_endpoint(api.count_tokens), methods=["POST"]),
+        documented(Route("/v1/messages/count_tokens", api.count_tokens, methods=["POST"]),
                    Doc(summary="Anthropic Messages API: the prompt tokens a message would take",
                        body=CountTokensRequest, ok_schema=TOKENS_COUNT, error_schema=ANTHROPIC_ERROR)),
     ]

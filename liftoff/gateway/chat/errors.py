@@ -2,24 +2,23 @@
 
 `openai_error_body` is the one builder of that body: route errors, validation errors, service, dispatcher and reader
 errors (`ApiError`s, whose statuses are mapped to OpenAI's: a reader's 422 is a 400 here) and SSE error events all
-go through it; `openai_shape` is it for `liftoff.http.middleware.ReshapeErrors`, which turns the Takeoff-shaped
-answers of the shared port machinery (no route, method not allowed, body too large) into this shape, and
-`openai_auth_error_body` for the API-key middleware.
+go through it. `OpenAIShape` is the port's error shape (liftoff.http.errors): the exception handlers answer with it,
+and the shared port machinery (no route, method not allowed, body too large, a refused key) builds its answers
+with it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from starlette.requests import Request
 from starlette.responses import Response
 
 from liftoff.core.broker import TRANSIENT
 from liftoff.core.errors import ApiError, internal_error, unreachable
+from liftoff.http.errors import ProtocolShape
 from liftoff.http.responses import json_response
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,6 @@ def openai_error_body(status: int, message: str, param: str | None = None, code:
     """The one OpenAI error body: `type` follows the status (server_error from 500 on)."""
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code or _CODES.get(status)}}
-
-
-def openai_auth_error_body(status: int, message: str, details: Any) -> dict[str, Any]:
-    """The OpenAI port's body for a missing or refused key (`liftoff.http.auth.ErrorBody`)."""
-    return openai_error_body(status, message)
 
 
 class OpenAIError(Exception):
@@ -121,32 +115,21 @@ def as_openai_error(exc: BaseException, model: str | None = None) -> OpenAIError
     return from_api_error(internal_error(exc))
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class _Answerable(Protocol):
-    def response(self) -> Response: ...
-
-
-def shaped_endpoint(handler: Endpoint, as_error: Callable[[BaseException], _Answerable]) -> Endpoint:
-    """A route whose every failure is answered by `as_error`'s error (a protocol's own envelope)."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Exception as exc:  # noqa: BLE001 — every failure is an answer in the API's error shape
-            return as_error(exc).response()
-
-    endpoint.__name__ = handler.__name__
-    return endpoint
-
-
-def openai_endpoint(handler: Endpoint) -> Endpoint:
-    """A route whose every failure answers in OpenAI's envelope (the port's shared handlers speak Takeoff)."""
-    return shaped_endpoint(handler, as_openai_error)
-
-
 def openai_shape(status: int, message: str) -> dict[str, Any]:
-    """The port machinery's answers (`ReshapeErrors`) in OpenAI's shape: an unknown route is `not_found`."""
+    """An answer of the port machinery in OpenAI's shape: an unknown route is `not_found`."""
     code = "not_found" if status == 404 else None
     return openai_error_body(status, message, None, code)
+
+
+class OpenAIShape(ProtocolShape):
+    """The OpenAI port's errors: whatever a route raises, as `as_openai_error` makes it (the machinery's own answers,
+    an unknown route or a refused key, through `openai_shape`)."""
+
+    schema = OPENAI_ERROR
+    error_types = (OpenAIError,)
+
+    def builder(self, status: int, message: str) -> dict[str, Any]:
+        return openai_shape(status, message)
+
+    def convert(self, exc: Exception) -> OpenAIError:
+        return as_openai_error(exc)

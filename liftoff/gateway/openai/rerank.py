@@ -38,7 +38,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from liftoff.core.errors import ApiError
-from liftoff.gateway.chat.errors import OpenAIError, from_api_error, invalid, openai_endpoint
+from liftoff.gateway.chat.errors import OpenAIError, from_api_error, invalid
 from liftoff.gateway.chat.readers import ReaderApi
 from liftoff.gateway.rules import Strict, rule
 from liftoff.gateway.services import encode
@@ -156,9 +156,9 @@ def rerank_routes(gw: Gateway) -> list[Route]:
     rerank = Doc(summary="order documents by relevance to a query (cross-encoder or embedding model)",
                  body=RerankRequest, ok_schema=RERANK_ANSWER)
     return [
-        documented(Route("/v1/rerank", openai_endpoint(api.rerank), methods=["POST"]), rerank),
-        documented(Route("/v2/rerank", openai_endpoint(api.rerank), methods=["POST"]), rerank),
-        documented(Route("/v1/score", openai_endpoint(api.score), methods=["POST"]),
+        documented(Route("/v1/rerank", api.rerank, methods=["POST"]), rerank),
+        documented(Route("/v2/rerank", api.rerank, methods=["POST"]), rerank),
+        documented(Route("/v1/score", api.score, methods=["POST"]),
                    Doc(summary="score text pairs, 1-to-1, 1-to-N or N-to-N (cross-encoder or embedding model)",
                        body=ScoreRequest, ok_schema=SCORE_ANSWER)),
     ]

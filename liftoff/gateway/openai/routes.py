@@ -1,11 +1,9 @@
 """The OpenAI-compatible API (port 3003): `model` names the consumer group.
 
-Routes only translate: parse (OpenAI's envelope for every failure, see `liftoff.gateway.chat.errors`), validate
-(`liftoff.gateway.chat.protocol`), call the service (`liftoff.gateway.services`; completions through
-`liftoff.gateway.chat.generation`,
-which also shapes their answers and streams), answer in OpenAI's shape. Wire it with
-`ReshapeErrors(port_app(gw, openai_routes(gw)), openai_shape)` so that the port's shared answers (no route,
-method not allowed, body too large) speak OpenAI's envelope too.
+Routes only translate: parse, validate (`liftoff.gateway.chat.protocol`), call the service
+(`liftoff.gateway.services`; completions through `liftoff.gateway.chat.generation`, which also shapes their answers
+and streams), answer in OpenAI's shape. Failures are raised: the port's error shape (`OpenAIShape`, in
+`liftoff.gateway.chat.errors`) answers them in OpenAI's envelope, as it does the port machinery's own answers.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from starlette.routing import Route
 
 from liftoff.core.adapters import SEPARATOR, split_model
 from liftoff.core.errors import ApiError
-from liftoff.gateway.chat.errors import OpenAIError, from_api_error, model_not_found, openai_endpoint
+from liftoff.gateway.chat.errors import OpenAIError, from_api_error, model_not_found
 from liftoff.gateway.chat.generation import Completion
 from liftoff.gateway.chat.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse_openai
 from liftoff.gateway.chat.readers import ReaderApi
@@ -41,16 +39,16 @@ def openai_routes(gw: Gateway) -> list[Route]:
     api = OpenAIApi(gw)
     streams = ("application/json", "text/event-stream")  # `stream: true` answers with server-sent events
     return [
-        documented(Route("/v1/chat/completions", openai_endpoint(api.chat_completions), methods=["POST"]),
+        documented(Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
                    Doc(summary="chat completion", body=ChatCompletionRequest, media=streams)),
-        documented(Route("/v1/completions", openai_endpoint(api.completions), methods=["POST"]),
+        documented(Route("/v1/completions", api.completions, methods=["POST"]),
                    Doc(summary="text completion", body=CompletionRequest, media=streams)),
-        documented(Route("/v1/embeddings", openai_endpoint(api.embeddings), methods=["POST"]),
+        documented(Route("/v1/embeddings", api.embeddings, methods=["POST"]),
                    Doc(summary="embeddings", body=EmbeddingRequest)),
-        documented(Route("/v1/models", openai_endpoint(api.models), methods=["GET"]),
+        documented(Route("/v1/models", api.models, methods=["GET"]),
                    Doc(summary="the models (consumer groups with a live reader, and `group:adapter` for each LoRA "
                                "adapter they serve)")),
-        documented(Route("/v1/models/{model:path}", openai_endpoint(api.model), methods=["GET"]),
+        documented(Route("/v1/models/{model:path}", api.model, methods=["GET"]),
                    Doc(summary="one model")),
         *rerank_routes(gw),
         *responses_routes(gw),

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from liftoff.core.errors import ApiError
 from liftoff.gateway import sse
-from liftoff.gateway.chat.errors import OpenAIError, from_api_error, invalid, openai_endpoint
+from liftoff.gateway.chat.errors import OpenAIError, from_api_error, invalid
 from liftoff.gateway.chat.generation import Completion
 from liftoff.gateway.chat.readers import ReaderApi
 from liftoff.gateway.chat.tools import ToolPlan, tool_plan
@@ -47,14 +47,14 @@ def responses_routes(gw: Gateway) -> list[Route]:
     api = ResponsesApi(gw)
     one = "/v1/responses/{response_id}"
     return [
-        documented(Route("/v1/responses", openai_endpoint(api.create), methods=["POST"]),
+        documented(Route("/v1/responses", api.create, methods=["POST"]),
                    Doc(summary="create a model response (Responses API)", body=ResponsesRequest,
                        media=("application/json", "text/event-stream"))),
-        documented(Route(one, openai_endpoint(api.retrieve), methods=["GET"]),
+        documented(Route(one, api.retrieve, methods=["GET"]),
                    Doc(summary="a stored response")),
-        documented(Route(one, openai_endpoint(api.delete), methods=["DELETE"]),
+        documented(Route(one, api.delete, methods=["DELETE"]),
                    Doc(summary="delete a stored response")),
-        documented(Route(one + "/cancel", openai_endpoint(api.cancel), methods=["POST"]),
+        documented(Route(one + "/cancel", api.cancel, methods=["POST"]),
                    Doc(summary="cancel a background response (none run in the background here: always 400 or 404)",
                        ok={200: "never: no response runs in the background"})),
     ]
