@@ -180,9 +180,9 @@ def run(args: argparse.Namespace) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTOFF_")}
     log = tmp / "liftoff.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([str(Path(sys.executable).with_name("liftoff")), "serve", "--config",
-                                   str(tmp / "config.toml")], cwd=tmp, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        # `python -m liftoff`: the tree first on PYTHONPATH, whatever the installed command's entry point is
+        server = subprocess.Popen([sys.executable, "-m", "liftoff", "serve", "--config", str(tmp / "config.toml")],
+                                  cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         if not wait_ok(ports[0], server, log):
             return 1
@@ -212,15 +212,14 @@ def run_reader(args: argparse.Namespace) -> int:
     lines += [f'redis_url = "{url}"', 'log_level = "WARNING"', 'reserved_consumers = "primary"', "readers = []"]
     (tmp / "config.toml").write_text("\n".join(lines) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTOFF_")}
-    liftoff = str(Path(sys.executable).with_name("liftoff"))
     log = tmp / "liftoff.log"
     config = '{"model_name": "echo", "consumer_group": "primary", "max_batch_size": 64}'
     with open(log, "wb") as out:
-        server = subprocess.Popen([liftoff, "serve", "--config", str(tmp / "config.toml")], cwd=tmp, env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen([sys.executable, "-m", "liftoff", "serve", "--config", str(tmp / "config.toml")],
+                                  cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         reader = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                                   f"--callgrind-out-file={tmp / 'callgrind.%p'}", sys.executable, liftoff, "reader",
-                                   "--redis-url", url, "--config-json", config, "--reader-id", "counted"],
+                                   f"--callgrind-out-file={tmp / 'callgrind.%p'}", sys.executable, "-m", "liftoff",
+                                   "reader", "--redis-url", url, "--config-json", config, "--reader-id", "counted"],
                                   cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         if not wait_ok(ports[0], reader, log):
