@@ -50,6 +50,35 @@ def schema_object(schema: Any) -> dict[str, Any]:
     return schema
 
 
+# Where a schema nests other schemas: a map of them, a list of them, or one.
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_ONES = ("items", "additionalItems", "contains", "not", "if", "then", "else", "additionalProperties",
+                "unevaluatedProperties", "propertyNames")
+
+
+def only_listed_properties(schema: Any) -> Any:
+    """`schema` with `"additionalProperties": false` on every object schema that lists `properties` and says nothing
+    of others: generate the listed keys and no more (what the Takeoff server and vLLM do; JSON Schema alone would
+    allow any extra key, and a small model then writes keys of its own until `max_new_tokens`). A schema that says
+    `additionalProperties` (or `patternProperties`, `unevaluatedProperties`) keeps what it says."""
+    if isinstance(schema, list):
+        return [only_listed_properties(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: only_listed_properties(sub) for name, sub in out[key].items()}
+    for key in (*_SCHEMA_LISTS, *_SCHEMA_ONES):
+        if key in out and isinstance(out[key], dict | list):
+            out[key] = only_listed_properties(out[key])
+    if isinstance(out.get("properties"), dict) and not any(
+            k in out for k in ("additionalProperties", "patternProperties", "unevaluatedProperties")):
+        out["additionalProperties"] = False
+    return out
+
+
 def grammar_for(json_schema: Any, regex_string: str | None, lark_grammar: str | None = None) -> tuple[str, str]:
     """(cache key, llguidance grammar) for a constraint; the regex wins when several are given (the reference's rule),
     then the Lark grammar. ValueError when the schema is not a JSON object."""
@@ -62,7 +91,7 @@ def grammar_for(json_schema: Any, regex_string: str | None, lark_grammar: str | 
             return "lark:" + lark_grammar, LLMatcher.grammar_from_lark(lark_grammar)
         except ValueError as exc:
             raise ValueError(f"lark_grammar is not usable: {exc}") from exc
-    schema = schema_object(json_schema)
+    schema = only_listed_properties(schema_object(json_schema))
     text = json.dumps(schema, separators=(",", ":"))  # key order kept: it is the order properties are written in
     try:
         return "schema:" + text, LLMatcher.grammar_from_json_schema(text, defaults=JSON_OPTIONS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from liftoff.core.grammar_check import constraint_error
+from liftoff.core.grammar_check import constraint_error, only_listed_properties
 from liftoff.gateway.chat.protocol import ResponseFormat
 from liftoff.gateway.takeoff.protocol import GenerateRequest
 
@@ -36,3 +36,25 @@ def test_response_format_is_checked_and_mapped() -> None:
     with pytest.raises(ValidationError, match="Unknown format: bogus"):
         ResponseFormat.model_validate({"type": "json_schema",
                                        "json_schema": {"name": "x", "schema": {"type": "string", "format": "bogus"}}})
+
+
+def test_object_schemas_allow_only_their_listed_properties_unless_they_say_otherwise() -> None:
+    schema = {"type": "object", "properties": {
+        "inner": {"type": "object", "properties": {"x": {"type": "string"}}},
+        "rows": {"type": "array", "items": {"$ref": "#/$defs/Row"}},
+        "either": {"anyOf": [{"type": "object", "properties": {"y": {}}}, {"type": "null"}]},
+        "open": {"type": "object", "properties": {"z": {}}, "additionalProperties": True},
+        "map": {"type": "object", "additionalProperties": {"type": "object", "properties": {"v": {}}}},
+        "free": {"type": "object"},
+        "items": {"type": "string"},  # a property named like a keyword is a property
+    }, "$defs": {"Row": {"type": "object", "properties": {"r": {}}}}}
+    strict = only_listed_properties(schema)
+    props = strict["properties"]
+    assert strict["additionalProperties"] is False and props["inner"]["additionalProperties"] is False
+    assert strict["$defs"]["Row"]["additionalProperties"] is False
+    assert props["either"]["anyOf"][0]["additionalProperties"] is False and props["either"]["anyOf"][1] == {
+        "type": "null"}
+    assert props["open"]["additionalProperties"] is True and props["free"] == {"type": "object"}
+    assert props["map"]["additionalProperties"]["additionalProperties"] is False
+    assert props["items"] == {"type": "string"}
+    assert "additionalProperties" not in schema  # the caller's schema is left as it was

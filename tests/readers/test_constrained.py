@@ -95,6 +95,25 @@ def test_json_schema_outputs_validate(engine: GenerationEngine) -> None:
     assert stops >= 4, results
 
 
+def test_a_schema_silent_on_other_keys_gets_exactly_the_listed_ones(engine: GenerationEngine) -> None:
+    """No `additionalProperties`: only the listed keys are written (the Takeoff server's and vLLM's behaviour), so
+    every answer closes its object and stops, rather than a random model adding keys until max_new_tokens."""
+    schema = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 6},
+                                               "b": {"type": "integer", "minimum": 0, "maximum": 99}},
+              "required": ["a", "b"]}
+    jobs = jobs_for("k", 8, max_new_tokens=64, json_schema=schema)
+    for text, reason in outputs(run_jobs(engine, *jobs), [j.item.id for j in jobs]):
+        assert reason == "stop" and set(json.loads(text)) == {"a", "b"}, (text, reason)
+    allowed = {**schema, "additionalProperties": True}  # a schema that allows more keeps what it says
+    jobs = jobs_for("m", 2, max_new_tokens=64, json_schema=allowed)
+    for text, reason in outputs(run_jobs(engine, *jobs), [j.item.id for j in jobs]):
+        assert reason == "length" or {"a", "b"} <= set(json.loads(text)), (text, reason)
+
+
+def test_the_grammar_view_is_ready_when_the_engine_is(engine: GenerationEngine) -> None:
+    assert engine.grammars._view is not None  # built at load: the first constrained request pays no more
+
+
 def test_json_object_is_a_json_object(engine: GenerationEngine) -> None:
     """OpenAI's response_format json_object arrives as json_schema {"type": "object"}. WordPiece: the text the
     grammar checked is the text returned (no `##` left on a continuation piece)."""

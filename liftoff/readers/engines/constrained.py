@@ -1,7 +1,8 @@
 """Constrained decoding (`json_schema`, `regex_string`, `lark_grammar`, OpenAI `response_format`) with llguidance.
 
 - **Per engine, once**: the tokenizer's view (every token's bytes, `grammar_tokens.TokenBytes`) and llguidance's
-  `LLTokenizer` over it, built on the first constrained request, on the helper thread that prepares jobs.
+  `LLTokenizer` over it, built while the engine loads (so the first constrained request pays nothing more than the
+  next).
 - **Per schema, once**: the grammar compiled against that tokenizer (an `LLMatcher`), kept in an LRU cache of
   `CACHE_SIZE` (the key is the schema's JSON text or the regex). Compiling happens while the job is prepared, off
   the scheduler thread; each row gets a copy of the cached matcher (its own parser state, the compiled grammar
