@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 # version, what they would misread (tools they would drop from the prompt, a grammar they cannot parse).
 # 4: work items may carry `images` (image-to-text readers). Only items with images are version 4, so that a reader
 # that would drop them refuses them by version instead.
-WIRE_VERSION = 4
+# 5: params may carry `stop` (strings a row ends at, at the reader). Only items that carry it are version 5.
+WIRE_VERSION = 5
 MAX_TOP_LOGPROBS = 20  # most alternatives a request may ask for per generated token (params.logprobs)
 FIELD = b"d"
 
@@ -53,6 +54,9 @@ class GenerationParams(BaseModel):
     lora_id: str | None = None
     seed: int | None = None  # sampling draws from a generator seeded with this (batch item i: seed + i)
     logprobs: int | None = None  # None: none; k: each generated token's log probability and the k most likely
+    # A row ends (finish_reason "stop") once its text holds one of these, after min_new_tokens: no token is spent
+    # after it. The text returned still holds it; the port cuts its answer there (v5)
+    stop: list[str] | None = None
 
 
 WorkKind = Literal["generate", "embed", "classify", "tokenize", "detokenize", "chat_template", "lora_add",
@@ -213,7 +217,8 @@ def encode_work(
     the reader decodes the entry. tests/core/test_wire.py checks that both encoders agree.
     """
     item: dict[str, Any] = {
-        "v": 4 if images is not None else 3 if tools is not None or params.get("lark_grammar") else 2,
+        "v": 5 if "stop" in params else 4 if images is not None else 3 if tools is not None or
+        params.get("lark_grammar") else 2,
         "id": id, "kind": kind, "reply_to": reply_to, "stream": stream, "texts": texts,
         "batched": batched, "params": params, "enqueued_ms": enqueued_ms, "deadline_ms": deadline_ms,
     }

@@ -29,6 +29,12 @@ def test_items_with_tools_or_a_lark_grammar_are_version_3() -> None:
     assert orjson.loads(fast[wire.FIELD])["v"] == 3 and wire.decode_work(fast).params.lark_grammar == 'start: "a"'
 
 
+def test_items_with_stop_strings_are_version_5() -> None:
+    base = dict(id="w:7", reply_to="r", stream=False, texts=["a"], batched=False, enqueued_ms=1, deadline_ms=2)
+    fast = wire.encode_work(params={"stop": ["\n\n", "END"]}, images=["data"], **base)
+    assert orjson.loads(fast[wire.FIELD])["v"] == 5 and wire.decode_work(fast).params.stop == ["\n\n", "END"]
+
+
 def test_absent_parameters_take_their_defaults_at_the_reader() -> None:
     fast = wire.encode_work(id="w:2", reply_to="r", stream=False, texts=["x"], batched=False, params={},
                             enqueued_ms=1, deadline_ms=2)

@@ -82,11 +82,18 @@ def test_the_streamed_answer_is_the_whole_answer(client: openai.OpenAI) -> None:
 
 def test_a_stop_string_ends_the_answer_before_it(client: openai.OpenAI) -> None:
     ask = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
-    whole = _chat(client, messages=ask).choices[0].message.content
+    free = _chat(client, messages=ask)
+    whole = free.choices[0].message.content
     assert "5" in whole, whole
-    stopped = _chat(client, messages=ask, stop=["5"]).choices[0]
+    cut = _chat(client, messages=ask, stop=["5"])
+    stopped = cut.choices[0]
     assert stopped.finish_reason == "stop" and "5" not in stopped.message.content
     assert whole.startswith(stopped.message.content) and stopped.message.content.strip(), (whole, stopped)
+    # the reader stopped at the "5": the tokens after it were never generated
+    assert cut.usage.completion_tokens < free.usage.completion_tokens, (cut.usage, free.usage)
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in
+                       _chat(client, messages=ask, stop=["5"], stream=True) if chunk.choices)
+    assert streamed == stopped.message.content
 
 
 def test_a_json_schema_answer_parses_and_fits(client: openai.OpenAI) -> None:

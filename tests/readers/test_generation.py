@@ -81,6 +81,27 @@ def test_max_new_tokens_and_metadata(engine: GenerationEngine) -> None:
     assert metadata[0]["time_to_first_token_ms"] >= 0
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_string_ends_the_row_at_the_reader(engine: GenerationEngine, stream: bool) -> None:
+    """The row stops at the token that completes its first stop string: no token is generated after it, and what
+    it wrote up to there is what it writes without the stop string (greedy)."""
+    free = run_jobs(engine, make_job("f", PROMPTS[1], max_new_tokens=24, return_metadata=True))
+    text = free.finals["f"][1][0]
+    stop = text[len(text) // 2: len(text) // 2 + 3]  # three characters from the middle, perhaps across tokens
+    assert len(stop) == 3 and stop in text, text
+    job = make_job("s", PROMPTS[1], max_new_tokens=24, return_metadata=True, stop=[stop, "never appears"],
+                   stream=stream)
+    sink = run_jobs(engine, job)
+    kind, texts, metadata, _ = sink.finals["s"]
+    stopped = "".join(sink.tokens.get(("s", 0), [])) if stream else texts[0]
+    assert kind == "done" and metadata[0]["finish_reason"] == "stop", sink.finals["s"]
+    assert stop in stopped and text.startswith(stopped), (text, stopped)
+    assert metadata[0]["generated_tokens"] < free.finals["f"][2][0]["generated_tokens"]
+    tokens = metadata[0]["generated_tokens"]  # the last one completed the stop string: one fewer would not hold it
+    shorter = run_jobs(engine, make_job("t", PROMPTS[1], max_new_tokens=tokens - 1, return_metadata=True))
+    assert stop not in shorter.finals["t"][1][0], shorter.finals["t"]
+
+
 def test_prompt_max_tokens_keeps_the_end(engine: GenerationEngine) -> None:
     sink = run_jobs(engine, make_job("r", PROMPTS[3], max_new_tokens=3, prompt_max_tokens=4, return_metadata=True))
     assert sink.finals["r"][2][0]["prompt_tokens"] == 4

@@ -286,8 +286,9 @@ class GenerationEngine(ModelEngine):
                 no_repeat=NoRepeatNGrams(params.no_repeat_ngram_size, prompt) if params.no_repeat_ngram_size > 0
                 else None,
                 grammar=grammar,
-                detok=None if not (item.stream or params.logprobs is not None) else
+                detok=None if not (item.stream or params.logprobs is not None or params.stop) else
                 grammar.detokenizer() if grammar is not None else IncrementalDetokenizer(self.tokenizer, keep),
+                stops=tuple(params.stop or ()),
                 keep=keep,
                 logprobs=params.logprobs,
                 adapter=adapter,

@@ -352,6 +352,8 @@ class Scheduler:
             record_token(row, token, entries.get(i), events)
             if row.grammar is not None and row.grammar.complete:
                 self._finish(row, "stop", events)  # nothing may follow: no step spent on the forced EOS
+            elif row.stopped and len(row.generated) >= row.min_new:
+                self._finish(row, "stop", events)  # a stop string: nothing after it is worth a step
             elif len(row.generated) >= row.max_new or len(row.prompt) + len(row.generated) >= self.max_length:
                 self._finish(row, "length", events)
         self._compact()

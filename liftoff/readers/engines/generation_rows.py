@@ -60,6 +60,9 @@ class Row:
     last_key: bytes = b""  # content key of block published - 1 (`root` before the first)
     first_token_ms: int | None = None
     finish: str | None = None
+    stops: tuple[str, ...] = ()  # the row ends once its text holds one of these (after min_new tokens)
+    stop_window: str = ""  # the end of its text, as long as a stop string could still be completing in it
+    stopped: bool = False  # its text holds a stop string
 
     def kv_tokens(self, max_length: int) -> int:
         """KV positions the row may come to need: its prompt and every token it may generate."""
@@ -81,9 +84,19 @@ def record_token(row: Row, token: int, entry: dict[str, Any] | None, events: lis
     if row.detok is not None:
         text = row.detok.add(token)
         row.emitted += len(text)
+        if text and row.stops:
+            watch_stops(row, text)
         if text and row.stream:
             events.append(("token", row.request, row.index, text, row.pending))
             row.pending = []
+
+
+def watch_stops(row: Row, text: str) -> None:
+    """Whether the row's text now holds one of its stop strings (one may span several tokens' text)."""
+    window = row.stop_window + text
+    row.stopped = row.stopped or any(stop in window for stop in row.stops)
+    longest = max(len(stop) for stop in row.stops)
+    row.stop_window = window[-(longest - 1):] if longest > 1 else ""
 
 
 def finish_row(row: Row, reason: str, tokenizer: Any, events: list[Event]) -> None:
