@@ -59,9 +59,16 @@ def test_reader_that_redis_refuses_exits_and_is_restarted(tmp_path: Path, make_s
 
 
 def _workers(server: Server) -> set[int]:
-    """The pids of the gateway's gunicorn workers (the children of `python -m liftoff.entry.server`)."""
-    arbiters = [p for p in server.descendants() if "liftoff.entry.server" in " ".join(p.cmdline())]
-    return {c.pid for a in arbiters for c in a.children()}
+    """The pids of the gateway's gunicorn workers (the children of `python -m liftoff.entry.server`). The test kills
+    workers while it asks, so a process may be gone between being listed and being read: it is not a worker then."""
+    pids = set()
+    for process in server.descendants():
+        try:
+            if "liftoff.entry.server" in " ".join(process.cmdline()):
+                pids |= {child.pid for child in process.children()}
+        except psutil.NoSuchProcess:
+            continue
+    return pids
 
 
 def test_gateway_worker_whose_listener_dies_is_replaced(make_server: ServerFactory, redis_url: str) -> None:
