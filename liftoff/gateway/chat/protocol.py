@@ -209,7 +209,7 @@ class SamplingRequest(Strict):
         if self.logprob_count() is not None:
             params["logprobs"] = self.logprob_count()
         if self.stop:  # the reader ends each row at its first stop string; the answer is cut there here
-            params["stop"] = self.stops()
+            params["stop"] = self.stops
         params.update(self._constraint)
         return params
 

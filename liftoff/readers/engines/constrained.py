@@ -98,6 +98,12 @@ class Grammars:
                 self._view = (table, lltok)
             return self._view
 
+    def warm_up(self) -> None:
+        """Build the view and compile one small schema (kept in the cache like any other), so that the first
+        constrained request costs what the next ones do."""
+        self.view()
+        self.compiled(*grammar_for({"type": "object", "properties": {"a": {"type": "string"}}}, None), "json_schema")
+
     def row(self, params: GenerationParams) -> RowGrammar:
         """A fresh grammar state for one row; ValueError (answered 422) when the constraint cannot be used."""
         problem = backend_error(params.constrained_decoding_backend)

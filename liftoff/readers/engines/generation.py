@@ -90,8 +90,8 @@ class GenerationEngine(ModelEngine):
         eos = end_of_sequence_ids(model, self.tokenizer, path)
         vocab = model.get_output_embeddings().weight.shape[0]
         self.grammars = Grammars(self.tokenizer, vocab, sorted(eos))
-        if self.grammars.available:  # the grammar engine's view of the vocabulary: at load, not on the first request
-            self.grammars.view()
+        if self.grammars.available:  # the grammar engine's view of the vocabulary, and its first compile (which
+            self.grammars.warm_up()   # pays for lazily built tables): at load, not on the first constrained request
         self.tool_markers = self.tool_marker_ids()
         self.lora = LoraAdapters(self.model, self.repository_path, self.config.access_token)
         for name, source in parse_loras(self.config.loras).items():  # before the KV plan: their memory is taken
