@@ -48,10 +48,25 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str, gguf_file: 
     ]
     srv = make(readers=readers, start=False, repository_path=str(repo), reserved_consumers="", request_timeout_s=120.0)
     srv.start(wait_healthy=False, timeout_s=60)
-    wait_for(lambda: set(srv.status()["status"]["live_readers"]) == {"primary-0", "direct-0"}, LOAD_S,
-             "both readers of the bundled model live", srv)
+    seen: set[str] = set()  # what /status said loading readers were doing, while they loaded
+
+    def live() -> bool:
+        status = srv.status()["status"]
+        seen.update(info.get("progress", "") for info in status["loading_readers"].values())
+        return set(status["live_readers"]) == {"primary-0", "direct-0"}
+
+    wait_for(live, LOAD_S, "both readers of the bundled model live", srv)
+    srv.progress_seen = seen  # type: ignore[attr-defined]
     yield srv
     srv.stop()
+
+
+def test_loading_shows_its_progress_in_status_and_the_log(server: Server) -> None:
+    seen = server.progress_seen  # type: ignore[attr-defined]
+    assert any(line.startswith("converting GGUF SmolLM2-135M-Instruct.Q4_1.gguf") for line in seen), seen
+    log = server.log()
+    assert "converting GGUF SmolLM2-135M-Instruct.Q4_1.gguf" in log and "later starts load the copy" in log
+    assert "converted in" in log
 
 
 @pytest.fixture(scope="module")

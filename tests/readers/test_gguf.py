@@ -55,6 +55,17 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
         gguf.converted_copy(bad, tmp_path / "repo")
 
 
+def test_a_gguf_name_finds_its_file_in_the_repository(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    write_gguf(tmp_path / "models" / "odd.gguf", "rwkv6")
+    with pytest.raises(EngineLoadError, match=r"'odd\.gguf' holds a 'rwkv6' model"):  # found, read, refused
+        resolve_model("models/odd.gguf", tmp_path)
+    (tmp_path / "org" / "repo").mkdir(parents=True)  # <hub repo>:<file>.gguf: <repository>/<repo>/<file> first
+    write_gguf(tmp_path / "org" / "repo" / "odd.gguf", "rwkv6")
+    with pytest.raises(EngineLoadError, match="holds a 'rwkv6' model"):
+        resolve_model("org/repo:odd.gguf", tmp_path)
+
+
 def test_missing_files_and_names_outside_the_repository_are_refused(tmp_path: Path) -> None:
     with pytest.raises(EngineLoadError, match="does not exist"):
         resolve_model(str(tmp_path / "nowhere.gguf"), tmp_path)
