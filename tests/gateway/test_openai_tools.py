@@ -20,6 +20,7 @@ from support.tools import (
     HERMES_READER,
     HERMES_TEMPLATE,
     MISTRAL_TEMPLATE,
+    PLAIN_TEMPLATE,
     SCHEMAS,
     TOOLS,
     WEATHER,
@@ -35,6 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
     build_tool_model(repo / "hermes", HERMES_TEMPLATE)
     build_tool_model(repo / "mistral", MISTRAL_TEMPLATE)
     build_tool_model(repo / "hermes-wp", HERMES_TEMPLATE, wordpiece=True)
+    build_tool_model(repo / "plain", PLAIN_TEMPLATE)
     servers: list[Server] = []
     make: ServerFactory = server_factory(tmp_path_factory.mktemp("tools"), redis_url, servers)
     readers = [
@@ -43,6 +45,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
          "max_sequence_length": 1024},
         {"model_name": "hermes-wp", "consumer_group": "hermes-wp", "reader_id": "hermes-wp", "max_batch_size": 8,
          "max_sequence_length": 512},
+        {"model_name": "plain", "consumer_group": "plain", "reader_id": "plain", "max_batch_size": 8,
+         "max_sequence_length": 1024},
         {"model_name": "echo", "consumer_group": "primary", "reader_id": "echo-0"},
     ]
     srv = make(readers=readers, repository_path=str(repo), reserved_consumers="", request_timeout_s=120.0)
@@ -193,6 +197,28 @@ def test_two_turns_with_a_tool_message(client: openai.OpenAI) -> None:
     r = _chat(client, messages=history, tools=TOOLS, tool_choice="none", max_tokens=20)
     assert r.choices[0].message.content is not None and not r.choices[0].message.tool_calls
     assert r.usage is not None and r.usage.prompt_tokens > first.usage.prompt_tokens  # the history was rendered
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_forced_calls_work_on_a_model_whose_template_knows_no_tools(client: openai.OpenAI, stream: bool) -> None:
+    """`plain`'s template shows neither tools nor a call format: a named or required choice still makes a valid
+    call (the grammar forces it; the tools are described in a system message), and `auto` is refused (400)."""
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for choice, names in ((named, {"get_weather"}), ("required", {"get_weather", "add"})):
+        if stream:
+            calls, content, reason = _reassemble(_chat(client, "plain", tools=TOOLS, tool_choice=choice,
+                                                       stream=True))
+            assert reason == "tool_calls" and calls and not content, (calls, content, reason)
+            for name, arguments in calls:
+                assert name in names
+                jsonschema.validate(json.loads(arguments), SCHEMAS[name])
+        else:
+            r = _chat(client, "plain", tools=TOOLS, tool_choice=choice)
+            assert r.choices[0].finish_reason == "tool_calls", r.choices[0]
+            assert {name for name, _ in _valid_calls(r.choices[0].message)} <= names
+    with pytest.raises(openai.BadRequestError) as exc:
+        _chat(client, "plain", tools=TOOLS)  # auto: the model would have to know a format to choose to call
+    assert exc.value.body["param"] == "tools" and "required or named" in exc.value.message  # type: ignore[index]
 
 
 def test_tool_errors_are_400s_naming_the_parameter(client: openai.OpenAI) -> None:

@@ -162,3 +162,31 @@ def test_a_damaged_gguf_is_refused_with_its_reason(server: Server, tmp_path: Pat
     error = server.status()["status"]["dead_readers"][reader_id]["error"]
     assert "damaged.gguf" in error and "\n" not in error, error
     httpx.delete(f"{server.mgmt}/reader/{reader_id}", timeout=30)
+
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+           "required": ["city"], "additionalProperties": False}
+CONVERT = {"type": "object", "properties": {"amount": {"type": "number"}, "currency": {"type": "string",
+                                                                                       "enum": ["EUR", "USD"]}},
+           "required": ["amount", "currency"], "additionalProperties": False}
+TOOLS: list[Any] = [
+    {"type": "function", "function": {"name": "get_weather", "description": "the weather in a city",
+                                      "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "convert", "description": "convert money", "parameters": CONVERT}},
+]
+SCHEMAS = {"get_weather": WEATHER, "convert": CONVERT}
+
+
+def test_forced_tool_calls_work_though_its_template_knows_no_tools(client: openai.OpenAI) -> None:
+    ask = [{"role": "user", "content": "What is the weather like in Paris?"}]
+    named = _chat(client, messages=ask, max_tokens=60, tools=TOOLS,
+                  tool_choice={"type": "function", "function": {"name": "get_weather"}}).choices[0]
+    assert named.finish_reason == "tool_calls" and len(named.message.tool_calls) == 1, named
+    call = named.message.tool_calls[0]
+    arguments = json.loads(call.function.arguments)
+    jsonschema.validate(arguments, WEATHER)
+    assert call.function.name == "get_weather" and "Paris" in arguments["city"], call
+    required = _chat(client, messages=ask, max_tokens=80, tools=TOOLS, tool_choice="required").choices[0]
+    assert required.finish_reason == "tool_calls" and required.message.tool_calls, required
+    for call in required.message.tool_calls:
+        jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])

@@ -30,6 +30,11 @@ MISTRAL_TEMPLATE = (
     "{% elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]"
     "{% else %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}"
 )
+# A chat template that shows no tools and no call format (most small chat models'): only forced calls work on it.
+PLAIN_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8},
                                             "days": {"type": "integer", "minimum": 1, "maximum": 7}},
            "required": ["city", "days"], "additionalProperties": False}

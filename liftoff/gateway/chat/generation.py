@@ -134,7 +134,8 @@ class Completion:
         budget): one user batch of `n` copies of each prompt, or of the chat."""
         if self.chat is not None:
             prompts = [("messages", sum(len(str(m.get("content") or "").encode()) for m in self.chat))]
-            work = {"chats": [self.chat] * self.n, "add_generation_prompt": self.req.add_generation_prompt}
+            chat = self.chat if self.tools is None else self.tools.chat(self.chat)
+            work = {"chats": [chat] * self.n, "add_generation_prompt": self.req.add_generation_prompt}
             if self.tools is not None:
                 work["tools"] = self.tools.tools
         else:

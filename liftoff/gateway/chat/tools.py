@@ -10,7 +10,12 @@ or its template's markers); the gateway parses the answer with that format (`lif
   plain content.
 - `required`, or a named function: the output is constrained by a grammar of the format's call syntax whose JSON is
   `{name: one of the tools, arguments: that tool's parameters schema}` (only the named one for a named choice), one
-  call, or several when `parallel_tool_calls` (default true). So the call always parses and validates.
+  call, or several when `parallel_tool_calls` (default true). So the call always parses and validates. This works
+  on any generation model: a forced call is a grammar, not a template feature. When the model's chat template
+  shows no tool-call format, the call is written in `DEFAULT_PARSER`'s (`<tool_call>{"name": ..., "arguments":
+  ...}</tool_call>`) and the tools are described to the model in a system message (`tool_prompt`), since its
+  template would not show them; `auto` still needs a format the model knows (its template's, or the reader's
+  `tool_call_parser` setting).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from liftoff.gateway.chat.errors import OpenAIError, invalid
 from liftoff.gateway.rules import Strict
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_PARSER = "hermes"  # the call format of forced calls on a model whose template shows none
 
 
 class FunctionDef(Strict):
@@ -104,6 +110,17 @@ class ToolPlan:
     names: set[str]
     parallel: bool
     params: dict[str, Any] = field(default_factory=dict)  # lark_grammar when the choice constrains the output
+    prompted: bool = False  # the template shows no tools: they are described in a system message (`tool_prompt`)
+
+    def chat(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The messages the template renders: with the tools' description when it would not show them."""
+        if not self.prompted:
+            return messages
+        prompt = tool_prompt(self.tools)
+        first = messages[0] if messages else None
+        if first is not None and first.get("role") == "system" and isinstance(first.get("content"), str):
+            return [{**first, "content": f"{first['content']}\n\n{prompt}"}, *messages[1:]]
+        return [{"role": "system", "content": prompt}, *messages]
 
     def parse(self, text: str) -> tuple[str | None, list[ToolCall]]:
         content, calls = parse(self.parser, text, self.names)
@@ -130,13 +147,17 @@ def tool_plan(tools: list[Tool] | None, choice: ToolChoice | None, parallel: boo
     request also sets, which a required or named choice cannot be combined with (422)."""
     if not tools or choice == "none":
         return None
-    if parser is None:
-        raise invalid("tools: this model's readers recognise no tool-call format in its chat template; set the "
-                      "reader's tool_call_parser (hermes, llama3_json, mistral) to use tools", "tools")
+    forced = choice == "required" or isinstance(choice, NamedToolChoice)
+    if parser is None and not forced:
+        raise invalid("tools: this model's readers recognise no tool-call format in its chat template, so it can't "
+                      "choose to call a tool (tool_choice auto); a required or named tool_choice works on any model, "
+                      "or set the reader's tool_call_parser (hermes, llama3_json, mistral)", "tools")
     wanted = [t for t in tools if not isinstance(choice, NamedToolChoice) or t.function.name == choice.function.name]
-    plan = ToolPlan(parser, [t.model_dump(exclude_none=True) for t in tools], {t.function.name for t in wanted},
-                    parallel is not False and not isinstance(choice, NamedToolChoice))
-    if choice == "required" or isinstance(choice, NamedToolChoice):
+    single = isinstance(choice, NamedToolChoice)
+    plan = ToolPlan(parser or DEFAULT_PARSER, [t.model_dump(exclude_none=True) for t in tools],
+                    {t.function.name for t in wanted}, parallel is not False and not single, prompted=parser is None)
+    parser = plan.parser
+    if forced:
         if constrained_by:
             raise OpenAIError(422, f"tool_choice {'required' if choice == 'required' else 'naming a function'} "
                               f"constrains the output; it cannot be combined with {constrained_by}", "tool_choice")
@@ -150,3 +171,17 @@ def tool_plan(tools: list[Tool] | None, choice: ToolChoice | None, parallel: boo
         plan.params = {"lark_grammar": grammar}
     return plan
 
+
+def tool_prompt(tools: list[dict[str, Any]]) -> str:
+    """The tools described for a model whose template would not show them, in the call format they are forced in."""
+    lines = ["You can call functions. To call one, answer with",
+             '<tool_call>{"name": <the function\'s name>, "arguments": <its arguments, a JSON object>}</tool_call>',
+             "The functions:"]
+    for tool in tools:
+        function = tool["function"]
+        described = f"- {function['name']}"
+        if function.get("description"):
+            described += f": {function['description']}"
+        lines.append(described)
+        lines.append(f"  parameters (JSON schema): {json.dumps(function.get('parameters') or {'type': 'object'})}")
+    return "\n".join(lines)
