@@ -27,7 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 # 4: work items may carry `images` (image-to-text readers). Only items with images are version 4, so that a reader
 # that would drop them refuses them by version instead.
 # 5: params may carry `stop` (strings a row ends at, at the reader). Only items that carry it are version 5.
-WIRE_VERSION = 5
+# 6: work items may carry `n` (answers per prompt or chat, OpenAI's `n`): each prompt travels once and the reader
+# makes the copies (`decode_work`), which its scheduler prefills once. Only items with n > 1 are version 6: an older
+# reader, which would ignore `n` and answer once, refuses them by version.
+WIRE_VERSION = 6
 MAX_TOP_LOGPROBS = 20  # most alternatives a request may ask for per generated token (params.logprobs)
 FIELD = b"d"
 
@@ -94,6 +97,18 @@ class WorkItem(BaseModel):
     params: GenerationParams = Field(default_factory=GenerationParams)
     enqueued_ms: int  # epoch milliseconds when the gateway wrote it
     deadline_ms: int  # epoch milliseconds after which nobody waits for the answer
+    # generate: answers per prompt (or chat), each its own batch item at the reader, in the order p0, p0, p1, p1, ...
+    # (v6); `decode_work` expands them, so engines see one item per answer
+    n: int = Field(default=1, ge=1, le=128)
+
+    def with_copies(self) -> WorkItem:
+        """The item as engines serve it: `n` consecutive copies of each prompt and chat."""
+        if self.n == 1:
+            return self
+        n = self.n
+        return self.model_copy(update={
+            "n": 1, "texts": [t for t in self.texts for _ in range(n)],
+            "chats": None if self.chats is None else [c for c in self.chats for _ in range(n)]})
 
 
 ReplyKind = Literal["token", "done", "error", "alive"]
@@ -210,6 +225,7 @@ def encode_work(
     add_generation_prompt: bool = True,
     tools: list[dict[str, Any]] | None = None,
     images: list[str] | None = None,
+    n: int = 1,
 ) -> dict[bytes, bytes]:
     """The entry `encode(WorkItem(...))` writes, built without a model (the gateway's hot path).
 
@@ -217,7 +233,7 @@ def encode_work(
     the reader decodes the entry. tests/core/test_wire.py checks that both encoders agree.
     """
     item: dict[str, Any] = {
-        "v": 5 if "stop" in params else 4 if images is not None else 3 if tools is not None or
+        "v": 6 if n > 1 else 5 if "stop" in params else 4 if images is not None else 3 if tools is not None or
         params.get("lark_grammar") else 2,
         "id": id, "kind": kind, "reply_to": reply_to, "stream": stream, "texts": texts,
         "batched": batched, "params": params, "enqueued_ms": enqueued_ms, "deadline_ms": deadline_ms,
@@ -233,6 +249,8 @@ def encode_work(
         item["tools"] = tools
     if images is not None:
         item["images"] = images
+    if n > 1:
+        item["n"] = n
     return {FIELD: orjson.dumps(item)}
 
 
@@ -244,7 +262,8 @@ def _payload(fields: dict[bytes, bytes]) -> bytes:
 
 
 def decode_work(fields: dict[bytes, bytes]) -> WorkItem:
-    return WorkItem.model_validate_json(_payload(fields))
+    """The work item, with its `n` copies made (`WorkItem.with_copies`)."""
+    return WorkItem.model_validate_json(_payload(fields)).with_copies()
 
 
 def decode_reply(fields: dict[bytes, bytes]) -> Reply:

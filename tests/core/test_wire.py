@@ -35,6 +35,19 @@ def test_items_with_stop_strings_are_version_5() -> None:
     assert orjson.loads(fast[wire.FIELD])["v"] == 5 and wire.decode_work(fast).params.stop == ["\n\n", "END"]
 
 
+def test_n_copies_travel_once_and_are_made_at_the_reader() -> None:
+    base = dict(id="w:8", reply_to="r", stream=False, batched=True, enqueued_ms=1, deadline_ms=2)
+    fast = wire.encode_work(params={}, texts=["p0", "p1"], n=3, **base)
+    assert orjson.loads(fast[wire.FIELD])["v"] == 6 and orjson.loads(fast[wire.FIELD])["texts"] == ["p0", "p1"]
+    item = wire.decode_work(fast)
+    assert item.texts == ["p0", "p0", "p0", "p1", "p1", "p1"] and item.n == 1
+    chat = [{"role": "user", "content": "hi"}]
+    item = wire.decode_work(wire.encode_work(params={}, texts=[], chats=[chat], n=2, **base))
+    assert item.chats == [chat, chat] and item.texts == []
+    single = wire.encode_work(params={}, texts=["p"], **base)
+    assert "n" not in orjson.loads(single[wire.FIELD]) and orjson.loads(single[wire.FIELD])["v"] == 2
+
+
 def test_absent_parameters_take_their_defaults_at_the_reader() -> None:
     fast = wire.encode_work(id="w:2", reply_to="r", stream=False, texts=["x"], batched=False, params={},
                             enqueued_ms=1, deadline_ms=2)

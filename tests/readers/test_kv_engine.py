@@ -71,6 +71,24 @@ def test_greedy_output_is_the_same_with_chunking_and_the_prefix_cache_on_and_off
         assert warm == reference, name
 
 
+@pytest.mark.parametrize("chunk", [0, 16])
+def test_copies_of_one_prompt_prefill_it_once(llama: Path, chunk: int) -> None:
+    """OpenAI's `n`: four rows of one request with the same prompt. The first prefills it; the others wait for its
+    blocks and take them from the prefix cache, computing only the last partial block; greedy answers agree."""
+    engine = load(llama, prefill_chunk_size=chunk)
+    try:
+        prompt = PREFIX + "Hello world"
+        sink = CollectingSink()
+        asyncio.run(engine.run([make_job("n", [prompt] * 4, max_new_tokens=12, return_metadata=True)], sink))
+        kind, texts, metadata, _ = sink.finals["n"]
+        assert kind == "done" and len(set(texts)) == 1, sink.finals["n"]
+        length = len(engine.tokenizer(prompt).input_ids)
+        full = (length - 1) // 16 * 16  # the blocks before the one holding the last prompt token
+        assert [m["cached_prompt_tokens"] for m in metadata] == [0, full, full, full] and full > 0, metadata
+    finally:
+        engine.close()
+
+
 def hf_greedy(engine: GenerationEngine, prompt: str, new: int) -> str:
     ids = engine.tokenizer(prompt, return_tensors="pt")
     out = engine.model.generate(**ids, do_sample=False, max_new_tokens=new, pad_token_id=engine.tokenizer.pad_token_id)

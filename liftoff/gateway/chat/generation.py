@@ -130,26 +130,25 @@ class Completion:
         return self.n * (1 if self.chat is not None else len(self.prompts))
 
     def generation(self) -> Generation:
-        """The request for the generate service, its limits checked (the server's, then the log-probability
-        budget): one user batch of `n` copies of each prompt, or of the chat."""
+        """The request for the generate service (the log-probability budget checked here, the server's limits by the
+        service when it submits it): each prompt, or the chat, once, with `n` answers to each."""
         if self.chat is not None:
             prompts = [("messages", sum(len(str(m.get("content") or "").encode()) for m in self.chat))]
             chat = self.chat if self.tools is None else self.tools.chat(self.chat)
-            work = {"chats": [chat] * self.n, "add_generation_prompt": self.req.add_generation_prompt}
+            work: dict[str, Any] = {"chats": [chat], "add_generation_prompt": self.req.add_generation_prompt}
             if self.tools is not None:
                 work["tools"] = self.tools.tools
         else:
             prompts, work = [(f"prompt {i}", len(p.encode())) for i, p in enumerate(self.prompts)], {}
+        if self.n > 1:
+            work["n"] = self.n  # each prompt travels once; the reader makes the copies and prefills them once
         params = {**self.req.params(), **(self.tools.params if self.tools is not None else {})}
         group, adapter = split_model(self.req.model)  # `group:adapter` runs the group's LoRA adapter
         if adapter is not None:
             params["lora_id"] = adapter
-        gen = Generation(group=group, texts=[p for p in self.prompts for _ in range(self.n)],
-                         params=params, batched=True, count=self.count, prompts=prompts, work=work,
-                         copies=self.n)
-        generate.check_limits(self.gw.settings, gen)
         self._check_logprob_budget()
-        return gen
+        return Generation(group=group, texts=self.prompts, params=params, batched=True, count=self.count,
+                          prompts=prompts, work=work or None, copies=self.n)
 
     def usage(self, metadata: list[dict[str, Any]] | None) -> dict[str, Any]:
         meta = metadata or []

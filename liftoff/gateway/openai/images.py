@@ -10,7 +10,6 @@ from liftoff.gateway.chat.errors import invalid
 from liftoff.gateway.chat.generation import Completion
 from liftoff.gateway.chat.protocol import ChatCompletionRequest, ImagePart
 from liftoff.gateway.images import ImageError, image_from_url
-from liftoff.gateway.services import generate
 from liftoff.gateway.services.generate import Generation
 from liftoff.http.context import Gateway
 
@@ -45,6 +44,4 @@ class ImageCompletion(Completion):
 
     def generation(self) -> Generation:
         gen = super().generation()
-        gen = replace(gen, work={**(gen.work or {}), "images": self.images}, attached=sum(len(i) for i in self.images))
-        generate.check_limits(self.gw.settings, gen)
-        return gen
+        return replace(gen, work={**(gen.work or {}), "images": self.images}, attached=sum(len(i) for i in self.images))

@@ -227,6 +227,8 @@ class Scheduler:
             if row.prefix_keys is None:
                 # The last prompt token is always computed: its logits choose the first token.
                 row.prefix_keys = self.blocks.keys_for(row.prompt[:-1], row.root)
+            if row.prefix_keys and self.blocks.prefix_caching and self._copy_prefilling(row):
+                return  # its prompt's copy (OpenAI's `n`) is being prefilled: wait, then reuse its blocks
             total = self.kv.plan.blocks_for(row.kv_tokens(self.max_length))
             if total - len(row.prefix_keys) > self.blocks.available:
                 return  # not even a full prefix hit would make it fit: wait for blocks
@@ -241,6 +243,13 @@ class Scheduler:
             row.published, row.last_key = len(shared), row.prefix_keys[len(shared) - 1] if shared else row.root
             metrics.observe_prefix_cache(self.group, len(row.prompt), row.cached)
             self.prefilling.append(row)
+
+    def _copy_prefilling(self, row: Row) -> bool:
+        """Whether another row of its request, with the same prompt, is being prefilled and has not yet published
+        the blocks this one would reuse: `n` answers to one prompt prefill it once, the copies taking its blocks
+        from the prefix cache (all but the last partial block) when they are in it."""
+        return any(other.request is row.request and other.published < len(row.prefix_keys)
+                   and other.root == row.root and other.prompt == row.prompt for other in self.prefilling)
 
     # --- forward passes ---------------------------------------------------------------------------------------------
     def _prefill(self, events: list[Event], decoding: list[Row] | None = None) -> None:
