@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import struct
 from collections.abc import Iterator
 
@@ -18,17 +17,13 @@ import httpx
 import openai
 import pytest
 
+from support.clients import collect_stream, echo_tokens, stream_logprobs
 from support.models import build_llama
 from support.servers import Server, ServerFactory
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 ECHO_CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello to the world"}]
 ECHO_RENDERED = "system: be brief\nuser: say hello to the world\nassistant: "
-
-
-def echo_tokens(text: str) -> list[str]:
-    """The echo reader's tokens: whitespace-led words, a trailing run of whitespace its own token."""
-    return re.findall(r"\s*\S+|\s+", text)
 
 
 @pytest.fixture(scope="module")
@@ -84,22 +79,10 @@ def test_chat_max_tokens_n_and_stop(client: openai.OpenAI) -> None:
     assert r.choices[0].finish_reason == "stop"
 
 
-def _collect(stream: openai.Stream) -> tuple[dict[int, str], dict[int, str | None], list[object]]:  # type: ignore[type-arg]
-    texts: dict[int, str] = {}
-    reasons: dict[int, str | None] = {}
-    chunks = list(stream)
-    for chunk in chunks:
-        for c in chunk.choices:
-            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
-            if c.finish_reason:
-                reasons[c.index] = c.finish_reason
-    return texts, reasons, chunks
-
-
 def test_chat_stream_joins_to_the_plain_answer(client: openai.OpenAI) -> None:
     plain = client.chat.completions.create(model="primary", messages=ECHO_CHAT)  # type: ignore[arg-type]
     stream = client.chat.completions.create(model="primary", messages=ECHO_CHAT, stream=True)  # type: ignore[arg-type]
-    texts, reasons, chunks = _collect(stream)
+    texts, reasons, chunks = collect_stream(stream)
     assert texts == {0: plain.choices[0].message.content}
     assert reasons == {0: "stop"}
     assert all(c.object == "chat.completion.chunk" and c.usage is None for c in chunks)  # type: ignore[attr-defined]
@@ -109,7 +92,7 @@ def test_chat_stream_joins_to_the_plain_answer(client: openai.OpenAI) -> None:
 def test_chat_stream_include_usage_ends_with_a_usage_chunk(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(model="primary", messages=ECHO_CHAT, stream=True, n=2,  # type: ignore[arg-type]
                                             stream_options={"include_usage": True})
-    texts, reasons, chunks = _collect(stream)
+    texts, reasons, chunks = collect_stream(stream)
     assert texts == {0: ECHO_RENDERED, 1: ECHO_RENDERED} and reasons == {0: "stop", 1: "stop"}
     last = chunks[-1]
     assert last.choices == [] and last.usage is not None  # type: ignore[attr-defined]
@@ -121,16 +104,11 @@ def test_chat_stream_include_usage_ends_with_a_usage_chunk(client: openai.OpenAI
 def test_chat_stream_stops_forwarding_at_a_stop_string(client: openai.OpenAI) -> None:
     for stop in (["hello"], ["lo to"], ["xyz", "user:"]):
         plain = client.chat.completions.create(model="primary", messages=ECHO_CHAT, stop=stop)  # type: ignore[arg-type]
-        texts, reasons, _ = _collect(client.chat.completions.create(
+        texts, reasons, _ = collect_stream(client.chat.completions.create(
             model="primary", messages=ECHO_CHAT, stop=stop, stream=True))  # type: ignore[arg-type]
         assert texts == {0: plain.choices[0].message.content}, stop
         assert reasons == {0: "stop"}
         assert not any(s in texts[0] for s in stop)
-
-
-def _stream_logprobs(stream: openai.Stream) -> list[object]:  # type: ignore[type-arg]
-    return [e for chunk in stream for c in chunk.choices if c.logprobs and c.logprobs.content
-            for e in c.logprobs.content]
 
 
 def test_chat_logprobs_follow_the_text_plain_streamed_and_cut(client: openai.OpenAI) -> None:
@@ -147,7 +125,7 @@ def test_chat_logprobs_follow_the_text_plain_streamed_and_cut(client: openai.Ope
             len(joined) - len(entries[-1].token) < len(content)
         assert all(e.logprob == 0.0 and [t.token for t in e.top_logprobs] == [e.token] for e in entries)
         assert all(bytes(e.bytes or []) == e.token.encode() for e in entries)
-        streamed = _stream_logprobs(client.chat.completions.create(
+        streamed = stream_logprobs(client.chat.completions.create(
             model="primary", messages=ECHO_CHAT, logprobs=True, top_logprobs=1, stop=stop, stream=True))  # type: ignore[arg-type]
         assert [e.token for e in streamed] == [e.token for e in entries]  # type: ignore[attr-defined]
     without = client.chat.completions.create(model="primary", messages=ECHO_CHAT)  # type: ignore[arg-type]
@@ -173,7 +151,7 @@ def test_llama_logprobs_are_the_models(client: openai.OpenAI) -> None:
         tops = [t.logprob for t in e.top_logprobs]
         assert len(tops) == 3 and tops == sorted(tops, reverse=True) and all(t <= 0 for t in tops)
         assert e.top_logprobs[0].token == e.token and e.logprob == pytest.approx(tops[0])
-    streamed = _stream_logprobs(client.chat.completions.create(
+    streamed = stream_logprobs(client.chat.completions.create(
         model="llama", messages=messages, temperature=0, max_tokens=10, logprobs=True, top_logprobs=3,  # type: ignore[arg-type]
         stream=True))
     assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e.token, round(e.logprob, 4)) for e in entries]  # type: ignore[attr-defined]
@@ -225,7 +203,7 @@ def test_llama_chat_template_greedy_and_stream(client: openai.OpenAI, server: Se
     first = client.chat.completions.create(model="llama", messages=messages, temperature=0, max_tokens=12)  # type: ignore[arg-type]
     again = client.chat.completions.create(model="llama", messages=messages, temperature=0, max_tokens=12)  # type: ignore[arg-type]
     assert first.choices[0].message.content == again.choices[0].message.content
-    texts, reasons, _ = _collect(client.chat.completions.create(
+    texts, reasons, _ = collect_stream(client.chat.completions.create(
         model="llama", messages=messages, temperature=0, max_tokens=12, stream=True))  # type: ignore[arg-type]
     assert texts == {0: first.choices[0].message.content}
     assert reasons == {0: first.choices[0].finish_reason}
