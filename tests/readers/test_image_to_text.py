@@ -55,7 +55,7 @@ def test_items_with_images_are_wire_version_4() -> None:
                   deadline_ms=2)
     assert orjson.loads(wire.encode_work(**fields)[wire.FIELD])["v"] == 2
     fast = wire.encode_work(images=["aGk="], **fields)
-    assert orjson.loads(fast[wire.FIELD])["v"] == 4 == wire.WIRE_VERSION
+    assert orjson.loads(fast[wire.FIELD])["v"] == 4 <= wire.WIRE_VERSION  # a reader that knows images serves it
     assert wire.decode_work(fast).images == ["aGk="]
 
 
