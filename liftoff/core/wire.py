@@ -186,6 +186,8 @@ class ReaderInfo(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)  # the ReaderConfig it runs, for GET /config/{reader_id}
     jobs: dict[str, int] = Field(default_factory=dict)  # counters: active, completed, failed, cancelled, reclaimed
     tool_call_parser: str | None = None  # the format its model writes tool calls in (liftoff.core.tool_calls)
+    # the sampling its model's generation_config sets (temperature, top_p, top_k): the OpenAI-style ports' defaults
+    sampling: dict[str, float] | None = None
     # the LoRA adapters requests may pick (`lora_id`): {name, source, rank, alpha, target_modules, parameters, bytes}
     loras: list[dict[str, Any]] = Field(default_factory=list)
 

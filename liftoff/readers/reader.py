@@ -116,11 +116,11 @@ class Reader:
             self.engine = await self._fall_back(cfg, failure)
             if self.engine is None:
                 return EXIT_MODEL_LOAD_ERROR
-        self.info.model_type = self.engine.model_type
-        self.info.tool_call_parser = self.engine.tool_call_parser()
+        engine = self.engine
+        self.info.model_type, self.info.tool_call_parser = engine.model_type, engine.tool_call_parser()
+        self.info.sampling = engine.sampling_defaults()
         self._publish_adapters()
-        # the model's own memory for the fit engine's calibration: it counts adapters apart (their published bytes)
-        self._loaded_rss -= sum(a["bytes"] for a in self.info.loras)
+        self._loaded_rss -= sum(a["bytes"] for a in self.info.loras)  # calibration counts adapters apart
         self.capacity = self.engine.max_batch_size  # "auto" is resolved by the engine's load
         self.info.config = {**self.info.config, "max_batch_size": self.capacity}
         await self._calibrate()

@@ -58,3 +58,4 @@ def test_object_schemas_allow_only_their_listed_properties_unless_they_say_other
     assert props["map"]["additionalProperties"]["additionalProperties"] is False
     assert props["items"] == {"type": "string"}
     assert "additionalProperties" not in schema  # the caller's schema is left as it was
+

@@ -87,6 +87,18 @@ def test_a_factual_question_gets_the_right_answer(client: openai.OpenAI) -> None
     assert "Paris" in answer.message.content and answer.finish_reason == "stop", answer
 
 
+def test_a_request_that_sets_no_sampling_gets_the_models_defaults(client: openai.OpenAI, server: Server) -> None:
+    """What a first user sends: no temperature. The bundled model's copy says greedy (it wanders when it samples),
+    so the answer is right every time; a request that sets a temperature samples."""
+    assert server.status()["status"]["live_readers"]["primary-0"]  # (its ReaderInfo publishes the defaults)
+    for _ in range(3):
+        answer = client.chat.completions.create(model="primary", messages=PARIS).choices[0].message.content
+        assert "Paris" in answer, answer
+    sampled = {client.chat.completions.create(model="primary", messages=PARIS, temperature=1.5, seed=seed,
+                                              max_tokens=12).choices[0].message.content for seed in range(4)}
+    assert len(sampled) > 1, sampled
+
+
 def test_the_streamed_answer_is_the_whole_answer(client: openai.OpenAI) -> None:
     ask = [{"role": "user", "content": "Write two sentences about the sea."}]
     whole = _chat(client, messages=ask, max_tokens=60).choices[0].message.content

@@ -316,3 +316,14 @@ def test_a_cancelled_job_is_dropped_at_the_next_step(engine: GenerationEngine) -
         return sink
 
     assert asyncio.run(scenario()).finals["c"][:2] == ("error", 499)
+
+
+def test_sampling_defaults_are_what_generation_config_writes(tmp_path: Path) -> None:
+    from liftoff.readers.engines.generation import read_sampling_defaults
+
+    assert read_sampling_defaults(tmp_path) is None  # no file
+    (tmp_path / "generation_config.json").write_text('{"bos_token_id": 1, "eos_token_id": 2}')
+    assert read_sampling_defaults(tmp_path) is None  # nothing about sampling
+    (tmp_path / "generation_config.json").write_text('{"do_sample": true, "temperature": 0.7, "top_p": 0.8, '
+                                                     '"top_k": 20, "repetition_penalty": 1.05}')
+    assert read_sampling_defaults(tmp_path) == {"temperature": 0.7, "top_p": 0.8, "top_k": 20.0}

@@ -71,7 +71,8 @@ class MessagesApi(ReaderApi):
         req = parse_anthropic(MessagesRequest, await read_json_object(request))
         chat = req.as_chat()
         messages, plan = await self._conversation(chat)
-        completion = Completion(self.gw, "chat", chat, [], chat=messages, tools=plan)
+        completion = Completion(self.gw, "chat", chat, [], chat=messages, tools=plan,
+                                sampling=await self.readers.sampling_defaults(chat.model))
         if req.stream:
             replies = await generate.stream(self.gw, completion.generation())
             return sse.response(MessageStream(completion, req.max_tokens).events(replies))

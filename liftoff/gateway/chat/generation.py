@@ -116,6 +116,7 @@ class Completion:
     chat: list[dict[str, Any]] | None = None  # a chat's messages, rendered by the reader that takes the request
     # a chat's tools (liftoff.gateway.chat.tools): the template's, the parser, the grammar
     tools: ToolPlan | None = None
+    sampling: dict[str, float] | None = None  # the model's sampling defaults, for what the request leaves unset
     id: str = field(default_factory=lambda: secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
     _frame: tuple[bytes, bytes] | None = field(default=None, init=False, repr=False)
@@ -142,7 +143,7 @@ class Completion:
             prompts, work = [(f"prompt {i}", len(p.encode())) for i, p in enumerate(self.prompts)], {}
         if self.n > 1:
             work["n"] = self.n  # each prompt travels once; the reader makes the copies and prefills them once
-        params = {**self.req.params(), **(self.tools.params if self.tools is not None else {})}
+        params = {**self.req.params(self.sampling), **(self.tools.params if self.tools is not None else {})}
         group, adapter = split_model(self.req.model)  # `group:adapter` runs the group's LoRA adapter
         if adapter is not None:
             params["lora_id"] = adapter

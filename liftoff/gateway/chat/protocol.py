@@ -186,18 +186,25 @@ class SamplingRequest(Strict):
         """None: no log probabilities; k: each token's, with the k most likely alternatives."""
         return None
 
-    def params(self) -> dict[str, Any]:
-        """GenerationParams fields. OpenAI samples by default (temperature 1, no top-k cut); temperature 0 is
-        greedy. Metadata is always asked for: usage and finish_reason come from it."""
+    def params(self, defaults: dict[str, float] | None = None) -> dict[str, Any]:
+        """GenerationParams fields. What the request leaves unset comes from `defaults` (the sampling the model's
+        generation_config sets, as vLLM takes it), else OpenAI's: temperature 1, no top-k cut. Temperature 0 (or
+        top_k 1) is greedy; a model whose default is greedy (top_k 1) samples when a request sets a temperature.
+        Metadata is always asked for: usage and finish_reason come from it."""
         params: dict[str, Any] = {"return_metadata": True}
-        temperature = 1.0 if self.temperature is None else self.temperature
-        if temperature == 0 or self.top_k == 1:
+        preset = defaults or {}
+        temperature = self.temperature if self.temperature is not None else preset.get("temperature", 1.0)
+        top_k = self.top_k if self.top_k is not None else preset.get("top_k")
+        if self.top_k is None and top_k == 1 and self.temperature:  # a greedy default, and a request that samples
+            top_k = None
+        top_p = self.top_p if self.top_p is not None else preset.get("top_p")
+        if temperature == 0 or top_k == 1:
             params["sampling_topk"] = 1
         else:
             params["sampling_temperature"] = temperature
-            params["sampling_topk"] = self.top_k or 0
-            if self.top_p is not None:
-                params["sampling_topp"] = self.top_p
+            params["sampling_topk"] = int(top_k or 0)
+            if top_p is not None:
+                params["sampling_topp"] = top_p
         if self.max_new_tokens is not None:
             params["max_new_tokens"] = self.max_new_tokens
         if self.min_tokens:

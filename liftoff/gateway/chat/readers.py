@@ -71,6 +71,15 @@ class Readers:
                    if r.status == "live" and group in r.info.consumer_groups and r.info.tool_call_parser]
         return parsers[0] if parsers else None
 
+    async def sampling_defaults(self, model: str) -> dict[str, float] | None:
+        """The sampling the group's live readers' model sets by default (its generation_config), for the parameters
+        a request leaves unset; None when it sets none (or nobody serves the group: the dispatcher answers that)."""
+        group = split_model(model)[0]
+        for record in await self.records():
+            if record.status == "live" and group in record.info.consumer_groups:
+                return record.info.sampling
+        return None
+
     @staticmethod
     def adapters(records: list[registry.ReaderRecord]) -> dict[str, list[registry.ReaderRecord]]:
         """LoRA adapter → the readers (of `records`) that serve it."""

@@ -66,9 +66,11 @@ class OpenAIApi(ReaderApi):
         if req.tools and req.tool_choice != "none":
             tools = tool_plan(req.tools, req.tool_choice, req.parallel_tool_calls,
                               await self.readers.tool_call_parser(req.model), req.constraint_param())
+        sampling = await self.readers.sampling_defaults(req.model)
         if images:
-            return await respond(ImageCompletion(self.gw, "chat", req, [], chat=messages, tools=tools, images=images))
-        return await respond(Completion(self.gw, "chat", req, [], chat=messages, tools=tools))
+            return await respond(ImageCompletion(self.gw, "chat", req, [], chat=messages, tools=tools, images=images,
+                                                 sampling=sampling))
+        return await respond(Completion(self.gw, "chat", req, [], chat=messages, tools=tools, sampling=sampling))
 
     async def completions(self, request: Request) -> Response:
         req = parse_openai(CompletionRequest, await read_json_object(request))
@@ -76,7 +78,9 @@ class OpenAIApi(ReaderApi):
         self._check_fanout(req.choices_per_prompt, len(prompts))
         if prompts and not isinstance(prompts[0], str):
             prompts = await self.readers.detokenize(req.model, prompts, "prompt")  # type: ignore[arg-type]
-        return await respond(Completion(self.gw, "text", req, prompts, echo=req.echo))  # type: ignore[arg-type]
+        sampling = await self.readers.sampling_defaults(req.model)
+        return await respond(Completion(self.gw, "text", req, prompts, echo=req.echo,  # type: ignore[arg-type]
+                                        sampling=sampling))
 
     def _check_fanout(self, n: int, prompts: int) -> None:
         """`n` x prompts counted before anything fans out (a detokenize per token-id prompt, a copy per choice)."""

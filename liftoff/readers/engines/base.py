@@ -68,6 +68,11 @@ class Engine(abc.ABC):
         """The format this engine's model writes tool calls in (liftoff.core.tool_calls.PARSERS), or None."""
         return None
 
+    def sampling_defaults(self) -> dict[str, float] | None:
+        """The sampling its model's `generation_config.json` sets (temperature, top_p, top_k), which the OpenAI-style
+        ports use where a request sets none; None when it sets none."""
+        return None
+
 
     def prompt_texts(self, item: WorkItem) -> list[str]:
         """A generate item's prompts: its texts, or its chats rendered by the model's chat template (one hop for the

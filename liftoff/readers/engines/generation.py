@@ -12,6 +12,7 @@ matches or beats the static batch on the same model (bench/generation_inprocess.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -99,6 +100,10 @@ class GenerationEngine(ModelEngine):
         self.scheduler = self._plan_scheduler(device, sorted(eos), vocab)
         self.scheduler.start()
         torch.set_grad_enabled(False)
+        self._sampling = read_sampling_defaults(path)
+
+    def sampling_defaults(self) -> dict[str, float] | None:
+        return self._sampling
 
     def _plan_scheduler(self, device: Any, eos: list[int], vocab: int) -> Scheduler:
         """Plan the KV memory from page_cache_size and the model's shape, size the batch from it when
@@ -335,3 +340,19 @@ class GenerationEngine(ModelEngine):
                 f"{self.max_length} tokens; shorten the prompt or set prompt_max_tokens"
             )
         return ids
+
+
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
+
+
+def read_sampling_defaults(path: Path) -> dict[str, float] | None:
+    """The sampling fields `generation_config.json` writes out (what the model's makers chose; a field transformers
+    merely defaults is not in the file), for requests that set none (as vLLM takes them)."""
+    try:
+        config = json.loads((Path(path) / "generation_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or config.get("do_sample") is False:
+        return None  # greedy by the model's own word is what it means without sampling fields too
+    found = {k: float(config[k]) for k in SAMPLING_FIELDS if isinstance(config.get(k), int | float)}
+    return found or None

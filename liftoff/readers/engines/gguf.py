@@ -75,9 +75,11 @@ def parameter_count(path: Path) -> int:
     return sum(math.prod(int(d) for d in t.shape) for t in GGUFReader(path).tensors)
 
 
-def converted_copy(source: Path, repository_path: str | Path, progress: Progress | None = None) -> Path:
+def converted_copy(source: Path, repository_path: str | Path, progress: Progress | None = None,
+                   generation: dict[str, Any] | None = None) -> Path:
     """The directory of `source`'s plain transformers copy, converting it first when there is none or the source
-    changed. Concurrent readers of one file wait for the one that converts (a lock beside the copy)."""
+    changed. Concurrent readers of one file wait for the one that converts (a lock beside the copy). `generation`:
+    fields for the copy's generation_config.json (a bundled model's sampling defaults)."""
     source = source.resolve()
     if not source.is_file():
         raise EngineLoadError(f"GGUF file {str(source)!r} does not exist")
@@ -91,10 +93,10 @@ def converted_copy(source: Path, repository_path: str | Path, progress: Progress
         raise EngineLoadError(f"cannot write the converted copy of {source.name} under {str(root)!r}: {exc}") from exc
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _is_current(target, source):
+        if _is_current(target, source, generation):
             log.info("GGUF %s: loading its converted copy %s", source.name, target)
             return target
-        _convert(source, target, progress)
+        _convert(source, target, progress, generation)
         return target
 
 
@@ -111,11 +113,14 @@ def _sha256(source: Path) -> str:
     return digest.hexdigest()
 
 
-def _is_current(target: Path, source: Path) -> bool:
-    """The copy exists and was made from this very file: same size and time, or (touched since) the same content."""
+def _is_current(target: Path, source: Path, generation: dict[str, Any] | None = None) -> bool:
+    """The copy exists and was made from this very file (same size and time, or, touched since, the same content),
+    with these generation defaults."""
     try:
         record = json.loads((target / SOURCE_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return False
+    if record.get("generation") != generation:
         return False
     stat = _stat(source)
     if record.get("size") != stat["size"]:
@@ -128,7 +133,7 @@ def _is_current(target: Path, source: Path) -> bool:
     return True
 
 
-def _convert(source: Path, target: Path, progress: Progress | None) -> None:
+def _convert(source: Path, target: Path, progress: Progress | None, generation: dict[str, Any] | None) -> None:
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     readable = [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer")]
@@ -155,6 +160,8 @@ def _convert(source: Path, target: Path, progress: Progress | None) -> None:
         with contextlib.suppress(AttributeError):
             del model.config.quantization_config
         model.config.architectures = [type(model).__name__]
+        for name, value in (generation or {}).items():
+            setattr(model.generation_config, name, value)
         say(f"converting GGUF {source.name}: writing the copy")
         model.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
@@ -166,7 +173,7 @@ def _convert(source: Path, target: Path, progress: Progress | None) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         raise EngineLoadError(f"GGUF file {source.name!r} could not be converted: {_reason(exc)}") from exc
     record = {"source": str(source), **_stat(source), "sha256": _sha256(source), "architecture": arch,
-              "converted_s": round(time.monotonic() - started, 1)}
+              "generation": generation, "converted_s": round(time.monotonic() - started, 1)}
     (staging / SOURCE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)  # whole or not at all: a conversion cut short leaves no copy that looks finished

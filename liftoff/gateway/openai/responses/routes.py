@@ -88,7 +88,8 @@ class ResponsesApi(ReaderApi):
         req = parse_responses(await read_json_object(request))
         conversation, first_new = await self._conversation(req)
         messages = chat_messages(req.instructions, conversation, first_new)
-        completion = Completion(self.gw, "chat", req.sampling, [], chat=messages, tools=await self._tools(req))
+        completion = Completion(self.gw, "chat", req.sampling, [], chat=messages, tools=await self._tools(req),
+                                sampling=await self.readers.sampling_defaults(req.model))
         draft = Draft(req)
         stored = [item.model_dump(mode="json", by_alias=True, exclude_none=True) for item in conversation]
         store = self.store if req.store is not False else None
