@@ -9,8 +9,7 @@ answer. A service checks the server's limits, dispatches through `gw.dispatcher`
 * `tokenizer`: tokenize, detokenize and chat-template rendering on one reader, by its direct group;
 * `limits`: the limits every service checks (`max_user_batch_size`, `max_prompt_string_bytes`).
 
-Ports: the Takeoff inference API (`liftoff.gateway.takeoff.routes`, `liftoff.gateway.takeoff.generate_asgi`, with the
-Takeoff request kinds in
-`liftoff.gateway.takeoff.requests`), Vertex (`liftoff.gateway.vertex`), OpenAI (`gateway.openai_*`), Snowflake
-(`liftoff.gateway.snowflake`).
+Ports: the Takeoff inference API (`liftoff.gateway.takeoff`: `routes`, `generate_asgi`, with the Takeoff request
+kinds in `requests`), Vertex (`liftoff.gateway.vertex`), OpenAI and Anthropic (`liftoff.gateway.openai`,
+`liftoff.gateway.anthropic`, over the chat engine in `liftoff.gateway.chat`), Snowflake (`liftoff.gateway.snowflake`).
 """
