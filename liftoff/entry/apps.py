@@ -12,10 +12,10 @@ from functools import partial
 
 from liftoff.core.errors import takeoff_error_body
 from liftoff.core.settings import Settings
+from liftoff.gateway.anthropic.errors import ANTHROPIC_SHAPE
 from liftoff.gateway.anthropic.errors import PATH as ANTHROPIC_PATH
-from liftoff.gateway.anthropic.errors import AnthropicShape
 from liftoff.gateway.anthropic.routes import anthropic_routes
-from liftoff.gateway.chat.errors import OpenAIShape
+from liftoff.gateway.chat.errors import OPENAI_SHAPE
 from liftoff.gateway.internal import internal_routes
 from liftoff.gateway.openai.routes import openai_routes
 from liftoff.gateway.snowflake import SNOWFLAKE_ERROR, snowflake_error_body, snowflake_routes
@@ -43,7 +43,7 @@ class PortRouter:
         s, gw = settings, self.gateway
         # one error shape per port (liftoff.http.errors); 3003 serves OpenAI's routes (with Responses and rerank)
         # and Anthropic's Messages, each answering in its own protocol's shape
-        chat_port = PathShape(OpenAIShape(), {ANTHROPIC_PATH: AnthropicShape()})
+        chat_port = PathShape(OPENAI_SHAPE, {ANTHROPIC_PATH: ANTHROPIC_SHAPE})
         vertex, snowflake = SimpleShape(vertex_error_body, VERTEX_ERROR), SimpleShape(snowflake_error_body,
                                                                                       SNOWFLAKE_ERROR)
         takeoff_keys = partial(inference_auth, settings=s)

@@ -26,7 +26,7 @@ from typing import Any
 from liftoff.core.api_keys import ADMIN, GRANTS, INFERENCE, READ, KeyRing
 from liftoff.core.settings import Settings
 from liftoff.http.asgi import HttpMiddleware, send_json
-from liftoff.http.middleware import ErrorBody, takeoff_body
+from liftoff.http.errors import TAKEOFF, ErrorBody
 from liftoff.http.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/healthz", "/health"})
@@ -64,7 +64,7 @@ class ApiKeyAuth(HttpMiddleware):
     `role_for` returning None leaves the route open. The caller's name and role go into `scope["api_key"]`."""
 
     def __init__(self, app: ASGIApp, keys: KeyRing, role_for: RoleFor = management_role_for,
-                 error_body: ErrorBody = takeoff_body) -> None:
+                 error_body: ErrorBody = TAKEOFF.body) -> None:
         super().__init__(app)
         self.keys = keys
         self.role_for = role_for
@@ -115,7 +115,7 @@ def management_auth(app: ASGIApp, settings: Settings) -> ASGIApp:
     return ApiKeyAuth(app, keys, management_role_for) if keys else app
 
 
-def inference_auth(app: ASGIApp, settings: Settings, error_body: ErrorBody = takeoff_body,
+def inference_auth(app: ASGIApp, settings: Settings, error_body: ErrorBody = TAKEOFF.body,
                    open_paths: frozenset[str] = frozenset()) -> ASGIApp:
     """An inference-facing port's app behind `inference_api_keys`; unchanged when none are configured.
     `open_paths` stay open beside `/healthz` and `/health` (health probes that send no key)."""

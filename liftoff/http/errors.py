@@ -89,24 +89,20 @@ class SimpleShape(ErrorShape):
         return self.builder(err.status, err.message)
 
 
-class ProtocolShape(ErrorShape):
+class ProtocolShape(SimpleShape):
     """A protocol with error types of its own: `convert` makes any failure one of them (it answers itself with
     `response()`); `builder(status, message)` is its body for the machinery's answers (an unknown route, a refused
     key, ...)."""
 
-    def builder(self, status: int, message: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def convert(self, exc: Exception) -> Any:
-        raise NotImplementedError
-
-    def body(self, path: str, status: int, message: str, details: Any = None) -> dict[str, Any]:
-        return self.builder(status, message)
+    def __init__(self, builder: Callable[[int, str], dict[str, Any]], schema: Schema,
+                 convert: Callable[[Exception], Any], error_types: tuple[type[Exception], ...]) -> None:
+        super().__init__(builder, schema)
+        self.convert = convert
+        self.error_types = error_types
 
     def answer(self, request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):  # no route, method not allowed: the framework's, not a route's
-            err = as_api_error(request, exc)
-            return json_response(self.builder(err.status, err.message), err.status, err.headers)
+            return super().answer(request, exc)
         response: Response = self.convert(exc).response()
         return response
 
@@ -135,6 +131,8 @@ class PathShape(ErrorShape):
 
 
 TAKEOFF = TakeoffShape()
+# A port's error body for an answer given before any route runs (`ErrorShape.body`): (path, status, message, details)
+ErrorBody = Callable[[str, int, str, Any], dict[str, Any]]
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 

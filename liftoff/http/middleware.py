@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from liftoff.core.errors import PayloadTooLarge, takeoff_error_body
+from liftoff.core.errors import PayloadTooLarge
 from liftoff.http.asgi import HttpMiddleware, send_json
+from liftoff.http.errors import TAKEOFF, ErrorBody
 from liftoff.http.types import ASGIApp, Message, Receive, Scope, Send
-
-# A port's error body for an answer given before any route runs: (path, status, message, details) -> body
-ErrorBody = Callable[[str, int, str, Any], dict[str, Any]]
-
-
-def takeoff_body(path: str, status: int, message: str, details: Any = None) -> dict[str, Any]:
-    return takeoff_error_body(status, message, details)
 
 
 class BodySizeLimit(HttpMiddleware):
@@ -24,7 +15,7 @@ class BodySizeLimit(HttpMiddleware):
     arrives and the read that crosses the limit raises `PayloadTooLarge`, which the error handlers answer.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, error_body: ErrorBody = takeoff_body) -> None:
+    def __init__(self, app: ASGIApp, limit: int, error_body: ErrorBody = TAKEOFF.body) -> None:
         super().__init__(app)
         self.limit = limit
         self.error_body = error_body

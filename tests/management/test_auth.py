@@ -26,7 +26,7 @@ from liftoff.core.api_keys import (
 )
 from liftoff.core.settings import Settings
 from liftoff.deployments.model import DEPLOYMENT_TYPE, mint_rid
-from liftoff.gateway.chat.errors import OpenAIShape
+from liftoff.gateway.chat.errors import OPENAI_SHAPE
 from liftoff.gateway.takeoff.requests import generate_for_group
 from liftoff.http.auth import ApiKeyAuth
 from liftoff.http.context import Gateway
@@ -126,7 +126,7 @@ def test_middleware_headers_roles_and_shapes() -> None:
     r = client.get("/thing", headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.json()["error"].startswith("Invalid token")
 
-    openai = TestClient(ApiKeyAuth(inner, ring, error_body=OpenAIShape().body))
+    openai = TestClient(ApiKeyAuth(inner, ring, error_body=OPENAI_SHAPE.body))
     r = openai.get("/thing")
     assert r.status_code == 401
     assert r.json() == {"error": {"message": "Bearer token required", "type": "invalid_request_error",

@@ -2,7 +2,7 @@
 `{"type": "error", "error": {"type": <kind>, "message": ...}}`, the kind following the status as Anthropic's does.
 
 Route errors, validation errors, service and reader errors (through the OpenAI port's translation of `ApiError`s,
-which folds a reader's 422 into a 400) and SSE error events all go through `anthropic_error_body`. `AnthropicShape`
+which folds a reader's 422 into a 400) and SSE error events all go through `anthropic_error_body`. `ANTHROPIC_SHAPE`
 is the error shape of these paths on the OpenAI port, so the answers the port's shared machinery gives on them (no
 route, method not allowed, body too large, a missing or refused key) speak it too.
 """
@@ -96,18 +96,6 @@ def error_event(exc: BaseException) -> bytes:
     return sse.json_event(anthropic_error_body(err.status, err.message), "error")
 
 
-def is_anthropic_path(path: str) -> bool:
-    return path == PATH or path.startswith(PATH + "/")
-
-
-class AnthropicShape(ProtocolShape):
-    """Anthropic's errors, for the `/v1/messages*` paths of the OpenAI port (`PathShape` there picks it)."""
-
-    schema = ANTHROPIC_ERROR
-    error_types = (AnthropicError, OpenAIError)
-
-    def builder(self, status: int, message: str) -> dict[str, Any]:
-        return anthropic_error_body(status, message)
-
-    def convert(self, exc: Exception) -> AnthropicError:
-        return as_anthropic_error(exc)
+# Anthropic's errors, for the `/v1/messages*` paths of the OpenAI port (a `PathShape` there picks it by `PATH`).
+ANTHROPIC_SHAPE = ProtocolShape(anthropic_error_body, ANTHROPIC_ERROR, as_anthropic_error,
+                                (AnthropicError, OpenAIError))

@@ -2,7 +2,7 @@
 
 `openai_error_body` is the one builder of that body: route errors, validation errors, service, dispatcher and reader
 errors (`ApiError`s, whose statuses are mapped to OpenAI's: a reader's 422 is a 400 here) and SSE error events all
-go through it. `OpenAIShape` is the port's error shape (liftoff.http.errors): the exception handlers answer with it,
+go through it. `OPENAI_SHAPE` is the port's error shape (liftoff.http.errors): the exception handlers answer with it,
 and the shared port machinery (no route, method not allowed, body too large, a refused key) builds its answers
 with it.
 """
@@ -121,15 +121,6 @@ def openai_shape(status: int, message: str) -> dict[str, Any]:
     return openai_error_body(status, message, None, code)
 
 
-class OpenAIShape(ProtocolShape):
-    """The OpenAI port's errors: whatever a route raises, as `as_openai_error` makes it (the machinery's own answers,
-    an unknown route or a refused key, through `openai_shape`)."""
-
-    schema = OPENAI_ERROR
-    error_types = (OpenAIError,)
-
-    def builder(self, status: int, message: str) -> dict[str, Any]:
-        return openai_shape(status, message)
-
-    def convert(self, exc: Exception) -> OpenAIError:
-        return as_openai_error(exc)
+# The OpenAI port's errors: whatever a route raises, as `as_openai_error` makes it (the machinery's own answers, an
+# unknown route or a refused key, through `openai_shape`).
+OPENAI_SHAPE = ProtocolShape(openai_shape, OPENAI_ERROR, as_openai_error, (OpenAIError,))

@@ -2,7 +2,7 @@
 
 Routes only translate: parse, validate (`liftoff.gateway.chat.protocol`), call the service
 (`liftoff.gateway.services`; completions through `liftoff.gateway.chat.generation`, which also shapes their answers
-and streams), answer in OpenAI's shape. Failures are raised: the port's error shape (`OpenAIShape`, in
+and streams), answer in OpenAI's shape. Failures are raised: the port's error shape (`OPENAI_SHAPE`, in
 `liftoff.gateway.chat.errors`) answers them in OpenAI's envelope, as it does the port machinery's own answers.
 """
 
