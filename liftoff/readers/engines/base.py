@@ -15,6 +15,12 @@ class EngineLoadError(RuntimeError):
     """The model cannot be loaded; the reader reports the reason and exits without a restart loop."""
 
 
+def failure_reason(exc: BaseException) -> str:
+    """A failure of a library in one line, for an `EngineLoadError`: its kind and the first line of its message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 class Engine(abc.ABC):
     model_type: str = "generation"
     kinds: frozenset[str] = frozenset({"generate"})  # the WorkItem kinds run() serves

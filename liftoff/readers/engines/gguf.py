@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from liftoff.readers.engines.base import EngineLoadError
+from liftoff.readers.engines.base import EngineLoadError, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def architecture(path: Path) -> str:
     except EngineLoadError:
         raise
     except Exception as exc:  # the reader raises many kinds on a damaged file (ValueError, KeyError, struct.error)
-        raise EngineLoadError(f"GGUF file {str(path)!r} cannot be read: {_reason(exc)}") from exc
+        raise EngineLoadError(f"GGUF file {str(path)!r} cannot be read: {failure_reason(exc)}") from exc
 
 
 def parameter_count(path: Path) -> int:
@@ -171,7 +171,7 @@ def _convert(source: Path, target: Path, progress: Progress | None, generation: 
         raise
     except Exception as exc:  # a damaged file fails anywhere in transformers' reader; the reason is what matters
         shutil.rmtree(staging, ignore_errors=True)
-        raise EngineLoadError(f"GGUF file {source.name!r} could not be converted: {_reason(exc)}") from exc
+        raise EngineLoadError(f"GGUF file {source.name!r} could not be converted: {failure_reason(exc)}") from exc
     record = {"source": str(source), **_stat(source), "sha256": _sha256(source), "architecture": arch,
               "generation": generation, "converted_s": round(time.monotonic() - started, 1)}
     (staging / SOURCE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
@@ -179,7 +179,3 @@ def _convert(source: Path, target: Path, progress: Progress | None, generation: 
     staging.rename(target)  # whole or not at all: a conversion cut short leaves no copy that looks finished
     log.info("GGUF %s converted in %.1f s", source.name, record["converted_s"])
 
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

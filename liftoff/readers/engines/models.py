@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from liftoff.core.model_names import check_model_name
 from liftoff.readers.engines import gguf
-from liftoff.readers.engines.base import EngineLoadError
+from liftoff.readers.engines.base import EngineLoadError, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,9 @@ def _gguf_source(model_name: str, repository_path: str | Path, access_token: Sec
 
 def bundled_generation(source: Path) -> dict[str, Any] | None:
     """The generation defaults of a bundled GGUF file (by the file, however it was named), or None."""
-    for name, (package, _) in BUNDLED_MODELS.items():
-        if package in BUNDLED_GENERATION and bundled_model_path(name) == source.resolve():
+    source = source.resolve()
+    for package, folder in set(BUNDLED_MODELS.values()):
+        if package in BUNDLED_GENERATION and _in_package(package, folder) == source:
             return BUNDLED_GENERATION[package]
     return None
 
@@ -118,9 +119,11 @@ def bundled_model_path(model_name: str) -> Path | None:
     """The model directory (or GGUF file) inside an installed package that ships `model_name`, if one is
     installed. The package is located, not imported."""
     entry = BUNDLED_MODELS.get(model_name.strip().lower())
-    if entry is None:
-        return None
-    package, folder = entry
+    return None if entry is None else _in_package(*entry)
+
+
+def _in_package(package: str, folder: str) -> Path | None:
+    """`folder` (a model directory, or a GGUF file) inside the installed `package`, found without importing it."""
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
@@ -167,9 +170,8 @@ def _download(model_name: str, target: Path, access_token: SecretStr | None) -> 
     except Exception as exc:  # the hub raises many kinds (HTTP, validation, connection, OS); all mean the same here
         if created:
             shutil.rmtree(target, ignore_errors=True)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EngineLoadError(f"model {model_name!r} could not be downloaded ({type(exc).__name__}: {reason}); "
-                              f"{hint}") from exc
+        raise EngineLoadError(f"model {model_name!r} could not be downloaded ({failure_reason(exc)}); {hint}") \
+            from exc
     return target.resolve()
 
 
@@ -188,9 +190,8 @@ def _download_file(repo: str, filename: str, repo_dir: Path, access_token: Secre
         hf_hub_download(repo_id=repo, filename=filename, local_dir=str(repo_dir),
                         token=access_token.get_secret_value() if access_token else None)
     except Exception as exc:  # the hub raises many kinds (HTTP, validation, connection, OS); all mean the same here
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EngineLoadError(f"GGUF file {filename!r} of {repo!r} could not be downloaded ({type(exc).__name__}: "
-                              f"{reason}); {hint}") from exc
+        raise EngineLoadError(f"GGUF file {filename!r} of {repo!r} could not be downloaded ({failure_reason(exc)}); "
+                              f"{hint}") from exc
     if not target.is_file():
         raise EngineLoadError(f"GGUF file {filename!r} of {repo!r} was not where the download should have put it; "
                               f"{hint}")
